@@ -1,0 +1,44 @@
+"""napari-pix2pix: restore and translate scientific images with Pix2Pix.
+
+Importing this package does not import napari or Qt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .engine.api import NoBundledModelError, colorize, denoise, inpaint, translate
+from .engine.model import Pix2PixModel, import_reference_checkpoint
+from .engine.modelfile import ModelFileError
+from .engine.normalization import Normalization
+from .engine.predict import PredictionCancelled, Progress
+from .engine.registry import list_models, load_model
+
+__all__ = [
+    "ModelFileError",
+    "NoBundledModelError",
+    "Normalization",
+    "Pix2PixModel",
+    "PredictionCancelled",
+    "Progress",
+    "__version__",
+    "colorize",
+    "denoise",
+    "import_reference_checkpoint",
+    "inpaint",
+    "list_models",
+    "load_model",
+    "train",
+    "translate",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # training pulls in more modules; load it on first use
+    if name == "train":
+        from .engine.training import train
+
+        return train
+    raise AttributeError(f"module 'napari_pix2pix' has no attribute {name!r}")

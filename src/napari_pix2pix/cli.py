@@ -1,0 +1,264 @@
+"""Command line: ``napari-pix2pix {predict,train,models,info,demo}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+
+def _progress_bar(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", dynamic_ncols=True, file=sys.stderr, leave=False)
+
+
+# ---------------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.io import IMAGE_SUFFIXES, list_images, read_image, write_image
+    from .engine.registry import load_model
+
+    model = load_model(args.model)
+    files: list[Path] = []
+    for item in args.inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += list_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input {item!r} is neither a file nor a folder")
+    if not files:
+        raise ValueError(f"no TIFF/PNG/JPEG images found in {args.inputs}")
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    masks = {p.stem: p for p in list_images(args.mask_dir)} if args.mask_dir else {}
+    if model.task.needs_mask and not masks:
+        print("note: no --mask-dir given; NaN pixels of float images are inpainted", file=sys.stderr)
+    for f in files:
+        image = read_image(f)
+        ca = args.channel_axis
+        if ca is None and image.ndim == 3 and image.shape[-1] in (3, 4) and f.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            ca = -1
+        mask = read_image(masks[f.stem]) != 0 if f.stem in masks else None
+        bar = _progress_bar(0, f.name)
+        t = time.perf_counter()
+
+        def on_progress(p: Any, bar: Any = bar) -> None:
+            bar.total = p.total
+            bar.n = p.done
+            bar.refresh()
+
+        result = model.predict(image, mask, channel_axis=ca, tile_size=args.tile_size, overlap=args.overlap,
+                               batch_size=args.batch_size, device=args.device, precision=args.precision,
+                               progress=on_progress)
+        bar.close()
+        suffix = f.suffix.lower()
+        if suffix in (".jpg", ".jpeg") and result.dtype.name != "uint8":
+            suffix = ".tif"
+        if suffix == ".png" and result.dtype.name not in ("uint8", "uint16"):
+            suffix = ".tif"
+        dest = out_dir / (f.stem + args.suffix + (suffix if suffix in IMAGE_SUFFIXES else ".tif"))
+        write_image(dest, result)
+        print(f"{f.name} -> {dest} ({result.shape}, {result.dtype}, {time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------------- models / info
+def cmd_models(args: argparse.Namespace) -> int:
+    from .engine.modelfile import read_model_file
+    from .engine.registry import list_models
+
+    if args.file:
+        _, meta = read_model_file(args.file)
+        meta = {k: v for k, v in meta.items() if k != "training"} | {
+            "training": {k: v for k, v in meta.get("training", {}).items() if k != "history"}}
+        print(json.dumps(meta, indent=2))
+        return 0
+    models = list_models()
+    if not models:
+        print("no pretrained models are bundled with this version; train one with 'napari-pix2pix train'")
+    for name, info in models.items():
+        print(f"{name:24s} {info['task']:10s} {info['preset']:12s} {info['description']}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy
+    import torch
+
+    from .engine.device import cpu_has_fast_bf16, resolve_device, resolve_precision
+
+    dev = resolve_device("auto")
+    print(f"napari-pix2pix {__version__}")
+    print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}, torch {torch.__version__}")
+    print(f"device (auto): {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
+    print(f"CUDA available: {torch.cuda.is_available()}; MPS available: "
+          f"{bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())}")
+    print(f"CPU native bf16: {cpu_has_fast_bf16()}; threads: {torch.get_num_threads()}")
+    print(f"inference precision (auto): {str(resolve_precision('auto', dev)).replace('torch.', '')}")
+    try:
+        import napari
+
+        print(f"napari {napari.__version__}")
+    except ImportError:
+        print("napari: not installed (pip install 'napari-pix2pix[all]')")
+    return 0
+
+
+# ---------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.training import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
+
+    options: dict[str, Any] = {}
+    if args.config:
+        options.update(json.loads(Path(args.config).read_text()))
+    for name in ("task", "preset", "steps", "batch_size", "patch_size", "lr", "lambda_l1", "val_fraction",
+                 "val_split", "val_every", "checkpoint_every", "seed", "device", "precision", "ndf", "gan_mode"):
+        v = getattr(args, name)
+        if v is not None:
+            options[name] = v
+    if args.ngf is not None or args.levels is not None:
+        gen = dict(options.get("generator", {}))
+        if args.ngf is not None:
+            gen["ngf"] = args.ngf
+        if args.levels is not None:
+            gen["levels"] = args.levels
+        options["generator"] = gen
+    if args.noise_sigma is not None:
+        options["noise"] = {"gaussian_sigma": [args.noise_sigma / 255] * 2, "photons": [0, 0], "poisson_fraction": 0}
+    sources = {k: getattr(args, k) for k in ("input_dir", "target_dir", "clean_dir", "aligned_dir")
+               if getattr(args, k) is not None}
+    if args.channel_axis is not None:
+        sources["channel_axis"] = args.channel_axis
+    kwargs: dict[str, Any] = dict(model_path=args.out, checkpoint_dir=args.checkpoint_dir, **sources)
+    if args.resume:
+        kwargs["resume"] = args.resume
+        kwargs.update({k: v for k, v in options.items() if k == "steps"})
+    else:
+        kwargs["config"] = TrainConfig(**options)
+    gen = train_iter(**kwargs)
+    bar = None
+    from tqdm import tqdm
+
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as done:
+                model = done.value
+                break
+            if isinstance(ev, StepUpdate):
+                if bar is None:
+                    bar = tqdm(total=ev.total, initial=ev.step - 1, desc="training", unit="step",
+                               dynamic_ncols=True, file=sys.stderr)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in ev.losses.items()}, refresh=False)
+                if ev.step % args.log_every == 0 or ev.step == ev.total:
+                    tqdm.write(describe(ev), file=sys.stdout)
+            elif isinstance(ev, ValidationUpdate) or args.verbose:
+                tqdm.write(describe(ev), file=sys.stdout)
+    except KeyboardInterrupt:
+        gen.close()  # saves the checkpoint and the model
+        print("\ninterrupted: checkpoint and model saved; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"model saved to {args.out} ({model.training.get('steps_done')} steps, "
+          f"best validation PSNR {model.training.get('best_val_psnr', float('nan')):.2f} dB)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(headless=args.headless, out=args.out)
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``napari-pix2pix``."""
+    ap = argparse.ArgumentParser(prog="napari-pix2pix", description="Pix2Pix image restoration and translation.")
+    ap.add_argument("--version", action="version", version=f"napari-pix2pix {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="apply a model to image files or folders")
+    p.add_argument("model", help="bundled model name or model file (.safetensors)")
+    p.add_argument("inputs", nargs="+", help="TIFF/PNG/JPEG files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--mask-dir", help="inpaint: folder of masks named like the inputs (non-zero = fill)")
+    p.add_argument("--channel-axis", type=int, default=None, help="channel axis of the inputs")
+    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--suffix", default="", help="appended to output file names")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train a model on paired folders or clean images")
+    src = p.add_argument_group("data (one source)")
+    src.add_argument("--input-dir", help="input images, paired with --target-dir by file name")
+    src.add_argument("--target-dir")
+    src.add_argument("--clean-dir", help="clean images: pairs are synthesized for the task")
+    src.add_argument("--aligned-dir", help="reference-implementation A|B side-by-side images")
+    src.add_argument("--channel-axis", type=int, default=None)
+    p.add_argument("-o", "--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--checkpoint-dir", help="default: <out>.checkpoints beside the model")
+    p.add_argument("--resume", help="checkpoint.safetensors to continue from")
+    p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options override it)")
+    p.add_argument("--task", choices=["denoise", "inpaint", "colorize", "translate"])
+    p.add_argument("--preset", choices=["unet_256", "unet_128", "unet_small", "unet_tiny"])
+    p.add_argument("--ngf", type=int)
+    p.add_argument("--levels", type=int)
+    p.add_argument("--ndf", type=int)
+    p.add_argument("--gan-mode", choices=["vanilla", "lsgan"])
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lambda-l1", type=float)
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--val-split", choices=["image", "region"])
+    p.add_argument("--val-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--noise-sigma", type=float, help="denoise synthesis: fixed Gaussian sigma (0-255 units)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("-v", "--verbose", action="store_true", help="also log every saved file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list bundled models, or describe a model file")
+    p.add_argument("file", nargs="?", help="a model file to describe")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="versions and the device that would be used")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="open napari with a sample and the widgets (headless: a figure + metrics)")
+    p.add_argument("--headless", action="store_true", help="no window: write a comparison figure and metrics")
+    p.add_argument("--out", default="pix2pix-demo", help="folder for the headless figure and metrics")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors are printed as one line, not a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, LookupError, RuntimeError) as e:
+        print(f"napari-pix2pix {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The engine: data, training, tiled prediction, model files, tasks. numpy + torch only."""

@@ -1,0 +1,132 @@
+"""Task functions: the bundled model for each task, or a model of the user's."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .model import Pix2PixModel
+from .registry import default_model_name, load_model
+
+ModelLike = str | os.PathLike[str] | Pix2PixModel | None
+
+
+class NoBundledModelError(LookupError):
+    """No pretrained model is bundled for a task."""
+
+
+def resolve_model(model: ModelLike, task: str) -> Pix2PixModel:
+    """The model to use for `task`: the given one (name, path, object) or the bundled one."""
+    if model is None:
+        name = default_model_name(task)
+        if name is None:
+            raise NoBundledModelError(
+                f"no pretrained {task} model is bundled with this version of napari-pix2pix; "
+                f"pass model='path/to/model.safetensors' (train one with napari_pix2pix.train)"
+            )
+        model = name
+    m = load_model(model)
+    if m.task.name != task:
+        raise ValueError(f"{m.name!r} is a {m.task.name} model, not a {task} model")
+    return m
+
+
+def denoise(image: Any, model: ModelLike = None, *, channel_axis: int | None = None, **kwargs: Any) -> np.ndarray:
+    """Denoise an image with the bundled denoiser or `model`.
+
+    Parameters
+    ----------
+    image : array-like
+        2D image, stack (leading axes) or multi-channel image (`channel_axis`), any dtype.
+    model : str, path or Pix2PixModel, optional
+        A bundled model name, a model file, or a model; default the bundled denoiser.
+    channel_axis : int, optional
+        Channel axis; a single-channel model is applied to each channel.
+    **kwargs
+        Passed to :meth:`Pix2PixModel.predict` (tile_size, device, progress, ...).
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype as `image`.
+
+    Examples
+    --------
+    >>> from napari_pix2pix import denoise  # doctest: +SKIP
+    >>> clean = denoise(viewer.layers["noisy"].data)  # doctest: +SKIP
+    """
+    return resolve_model(model, "denoise").predict(image, channel_axis=channel_axis, **kwargs)
+
+
+def inpaint(image: Any, mask: Any = None, model: ModelLike = None, *, channel_axis: int | None = None,
+            **kwargs: Any) -> np.ndarray:
+    """Fill the pixels where `mask` is non-zero; every other pixel is returned unchanged.
+
+    Parameters
+    ----------
+    image : array-like
+        2D image, stack or multi-channel image, any dtype.
+    mask : array-like, optional
+        Non-zero where pixels are to be filled: the image's shape without channels, or
+        (Y, X) for every plane. Default: the image's NaN pixels.
+    model : str, path or Pix2PixModel, optional
+        Default the bundled inpainter.
+    channel_axis : int, optional
+        Channel axis.
+    **kwargs
+        Passed to :meth:`Pix2PixModel.predict`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype as `image`.
+    """
+    return resolve_model(model, "inpaint").predict(image, mask, channel_axis=channel_axis, **kwargs)
+
+
+def colorize(image: Any, model: ModelLike = None, *, channel_axis: int | None = None, **kwargs: Any) -> np.ndarray:
+    """Colorize a grayscale image (an RGB input is first reduced to its luminance).
+
+    Parameters
+    ----------
+    image : array-like
+        Grayscale 2D image or stack, any dtype.
+    model : str, path or Pix2PixModel, optional
+        Default the bundled colorizer.
+    channel_axis : int, optional
+        Channel axis of an RGB input.
+    **kwargs
+        Passed to :meth:`Pix2PixModel.predict`.
+
+    Returns
+    -------
+    numpy.ndarray
+        RGB, the input's dtype and intensity scale, colour as the last axis (or at
+        `channel_axis`).
+    """
+    return resolve_model(model, "colorize").predict(image, channel_axis=channel_axis, **kwargs)
+
+
+def translate(image: Any, model: ModelLike, *, channel_axis: int | None = None, **kwargs: Any) -> np.ndarray:
+    """Apply any trained image-to-image model (e.g. low-SNR → high-SNR, label-free → stained).
+
+    Parameters
+    ----------
+    image : array-like
+        Input image, stack or multi-channel image.
+    model : str, path or Pix2PixModel
+        The trained model (any task).
+    channel_axis : int, optional
+        Channel axis.
+    **kwargs
+        Passed to :meth:`Pix2PixModel.predict`.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    if model is None:
+        raise ValueError("translate needs a model: a model file trained with napari_pix2pix.train")
+    return load_model(model).predict(image, channel_axis=channel_axis, **kwargs)

@@ -1,0 +1,354 @@
+"""Paired training data: arrays, folders, aligned A|B files, or pairs synthesized from clean images.
+
+Images are split into 2D planes (C, H, W) with their own normalization, a validation part
+is held out (whole images or a band of each image), and random patches with flips and
+90° rotations are drawn identically from both sides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io import list_images, read_image
+from .normalization import Normalization, plane_percentiles, safe_range, to_network
+from .synthesis import NoiseConfig, add_noise, random_mask, to_gray
+from .tasks import Task, get_task
+
+
+@dataclass
+class Plane:
+    """One 2D training image: input and target (C, H, W) float32 and their intensity ranges."""
+
+    input: np.ndarray
+    target: np.ndarray
+    in_range: tuple[float, float]
+    tgt_range: tuple[float, float]
+    name: str = ""
+
+
+def _planes(arr: np.ndarray, channel_axis: int | None) -> list[np.ndarray]:
+    """Split an array into (C, H, W) planes: the last two non-channel axes are Y, X."""
+    a = np.asarray(arr)
+    if a.size == 0:
+        raise ValueError(f"an image is empty (shape {a.shape})")
+    if channel_axis is None:
+        a = a[..., None, :, :]
+    else:
+        ca = channel_axis % a.ndim
+        if a.ndim - 1 < 2:
+            raise ValueError(f"image of shape {a.shape} has fewer than 2 spatial axes besides channel_axis")
+        a = np.moveaxis(a, ca, -3)
+    if a.ndim < 3:
+        raise ValueError(f"image of shape {np.shape(arr)} has fewer than 2 spatial axes")
+    return list(a.reshape(-1, *a.shape[-3:]))
+
+
+def _range(plane: np.ndarray, norm: Normalization, what: str) -> tuple[float, float]:
+    flat = np.moveaxis(plane, 0, -1)
+    try:
+        lo, hi = plane_percentiles(lambda y0, y1: flat[y0:y1], flat.shape[0], plane.dtype, (norm.low, norm.high))
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from e
+    return safe_range(lo, hi)
+
+
+@dataclass
+class PairedData:
+    """Training pairs as planes, with the task's normalization; see :func:`make_data`."""
+
+    task: Task
+    planes: list[Plane]
+    normalization: Normalization
+    synth: NoiseConfig | None = None  # denoise: noise drawn per patch
+    synthesize: bool = False  # pairs made on the fly from clean targets
+    val: list[Plane] = field(default_factory=list)
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        """(image channels, target channels)."""
+        p = self.planes[0]
+        return p.input.shape[0], p.target.shape[0]
+
+    def min_size(self) -> tuple[int, int]:
+        """Smallest plane height and width."""
+        return min(p.input.shape[1] for p in self.planes), min(p.input.shape[2] for p in self.planes)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, rng: np.random.Generator, patch: int, augment: bool = True,
+               planes: list[Plane] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One random normalized pair (input (C,p,p), target (C',p,p), mask (p,p) or None)."""
+        planes = planes if planes is not None else self.planes
+        p = planes[int(rng.integers(len(planes)))]
+        _, h, w = p.input.shape
+        y, x = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+        a = p.input[:, y : y + patch, x : x + patch]
+        b = p.target[:, y : y + patch, x : x + patch]
+        a, b, m = self.degrade(a, b, p, rng)
+        if augment:
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            a, b = np.rot90(a, k, (1, 2)), np.rot90(b, k, (1, 2))
+            m = np.rot90(m, k) if m is not None else None
+            if flip:
+                a, b = a[:, :, ::-1], b[:, :, ::-1]
+                m = m[:, ::-1] if m is not None else None
+        a = np.ascontiguousarray(a, np.float32)
+        b = np.ascontiguousarray(b, np.float32)
+        m = np.ascontiguousarray(m) if m is not None else None
+        return a, b, m
+
+    def degrade(self, a: np.ndarray, b: np.ndarray, p: Plane, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Normalize a raw crop pair (synthesizing the input if needed) and return its mask."""
+        task = self.task.name
+        mask = None
+        if self.synthesize and task == "denoise":
+            params = (self.synth or NoiseConfig()).draw(rng)
+            noisy = add_noise(b, params, rng)
+            # whole-plane percentiles of the noisy image, estimated on a pixel subsample
+            flat = p.target.reshape(p.target.shape[0], -1)
+            idx = rng.integers(0, flat.shape[1], min(flat.shape[1], 20000))
+            sample = add_noise(flat[:, idx], params, rng)
+            lo, hi = safe_range(*np.percentile(sample, (self.normalization.low, self.normalization.high)))
+            return to_network(noisy, lo, hi), to_network(b, lo, hi), None
+        if task == "inpaint":
+            mask = random_mask(a.shape[1:], rng) if self.synthesize else None
+            if mask is None:
+                raise ValueError("inpaint training needs synthesized masks (pairs from clean images)")
+            lo, hi = p.in_range
+            return to_network(b, lo, hi), to_network(b, lo, hi), mask
+        if self.synthesize and task == "colorize":
+            lo, hi = p.in_range
+            return to_network(to_gray(b), lo, hi), to_network(b, lo, hi), None
+        lo, hi = p.in_range
+        a_n = to_network(a, lo, hi)
+        tlo, thi = p.tgt_range if task == "translate" else p.in_range
+        return a_n, to_network(b, tlo, thi), None
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape[-2:] != b.shape[-2:]:
+        raise ValueError(
+            f"{what}: input {a.shape} and target {b.shape} differ in shape; paired images must match"
+        )
+
+
+def pair_folders(input_dir: str | os.PathLike[str], target_dir: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """Pair files of two folders by name (suffix ignored); list every problem before failing.
+
+    Raises
+    ------
+    ValueError
+        Naming every unpaired file, or if a folder holds no images.
+    """
+    a = {p.stem: p for p in list_images(input_dir)}
+    b = {p.stem: p for p in list_images(target_dir)}
+    if not a:
+        raise ValueError(f"input folder {str(input_dir)!r} holds no TIFF/PNG/JPEG images")
+    if not b:
+        raise ValueError(f"target folder {str(target_dir)!r} holds no TIFF/PNG/JPEG images")
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        lines = []
+        if only_a:
+            lines.append(f"in {input_dir} only: " + ", ".join(a[k].name for k in only_a))
+        if only_b:
+            lines.append(f"in {target_dir} only: " + ", ".join(b[k].name for k in only_b))
+        raise ValueError("input and target folders are not paired by file name:\n  " + "\n  ".join(lines))
+    return [(a[k], b[k]) for k in sorted(a)]
+
+
+def _as_list(x: Any) -> list[Any]:
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+def make_data(
+    task: str | Task,
+    *,
+    input: Any = None,
+    target: Any = None,
+    clean: Any = None,
+    input_dir: str | os.PathLike[str] | None = None,
+    target_dir: str | os.PathLike[str] | None = None,
+    clean_dir: str | os.PathLike[str] | None = None,
+    aligned_dir: str | os.PathLike[str] | None = None,
+    channel_axis: int | None = None,
+    normalization: Normalization | None = None,
+    noise: NoiseConfig | None = None,
+    val_fraction: float = 0.1,
+    val_split: str = "image",
+    patch_size: int = 256,
+    seed: int = 0,
+) -> PairedData:
+    """Collect training pairs from exactly one kind of source and hold out a validation part.
+
+    Parameters
+    ----------
+    task : str
+        "denoise", "inpaint", "colorize" or "translate".
+    input, target : array or list of arrays
+        Paired arrays of equal shape (2D, stacks, channels via `channel_axis`).
+    clean : array or list of arrays
+        Clean images to synthesize pairs from (denoise, inpaint, colorize).
+    input_dir, target_dir : path
+        Folders paired by file name (TIFF incl. 16-bit and multi-page, PNG, JPEG).
+    clean_dir : path
+        Folder of clean images to synthesize pairs from.
+    aligned_dir : path
+        Folder of the reference implementation's aligned A|B images (side by side).
+    channel_axis : int, optional
+        Channel axis of the arrays/files (RGB files are read channel-last: use -1).
+    normalization : Normalization, optional
+        Percentiles (default 0.5 and 99.9).
+    noise : NoiseConfig, optional
+        Denoise synthesis: the noise to draw (default Gaussian and Poisson-Gaussian ranges).
+    val_fraction : float
+        Share held out for validation (0 disables validation).
+    val_split : {"image", "region"}
+        Hold out whole images, or the last rows of every image.
+    patch_size : int
+        Training patch side; every image must be at least this large.
+    seed : int
+        Seed for the split.
+
+    Returns
+    -------
+    PairedData
+    """
+    task = get_task(task)
+    norm = normalization or Normalization()
+    sources = [input is not None or target is not None, clean is not None, input_dir is not None or target_dir is not None,
+               clean_dir is not None, aligned_dir is not None]
+    if sum(sources) != 1:
+        raise ValueError(
+            "give exactly one data source: input= and target= arrays, clean= arrays, "
+            "input_dir= and target_dir=, clean_dir=, or aligned_dir="
+        )
+    if val_split not in ("image", "region"):
+        raise ValueError(f"val_split must be 'image' or 'region', got {val_split!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+    pairs: list[tuple[np.ndarray, np.ndarray, str]] = []
+    synthesize = False
+    if clean is not None or clean_dir is not None:
+        if task.name == "translate":
+            raise ValueError("pairs cannot be synthesized for translate: give input and target images")
+        synthesize = True
+        imgs = [(c, f"clean[{i}]") for i, c in enumerate(_as_list(clean))] if clean is not None else [
+            (read_image(p), p.name) for p in list_images(clean_dir)]  # type: ignore[arg-type]
+        if not imgs:
+            raise ValueError(f"clean folder {str(clean_dir)!r} holds no TIFF/PNG/JPEG images")
+        pairs = [(c, c, n) for c, n in imgs]
+    elif input_dir is not None or target_dir is not None:
+        if input_dir is None or target_dir is None:
+            raise ValueError("folder training needs both input_dir and target_dir")
+        pairs = [(read_image(a), read_image(b), a.name) for a, b in pair_folders(input_dir, target_dir)]
+    elif aligned_dir is not None:
+        files = list_images(aligned_dir)
+        if not files:
+            raise ValueError(f"aligned folder {str(aligned_dir)!r} holds no TIFF/PNG/JPEG images")
+        for f in files:
+            ab = read_image(f)
+            x_axis = 1 if ab.ndim == 3 and ab.shape[-1] in (3, 4) else ab.ndim - 1  # RGB: (H, W, 3)
+            w = ab.shape[x_axis]
+            if w % 2:
+                raise ValueError(f"{f.name}: an aligned A|B image needs an even width, got {w}")
+            left, right = np.split(ab, 2, axis=x_axis)
+            pairs.append((left, right, f.name))
+    else:
+        ins, tgs = _as_list(input), _as_list(target)
+        if len(ins) != len(tgs) or not ins:
+            raise ValueError(f"give as many input as target arrays (got {len(ins)} inputs, {len(tgs)} targets)")
+        pairs = [(a, b, f"pair[{i}]") for i, (a, b) in enumerate(zip(ins, tgs, strict=True))]
+
+    planes: list[Plane] = []
+    for a, b, name in pairs:
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype.kind not in "uif" or b.dtype.kind not in "uif":
+            raise TypeError(f"{name}: images must be numeric arrays, got {a.dtype} and {b.dtype}")
+        _check_pair(a, b, name)
+        ca = channel_axis
+        if ca is None and task.name == "colorize" and b.ndim == 3 and b.shape[-1] in (3, 4):
+            ca = -1  # RGB targets
+        pa = _planes(a, ca if a.ndim == b.ndim else None)
+        pb = _planes(b, ca)
+        if len(pa) != len(pb):
+            raise ValueError(f"{name}: input and target hold different numbers of planes ({len(pa)}, {len(pb)})")
+        for k, (x, y) in enumerate(zip(pa, pb, strict=True)):
+            label = f"{name} plane {k}" if len(pa) > 1 else name
+            if synthesize:
+                y = _clean01(y, norm, label)
+                x = to_gray(y) if task.name == "colorize" else y
+                if task.name == "colorize" and y.shape[0] not in (3, 4):
+                    raise ValueError(f"{label}: colorize needs RGB clean images, got {y.shape[0]} channel(s)")
+                y = y[:3] if task.name == "colorize" else y
+                r = _range(x, norm, label)
+                planes.append(Plane(x, y, r, r, label))
+            else:
+                planes.append(Plane(x.astype(np.float32), y.astype(np.float32), _range(x, norm, f"{label} input"),
+                                    _range(y, norm, f"{label} target"), label))
+    if task.name == "inpaint" and not synthesize:
+        raise ValueError("inpaint models are trained from clean images (clean= or clean_dir=): masks are synthesized")
+    chans = {(p.input.shape[0], p.target.shape[0]) for p in planes}
+    if len(chans) > 1:
+        raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
+
+    # validation split
+    rng = np.random.default_rng(seed)
+    val: list[Plane] = []
+    if val_fraction > 0:
+        if val_split == "image" and len(planes) >= 2:
+            n_val = max(1, int(round(len(planes) * val_fraction)))
+            order = rng.permutation(len(planes))
+            val = [planes[i] for i in sorted(order[:n_val])]
+            planes = [planes[i] for i in sorted(order[n_val:])]
+        else:  # region: the last rows of every plane
+            train, val = [], []
+            for p in planes:
+                h = p.input.shape[1]
+                cut = int(round(h * (1 - val_fraction)))
+                cut = min(cut, h - min(patch_size, h // 2))
+                if cut < patch_size:
+                    raise ValueError(
+                        f"{p.name}: height {h} is too small to hold out {val_fraction:.0%} for validation and "
+                        f"still draw {patch_size}-pixel patches; use val_fraction=0, a smaller patch or more images"
+                    )
+                train.append(Plane(p.input[:, :cut], p.target[:, :cut], p.in_range, p.tgt_range, p.name))
+                val.append(Plane(p.input[:, cut:], p.target[:, cut:], p.in_range, p.tgt_range, p.name + " (val)"))
+            planes = train
+    data = PairedData(task, planes, norm, noise, synthesize, val)
+    h, w = data.min_size()
+    if patch_size > min(h, w):
+        small = min(data.planes, key=lambda p: min(p.input.shape[1:]))
+        raise ValueError(
+            f"patch size {patch_size} is larger than image {small.name} ({small.input.shape[1]}x"
+            f"{small.input.shape[2]} after the validation split); use a patch of at most {min(h, w)}"
+        )
+    return data
+
+
+def _clean01(y: np.ndarray, norm: Normalization, label: str) -> np.ndarray:
+    """A clean image scaled by its percentiles to about [0, 1] (synthesis works in these units)."""
+    lo, hi = _range(y, norm, label)
+    return np.clip((y.astype(np.float32) - lo) / (hi - lo), 0, 1.25)
+
+
+def stack_batch(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]], task: Task
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Batch samples into network input (B, Cin, p, p) and target (B, Cout, p, p)."""
+    a = np.stack([s[0] for s in samples])
+    b = np.stack([s[1] for s in samples])
+    if task.needs_mask:
+        m = np.stack([s[2] for s in samples])  # type: ignore[misc]
+        a = task.compose_input(a, m)
+    return a, b

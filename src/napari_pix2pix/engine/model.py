@@ -1,0 +1,345 @@
+"""`Pix2PixModel`: a generator with its task, normalization and provenance, in one file."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..nn import UNetConfig, UNetGenerator, preset_config, reference_key_map
+from ..nn.unet import PRESETS
+from .device import inference_copy, resolve_device, resolve_precision
+from .modelfile import ModelFileError, read_model_file, write_model_file
+from .normalization import Normalization
+from .predict import Progress, predict_iter, run_to_end
+from .tasks import TASKS, Task, get_task
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+class Pix2PixModel:
+    """A Pix2Pix generator that knows its task, its normalization and where it came from.
+
+    Parameters
+    ----------
+    task : {"denoise", "inpaint", "colorize", "translate"}
+        What the model does; decides how inputs and outputs are composed.
+    preset : str
+        Architecture preset: ``"unet_256"`` (the paper's), ``"unet_128"``, or the CPU
+        presets ``"unet_small"`` and ``"unet_tiny"``.
+    channels : int
+        Channels of the images the model takes (colorize: always 1).
+    out_channels : int, optional
+        Output channels for ``translate`` (default: `channels`).
+    config : UNetConfig, optional
+        Full architecture; overrides `preset`, `channels` and `out_channels`.
+    normalization : Normalization, optional
+        Intensity normalization (percentiles; outputs on the input's scale by default).
+    name : str, optional
+        Human-readable name stored in the file.
+    **overrides
+        UNetConfig fields applied on top of the preset (``ngf=32``, ``levels=6``, ...).
+
+    Examples
+    --------
+    >>> model = Pix2PixModel(task="denoise", preset="unet_tiny")
+    >>> model.generator.config.levels
+    6
+    """
+
+    def __init__(
+        self,
+        task: str = "denoise",
+        preset: str = "unet_256",
+        *,
+        channels: int = 1,
+        out_channels: int | None = None,
+        config: UNetConfig | None = None,
+        normalization: Normalization | None = None,
+        name: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.task: Task = get_task(task)
+        if config is None:
+            cin, cout = self.task.network_channels(channels, out_channels)
+            config = preset_config(preset, in_channels=cin, out_channels=cout, **overrides)
+        elif not isinstance(config, UNetConfig):
+            raise TypeError(f"config must be a UNetConfig, got {type(config).__name__}")
+        self.config: UNetConfig = config
+        self.preset = preset if preset in PRESETS else "custom"
+        self.generator: UNetGenerator = UNetGenerator(config).eval()
+        self.normalization = normalization or Normalization()
+        self.name = name or f"{self.task.name}-{self.preset}"
+        self.training: dict[str, Any] = {}  # summary written by the trainer
+        self.card: dict[str, Any] = {}  # free-form model card (data, licence, limits)
+        self.source: str | None = None  # where it was loaded from
+        self._runners: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Everything stored beside the weights (JSON-serialisable)."""
+        return {
+            "name": self.name,
+            "task": self.task.name,
+            "preset": self.preset,
+            "architecture": {"type": "unet", **self.config.to_dict()},
+            "normalization": self.normalization.to_dict(),
+            "training": self.training,
+            "card": self.card,
+            "package_version": _version(),
+            "torch_version": torch.__version__,
+            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Pix2PixModel(task={self.task.name!r}, preset={self.preset!r}, in={c.in_channels}, "
+            f"out={c.out_channels}, levels={c.levels}, ngf={c.ngf}, name={self.name!r})"
+        )
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save weights (safetensors) and metadata to one file, atomically.
+
+        Returns
+        -------
+        Path
+            The written file (``.safetensors`` is appended when `path` has no suffix).
+        """
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(".safetensors")
+        state = {k: v for k, v in self.generator.state_dict().items()}
+        return write_model_file(path, state, self.metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Pix2PixModel:
+        """Load a model file written by :meth:`save` (never unpickles; refuses tampered files)."""
+        tensors, meta = read_model_file(path)
+        model = cls.from_metadata(meta)
+        try:
+            model.generator.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise ModelFileError(f"{Path(path).name}: weights do not fit the stored architecture ({e})") from e
+        model.generator.eval()
+        model.source = str(path)
+        return model
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> Pix2PixModel:
+        """An untrained model with the architecture and settings recorded in `meta`."""
+        try:
+            arch = dict(meta["architecture"])
+            arch.pop("type", None)
+            config = UNetConfig(**arch)
+            task = meta["task"]
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}")
+            norm = Normalization(**meta.get("normalization", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"model metadata is incomplete or invalid: {e}") from e
+        model = cls(task, meta.get("preset", "custom"), config=config, normalization=norm, name=meta.get("name"))
+        model.training = dict(meta.get("training", {}))
+        model.card = dict(meta.get("card", {}))
+        return model
+
+    # ------------------------------------------------------------------ prediction
+    def _runner(
+        self, device: str | torch.device, precision: str, mc_dropout: bool = False, augment: int = 0
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """A function mapping a float32 batch (B, C, H, W) to the generator's output."""
+        dev = resolve_device(device)
+        dtype = resolve_precision(precision, dev)
+        key = (str(dev), dtype, mc_dropout, id(self.generator), self._weights_version())
+        with self._lock:
+            net = self._runners.get(key)
+            if net is None:
+                self._runners.clear()
+                net = inference_copy(self.generator, dev, dtype, keep_dropout=mc_dropout)
+                self._runners[key] = net
+        autocast = dev.type == "cuda" and dtype != torch.float32
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(np.ascontiguousarray(batch))
+            if augment:
+                x = _dihedral(x, augment)
+            x = x.to(dev, non_blocking=True)
+            if dev.type != "mps":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=autocast):
+                y = net(x.to(dtype))
+            y = y.float().cpu()
+            if augment:
+                y = _dihedral(y, augment, inverse=True)
+            return y.numpy()
+
+        return run
+
+    def _weights_version(self) -> int:
+        """Changes whenever the generator's weights are modified in place (training)."""
+        return sum(int(p._version) for p in self.generator.parameters())
+
+    def predict_iter(self, image: Any, mask: Any = None, **kwargs: Any) -> Generator[Progress, None, Any]:
+        """Like :meth:`predict` but a generator yielding :class:`Progress`; returns the result.
+
+        Stop iterating (``close()``) to cancel between any two batches of tiles.
+        """
+        return predict_iter(self, image, mask, **kwargs)
+
+    def predict(
+        self,
+        image: Any,
+        mask: Any = None,
+        *,
+        channel_axis: int | None = None,
+        tile_size: int | None = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        device: str = "auto",
+        precision: str = "auto",
+        out: Any = None,
+        progress: Callable[[Progress], Any] | None = None,
+        cancel: threading.Event | Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Apply the model to an image of any size, dtype and layout.
+
+        Parameters
+        ----------
+        image : array-like
+            2D (Y, X), with channels (``channel_axis``), or a stack (T, Z, ... leading axes)
+            processed plane by plane. numpy, memmap, zarr and dask arrays all work; they are
+            read tile by tile.
+        mask : array-like, optional
+            Inpaint only: non-zero where pixels are to be filled; the image's shape without
+            the channel axis, or (Y, X) for every plane. Default: the image's NaN pixels.
+        channel_axis : int, optional
+            Axis of channels. A single-channel model is applied to each channel in turn.
+        tile_size : int or None
+            Largest tile side (rounded down to the network's size multiple); ``None``
+            processes each plane in one piece.
+        overlap : int
+            Smallest overlap between neighbouring tiles, blended smoothly.
+        batch_size : int
+            Tiles per forward pass.
+        device : {"auto", "cpu", "cuda", "mps"}
+            "auto" picks CUDA, then Apple MPS, then the CPU.
+        precision : {"auto", "fp32", "bf16", "fp16"}
+            "auto" uses bf16 on CPUs with native bf16 and on GPUs, fp32 otherwise.
+        out : array-like, optional
+            Where to write the result (e.g. a zarr array or memmap for images larger than
+            RAM); must have the output's shape.
+        progress : callable, optional
+            Called with a :class:`Progress` after every batch of tiles.
+        cancel : threading.Event or callable, optional
+            Checked between batches; when set, :class:`PredictionCancelled` is raised.
+
+        Returns
+        -------
+        numpy.ndarray (or `out`)
+            Same dtype as the input (bool in: float32), on the input's intensity scale.
+            Colorize returns RGB with the colour axis last when the input has no channel
+            axis.
+        """
+        gen = self.predict_iter(
+            image, mask, channel_axis=channel_axis, tile_size=tile_size, overlap=overlap,
+            batch_size=batch_size, device=device, precision=precision, out=out,
+        )
+        return run_to_end(gen, progress, cancel)
+
+
+def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """Element `k` (0-7) of the square's symmetry group on the last two axes, or its inverse."""
+    flip, rot = k >= 4, k % 4
+    if not inverse:
+        x = torch.flip(x, (-1,)) if flip else x
+        return torch.rot90(x, rot, (-2, -1))
+    x = torch.rot90(x, -rot, (-2, -1))
+    return torch.flip(x, (-1,)) if flip else x
+
+
+def import_reference_checkpoint(
+    path: str | os.PathLike[str],
+    task: str = "translate",
+    *,
+    preset: str = "unet_256",
+    in_channels: int = 3,
+    out_channels: int = 3,
+    norm: str = "batch",
+    dropout: bool = True,
+    **overrides: Any,
+) -> Pix2PixModel:
+    """Import a ``*_net_G.pth`` of the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix).
+
+    The file is read with ``torch.load(weights_only=True)``, which refuses pickled code.
+    Give the flags it was trained with (``--netG unet_256 --input_nc 3 --output_nc 3``).
+
+    Parameters
+    ----------
+    path : path
+        The generator checkpoint.
+    task : str
+        Task of the new model.
+    preset : {"unet_256", "unet_128"}
+        The reference's ``--netG``.
+    in_channels, out_channels : int
+        The reference's ``--input_nc`` and ``--output_nc``.
+    norm : {"batch"}
+        The reference's ``--norm``; instance-norm checkpoints use per-image statistics,
+        which make tiles disagree, and are refused.
+    dropout : bool
+        False for models trained with ``--no_dropout``.
+
+    Returns
+    -------
+    Pix2PixModel
+    """
+    if norm != "batch":
+        raise ValueError(
+            "only batch-norm reference checkpoints can be imported: instance norm in the reference "
+            "computes per-image statistics, which make neighbouring tiles disagree"
+        )
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ModelFileError(f"could not read {Path(path).name} as a weights-only checkpoint: {e}") from e
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{Path(path).name} holds no state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = Pix2PixModel(
+        task, preset, config=preset_config(preset, in_channels=in_channels, out_channels=out_channels,
+                                           dropout=0.5 if dropout else 0.0, **overrides),
+    )
+    mapping = reference_key_map(model.config)
+    ours: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for ref, our in mapping.items():
+            if key.startswith(ref) and "." not in key[len(ref):]:
+                ours[our + key[len(ref):]] = value
+                break
+        else:
+            raise ModelFileError(
+                f"{Path(path).name}: unexpected key {key!r}; is it a {preset} generator with "
+                f"input_nc={in_channels}, output_nc={out_channels}?"
+            )
+    try:
+        model.generator.load_state_dict(ours, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{Path(path).name} does not match {preset} ({e})") from e
+    model.source = str(path)
+    model.card["imported_from"] = Path(path).name
+    return model

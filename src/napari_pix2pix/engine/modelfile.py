@@ -1,0 +1,134 @@
+"""Model files: safetensors weights + JSON metadata, checksummed, written atomically.
+
+A model file never executes code when loaded: safetensors holds raw tensors and a JSON
+header, nothing is unpickled. The header carries a SHA-256 of the metadata and all tensor
+bytes; a file whose content no longer matches it is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "napari-pix2pix"
+FORMAT_VERSION = "1"
+SUFFIX = ".safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, not ours, corrupted or tampered with."""
+
+
+def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_model_file(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Save `tensors` and JSON-serialisable `metadata` to `path` atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta_json = json.dumps(metadata, sort_keys=True)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": meta_json,
+              "sha256": _digest(tensors, meta_json)}
+    return atomic_write_bytes(path, save(tensors, metadata=header))
+
+
+def sniff(path: Path) -> str:
+    """Guess what a file is from its first bytes: "safetensors", "pickle", "zip" or "unknown"."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK":
+        return "zip"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n <= 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load tensors and metadata, refusing anything that is not an intact model file of ours.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `path` does not exist.
+    ModelFileError
+        If the file is a pickle/torch checkpoint, corrupted, truncated, of another format,
+        or its checksum does not match its content.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    kind = sniff(path)
+    if kind in ("pickle", "zip"):
+        raise ModelFileError(
+            f"{path.name} is a pickled PyTorch checkpoint; napari-pix2pix never unpickles model "
+            "files because loading a pickle can run arbitrary code. For a *_net_G.pth from the "
+            "reference implementation use napari_pix2pix.import_reference_checkpoint(...); "
+            "otherwise ask for a .safetensors model file."
+        )
+    if kind != "safetensors":
+        raise ModelFileError(f"{path.name} is not a napari-pix2pix model file (no safetensors header)")
+    data = path.read_bytes()
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + n])
+        tensors = load(data)
+    except (SafetensorError, ValueError, struct.error, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path.name} is corrupted or truncated ({e}); re-download or re-save it") from e
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path.name} is a safetensors file but not a napari-pix2pix model (no '{FORMAT}' metadata)"
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path.name} uses model format version {meta.get('format_version')!r}; this napari-pix2pix "
+            f"reads version {FORMAT_VERSION}: upgrade napari-pix2pix"
+        )
+    meta_json = meta.get("metadata", "")
+    if _digest(tensors, meta_json) != meta.get("sha256"):
+        raise ModelFileError(
+            f"{path.name} was modified after it was saved (checksum mismatch); refusing to load it"
+        )
+    try:
+        metadata = json.loads(meta_json)
+    except ValueError as e:  # pragma: no cover - guarded by the checksum
+        raise ModelFileError(f"{path.name} has unreadable metadata: {e}") from e
+    return tensors, metadata

@@ -1,0 +1,173 @@
+"""Intensity normalization for scientific images: percentiles in, the input's scale out.
+
+Percentiles are computed once per plane over the *whole* plane (never per tile), reading
+the data in row blocks so that memmaps, zarr and dask arrays larger than RAM work. Integer
+images use an exact histogram; float images use every pixel up to 4 M pixels and a
+deterministic regular subsample beyond that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+# [lo, hi] of the data maps to [-SCALE, SCALE] of the network's tanh range: the margin
+# leaves room for outputs a little beyond the input's percentiles (bright spots, colour).
+SCALE = 0.8
+_FLOAT_SAMPLE = 4_000_000
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw intensities become network values and back; stored in model files.
+
+    Attributes
+    ----------
+    low, high : float
+        Percentiles of each input plane mapped to -0.8 and +0.8.
+    output : {"input", "fixed"}
+        "input": outputs go back to the input's intensity scale (denoise, inpaint,
+        colorize). "fixed": outputs use ``out_lo``/``out_hi`` learnt from training targets
+        (translate between modalities whose intensities differ).
+    out_lo, out_hi : float
+        Target intensity range for ``output="fixed"``.
+    """
+
+    low: float = 0.5
+    high: float = 99.9
+    output: str = "input"
+    out_lo: float = 0.0
+    out_hi: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low < self.high <= 100.0:
+            raise ValueError(
+                f"normalization percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}"
+            )
+        if self.output not in ("input", "fixed"):
+            raise ValueError(f"normalization output must be 'input' or 'fixed', got {self.output!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+
+def safe_range(lo: float, hi: float) -> tuple[float, float]:
+    """Return (lo, hi) with hi > lo, so that constant images normalize to a finite value."""
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise ValueError("image has no finite values to normalize")
+    if hi - lo <= max(abs(lo), abs(hi), 1.0) * 1e-6:
+        hi = lo + max(abs(lo) * 1e-3, 1.0)
+    return float(lo), float(hi)
+
+
+def to_network(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map intensities with [lo, hi] to [-0.8, 0.8] (float32)."""
+    out = (np.asarray(x, dtype=np.float32) - np.float32(lo)) * np.float32(2 * SCALE / (hi - lo))
+    out -= np.float32(SCALE)
+    return out
+
+
+def from_network(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Inverse of :func:`to_network` (float32)."""
+    return (np.asarray(y, dtype=np.float32) + np.float32(SCALE)) * np.float32((hi - lo) / (2 * SCALE)) + np.float32(lo)
+
+
+def cast_to(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip to the range of an integer `dtype`; float dtypes are cast as is."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+    if dtype.kind == "b":
+        return x > 0.5
+    return x.astype(dtype, copy=False)
+
+
+def plane_percentiles(
+    read_rows: Callable[[int, int], np.ndarray],
+    height: int,
+    dtype: np.dtype,
+    percentiles: tuple[float, float],
+    exclude: np.ndarray | None = None,
+    block_rows: int = 512,
+) -> tuple[float, float]:
+    """Percentiles of a plane read in row blocks, ignoring pixels where `exclude` is True.
+
+    Parameters
+    ----------
+    read_rows : callable
+        ``read_rows(y0, y1)`` returns the plane's rows ``y0:y1`` as a numpy array
+        (rows first; any further axes, e.g. channels, are pooled).
+    height : int
+        Number of rows.
+    dtype : numpy dtype
+        The data's dtype: 8/16-bit integers use an exact histogram.
+    percentiles : (float, float)
+        Low and high percentile.
+    exclude : (H, W) bool array, optional
+        Pixels to leave out (inpainting holes).
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+
+    Raises
+    ------
+    ValueError
+        If the plane holds NaN or infinite values outside `exclude`, or no pixels at all.
+    """
+    dtype = np.dtype(dtype)
+    q = np.asarray(percentiles, dtype=np.float64)
+    if dtype.kind in "uib" and dtype.itemsize <= 2:
+        offset = 0 if dtype.kind in "ub" else -int(np.iinfo(dtype).min)
+        counts = np.zeros(65536 if dtype.itemsize == 2 else 256, dtype=np.int64)
+        for y0 in range(0, height, block_rows):
+            block = np.asarray(read_rows(y0, min(y0 + block_rows, height)))
+            if exclude is not None:
+                keep = ~exclude[y0 : y0 + block.shape[0]]
+                block = block[keep] if block.ndim == 2 else block[keep, ...]
+            counts += np.bincount(block.reshape(-1).astype(np.int64) + offset, minlength=counts.size)
+        n = int(counts.sum())
+        if n == 0:
+            raise ValueError("no pixels to normalize (is the whole image masked?)")
+        cum = np.cumsum(counts)
+        rank = q / 100.0 * (n - 1)  # numpy's default 'linear' method
+        lo_i = np.searchsorted(cum, np.floor(rank), side="right")
+        hi_i = np.searchsorted(cum, np.ceil(rank), side="right")
+        vals = lo_i + (hi_i - lo_i) * (rank - np.floor(rank)) - offset
+        return float(vals[0]), float(vals[1])
+
+    total = height * int(np.prod(np.asarray(read_rows(0, 1)).shape[1:]))
+    step = max(1, int(np.ceil(np.sqrt(total / _FLOAT_SAMPLE))))
+    samples = []
+    n_bad = 0
+    for y0 in range(0, height, block_rows):
+        y1 = min(y0 + block_rows, height)
+        block = np.asarray(read_rows(y0, y1))
+        keep = None if exclude is None else ~exclude[y0:y1]
+        finite = np.isfinite(block)
+        bad = ~finite if keep is None else (~finite & (keep if block.ndim == 2 else keep[..., None]))
+        n_bad += int(bad.sum())
+        # regular subsample: every step-th row (absolute index) and column
+        rows = np.arange(y0, y1)
+        sel = (rows % step) == 0
+        sub = block[sel][:, ::step]
+        sub_ok = np.isfinite(sub)
+        if keep is not None:
+            k = keep[sel][:, ::step]
+            sub_ok &= k if sub.ndim == 2 else k[..., None]
+        samples.append(sub[sub_ok].astype(np.float64))
+    if n_bad:
+        raise ValueError(
+            f"image contains {n_bad} NaN or infinite values; replace them first "
+            "(e.g. numpy.nan_to_num) or, to inpaint them, pass them as the mask"
+        )
+    flat = np.concatenate(samples) if samples else np.zeros(0)
+    if flat.size == 0:
+        raise ValueError("no pixels to normalize (is the whole image masked?)")
+    lo, hi = np.percentile(flat, q)
+    return float(lo), float(hi)

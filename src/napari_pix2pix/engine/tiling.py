@@ -1,0 +1,150 @@
+"""Overlapping tiles aligned to the network's size multiple, blended without seams.
+
+A plane is cut into tiles whose sides are multiples of the U-Net's ``2**levels``; neighbours
+overlap and are blended with smooth weights. Tiles are processed one row of tiles at a
+time and finished rows are handed on at once, so memory stays bounded by one band of
+``tile`` rows whatever the image size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tiling of one axis: tiles of ``tile`` pixels starting at ``starts`` in a padded axis.
+
+    When the axis is shorter than one tile it is padded (reflect) by ``pad`` pixels before
+    and ``tile - size - pad`` after; otherwise ``pad`` is 0 and tiles lie inside the image.
+    """
+
+    size: int
+    tile: int
+    starts: tuple[int, ...]
+    pad: int
+
+    @property
+    def overlap(self) -> int:
+        """Smallest overlap between neighbouring tiles (0 for a single tile)."""
+        if len(self.starts) < 2:
+            return 0
+        return min(self.tile - (b - a) for a, b in zip(self.starts, self.starts[1:], strict=False))
+
+
+def plan_axis(size: int, multiple: int, max_tile: int, min_overlap: int) -> AxisPlan:
+    """Choose the tile size (a multiple of `multiple`, at most `max_tile`) that covers `size`
+    with neighbours overlapping by at least `min_overlap`, processing the fewest pixels.
+    """
+    if size < 1:
+        raise ValueError(f"cannot tile an axis of size {size}")
+    padded = math.ceil(size / multiple) * multiple
+    max_tile = max(multiple, (max_tile // multiple) * multiple)
+    if padded <= max_tile:  # one tile; pad symmetrically up to the multiple
+        return AxisPlan(size, padded, (0,), (padded - size) // 2)
+    best: tuple[int, int] | None = None  # (cost, tile)
+    for tile in range(multiple, max_tile + 1, multiple):
+        if tile > size or tile <= min_overlap:
+            continue
+        n = math.ceil((size - min_overlap) / (tile - min_overlap))
+        n = max(n, 2)
+        cost = n * tile
+        if best is None or cost < best[0] or (cost == best[0] and tile > best[1]):
+            best = (cost, tile)
+    if best is None:
+        raise ValueError(
+            f"cannot tile {size} pixels with tiles of at most {max_tile} and overlap {min_overlap}; "
+            "use a larger tile size or a smaller overlap"
+        )
+    _, tile = best
+    n = math.ceil((size - min_overlap) / (tile - min_overlap))
+    n = max(n, 2)
+    starts = tuple(int(round(s)) for s in np.linspace(0, size - tile, n))
+    return AxisPlan(size, tile, starts, 0)
+
+
+def blend_window(plan: AxisPlan) -> np.ndarray:
+    """1-D blending weights of one tile: a smooth sin² ramp over the overlap, never zero."""
+    ramp = max(plan.overlap, 1)
+    i = np.arange(plan.tile, dtype=np.float64) + 0.5
+    t = np.clip(np.minimum(i, plan.tile - i) / ramp, 0.0, 1.0)
+    return np.maximum(np.sin(0.5 * np.pi * t) ** 2, 1e-4).astype(np.float32)
+
+
+def iter_bands(
+    plans: tuple[AxisPlan, AxisPlan],
+    read: Callable[[int, int, int, int], np.ndarray],
+    run: Callable[[np.ndarray], np.ndarray],
+    out_channels: int,
+    batch_size: int = 4,
+) -> Iterator[int | tuple[int, int, np.ndarray]]:
+    """Run `run` over all tiles; yield finished output rows ``(y0, y1, rows)``, and after
+    each batch the number of tiles it held (an int: progress, and a point to stop at).
+
+    Parameters
+    ----------
+    plans : (AxisPlan, AxisPlan)
+        Tiling of the y and x axes.
+    read : callable
+        ``read(y0, y1, x0, x1)`` returns the network input (C, y1-y0, x1-x0) of the padded
+        plane (padded coordinates; the caller pads when an axis is shorter than a tile).
+    run : callable
+        Maps a batch (B, C, ty, tx) of float32 to (B, out_channels, ty, tx).
+    out_channels : int
+        Channels of the output.
+    batch_size : int
+        Tiles per call of `run`.
+
+    Yields
+    ------
+    int or (y0, y1, rows)
+        Tiles just finished, or rows ``y0:y1`` of the output in image coordinates,
+        (C, y1-y0, W), that no later tile touches.
+    """
+    py, px = plans
+    wy, wx = blend_window(py), blend_window(px)
+    width = px.tile + (px.starts[-1] if len(px.starts) > 1 else 0)  # padded width
+    acc = np.zeros((out_channels, py.tile, width), np.float32)
+    wsum = np.zeros((py.tile, width), np.float32)
+    weight = wy[:, None] * wx[None, :]
+    base = py.starts[0]
+    for r, y in enumerate(py.starts):
+        if r > 0:  # rows above this tile row are final: hand them on, shift the band
+            shift = y - base
+            yield from _emit(acc[:, :shift], wsum[:shift], base, py, px)
+            acc[:, :-shift] = acc[:, shift:].copy()
+            wsum[:-shift] = wsum[shift:].copy()
+            acc[:, -shift:] = 0
+            wsum[-shift:] = 0
+            base = y
+        xs = list(px.starts)
+        for b0 in range(0, len(xs), batch_size):
+            chunk = xs[b0 : b0 + batch_size]
+            batch = np.stack([read(y, y + py.tile, x, x + px.tile) for x in chunk])
+            pred = run(batch)
+            for x, p in zip(chunk, pred, strict=True):
+                acc[:, :, x : x + px.tile] += p * weight
+                wsum[:, x : x + px.tile] += weight
+            yield len(chunk)
+    yield from _emit(acc, wsum, base, py, px)
+
+
+def _emit(
+    acc: np.ndarray, wsum: np.ndarray, base: int, py: AxisPlan, px: AxisPlan
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Normalise accumulated rows and crop the padding away (padded -> image coordinates)."""
+    y0, y1 = base - py.pad, base - py.pad + acc.shape[1]
+    a, b = max(y0, 0), min(y1, py.size)
+    if b <= a:
+        return
+    rows = acc[:, a - y0 : b - y0, px.pad : px.pad + px.size] / wsum[a - y0 : b - y0, px.pad : px.pad + px.size]
+    yield a, b, rows
+
+
+def n_tiles(plans: tuple[AxisPlan, AxisPlan]) -> int:
+    """Number of tiles in a plan."""
+    return len(plans[0].starts) * len(plans[1].starts)

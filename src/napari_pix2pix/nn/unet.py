@@ -1,0 +1,203 @@
+"""U-Net generator of Pix2Pix (Isola et al., CVPR 2017), with every skip visible.
+
+The network follows the paper and its reference implementation: 4x4 stride-2
+convolutions, LeakyReLU(0.2) on the way down, ReLU + transposed convolution on
+the way up, a skip connection at every level, Tanh at the output, dropout 0.5 in
+the innermost decoder blocks and weights drawn from N(0, 0.02).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+NORMS = ("batch", "instance", "none")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a U-Net generator; stored in model files so they rebuild themselves."""
+
+    in_channels: int = 1
+    out_channels: int = 1
+    levels: int = 8  # number of stride-2 halvings; inputs must be a multiple of 2**levels
+    ngf: int = 64  # width of the first level; level i has ngf * min(2**i, 8) channels
+    norm: str = "batch"  # "batch" | "instance" | "none"; both norms use running stats in eval
+    dropout: float = 0.5  # dropout probability in the innermost decoder blocks (0 disables)
+    dropout_blocks: int | None = None  # decoder blocks with dropout; None = paper (levels - 5)
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError(
+                f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) "
+                "must be at least 1"
+            )
+        if not 2 <= self.levels <= 10:
+            raise ValueError(f"levels must be between 2 and 10, got {self.levels}")
+        if self.ngf < 1:
+            raise ValueError(f"ngf must be a positive width, got {self.ngf}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def multiple(self) -> int:
+        """Height and width of every input must be a multiple of this."""
+        return 2**self.levels
+
+    @property
+    def n_dropout(self) -> int:
+        """Number of decoder blocks (from the innermost outwards) that use dropout."""
+        if self.dropout == 0:
+            return 0
+        if self.dropout_blocks is not None:
+            return max(0, min(self.dropout_blocks, self.levels - 2))
+        return max(0, self.levels - 5)
+
+    def widths(self) -> list[int]:
+        """Channels produced by each encoder level, outermost first."""
+        return [self.ngf * min(2**i, 8) for i in range(self.levels)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form for model files."""
+        return asdict(self)
+
+
+# Presets: one tiny factory each. `unet_256` and `unet_128` are the paper's networks; the
+# others trade depth and width for speed on CPUs (numbers measured in benchmarks/).
+PRESETS: dict[str, dict[str, Any]] = {
+    "unet_256": {"levels": 8, "ngf": 64},  # paper, 54.4 M parameters, input multiple 256
+    "unet_128": {"levels": 7, "ngf": 64},  # paper, 41.8 M parameters, input multiple 128
+    "unet_small": {"levels": 7, "ngf": 32},  # CPU: ~10 M parameters, multiple 128
+    "unet_tiny": {"levels": 6, "ngf": 16},  # CPU: ~2 M parameters, multiple 64
+}
+
+
+def preset_config(name: str, **overrides: Any) -> UNetConfig:
+    """Return the :class:`UNetConfig` of preset `name`, with `overrides` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return UNetConfig(**{**PRESETS[name], **overrides})
+
+
+def norm_layer(name: str) -> Callable[[int], nn.Module]:
+    """Map a norm name to a layer factory; all of them use running statistics in eval."""
+    if name == "batch":
+        return lambda c: nn.BatchNorm2d(c)
+    if name == "instance":
+        # running statistics so that tiles of one image see identical normalization
+        return lambda c: nn.InstanceNorm2d(c, affine=True, track_running_stats=True)
+    if name == "none":
+        return lambda c: nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {name!r}")
+
+
+class UNetGenerator(nn.Module):
+    """Pix2Pix U-Net: ``levels`` encoder blocks, as many decoder blocks, a skip at each level.
+
+    Parameters
+    ----------
+    config : UNetConfig
+        Architecture; see :class:`UNetConfig`.
+
+    Notes
+    -----
+    Inputs must have a height and width that are multiples of ``config.multiple``; the
+    engine pads images to it (see :func:`napari_pix2pix.engine.predict`).
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        config = config if config is not None else UNetConfig()
+        self.config = config
+        norm = norm_layer(config.norm)
+        bias = config.norm != "batch"  # as in the reference: no bias before batch norm
+        w = config.widths()
+        n = config.levels
+
+        down: list[nn.Module] = [nn.Sequential(nn.Conv2d(config.in_channels, w[0], 4, 2, 1, bias=bias))]
+        for i in range(1, n - 1):
+            down.append(
+                nn.Sequential(
+                    nn.LeakyReLU(0.2, True),
+                    nn.Conv2d(w[i - 1], w[i], 4, 2, 1, bias=bias),
+                    norm(w[i]),
+                )
+            )
+        down.append(nn.Sequential(nn.LeakyReLU(0.2, True), nn.Conv2d(w[n - 2], w[n - 1], 4, 2, 1, bias=bias)))
+        self.down = nn.ModuleList(down)
+
+        # decoder, innermost first: up[j] turns level n-1-j features into level n-2-j ones
+        up: list[nn.Module] = [
+            nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(w[n - 1], w[n - 2], 4, 2, 1, bias=bias), norm(w[n - 2]))
+        ]
+        for j in range(1, n - 1):
+            lvl = n - 1 - j
+            layers: list[nn.Module] = [
+                nn.ReLU(True),
+                nn.ConvTranspose2d(2 * w[lvl], w[lvl - 1], 4, 2, 1, bias=bias),
+                norm(w[lvl - 1]),
+            ]
+            if j <= config.n_dropout:
+                layers.append(nn.Dropout(config.dropout))
+            up.append(nn.Sequential(*layers))
+        up.append(
+            nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1), nn.Tanh())
+        )
+        self.up = nn.ModuleList(up)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (B, in_channels, H, W) in [-1, 1] to (B, out_channels, H, W) in [-1, 1]."""
+        skips = []
+        for block in self.down:  # (B, w[i], H / 2**(i+1), W / 2**(i+1))
+            x = block(x)
+            skips.append(x)
+        x = self.up[0](skips.pop())  # innermost: no concatenation
+        for block in self.up[1:]:
+            x = block(torch.cat([skips.pop(), x], dim=1))  # skip from the mirrored encoder level
+        return x
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """Initialise as the paper: conv weights N(0, gain), norm weights N(1, gain), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+
+def reference_key_map(config: UNetConfig) -> dict[str, str]:
+    """Map parameter prefixes of the reference implementation's UnetGenerator to ours.
+
+    The reference (junyanz/pytorch-CycleGAN-and-pix2pix) nests one block in the next; its
+    keys look like ``model.model.1.model.3.model.1.weight``. Returns ``{ref_prefix: our_prefix}``
+    for every conv and norm layer.
+    """
+    n = config.levels
+
+    def prefix(depth: int) -> str:
+        if depth == 0:
+            return "model.model."
+        return "model.model.1.model." + "3.model." * (depth - 1)
+
+    out = {prefix(0) + "0.": "down.0.0.", prefix(0) + "3.": f"up.{n - 1}.1."}
+    for d in range(1, n - 1):  # middle blocks
+        out[prefix(d) + "1."] = f"down.{d}.1."
+        out[prefix(d) + "2."] = f"down.{d}.2."
+        out[prefix(d) + "5."] = f"up.{n - 1 - d}.1."
+        out[prefix(d) + "6."] = f"up.{n - 1 - d}.2."
+    inner = prefix(n - 1)
+    out[inner + "1."] = f"down.{n - 1}.1."
+    out[inner + "3."] = "up.0.1."
+    out[inner + "4."] = "up.0.2."
+    return out
