@@ -287,11 +287,11 @@ def make_data(
         for k, (x, y) in enumerate(zip(pa, pb, strict=True)):
             label = f"{name} plane {k}" if len(pa) > 1 else name
             if synthesize:
-                y = _clean01(y, norm, label)
-                x = to_gray(y) if task.name == "colorize" else y
                 if task.name == "colorize" and y.shape[0] not in (3, 4):
-                    raise ValueError(f"{label}: colorize needs RGB clean images, got {y.shape[0]} channel(s)")
-                y = y[:3] if task.name == "colorize" else y
+                    raise ValueError(f"{label}: colorize needs RGB clean images (channel_axis=-1), "
+                                     f"got {y.shape[0]} channel(s)")
+                y = _clean01(y[:3] if task.name == "colorize" else y, norm, label)
+                x = to_gray(y) if task.name == "colorize" else y
                 r = _range(x, norm, label)
                 planes.append(Plane(x, y, r, r, label))
             else:
@@ -303,6 +303,12 @@ def make_data(
     if len(chans) > 1:
         raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
 
+    small = min(planes, key=lambda p: min(p.input.shape[1:]))
+    if patch_size > min(small.input.shape[1:]):
+        raise ValueError(
+            f"patch size {patch_size} is larger than image {small.name} ({small.input.shape[1]}x"
+            f"{small.input.shape[2]}); use a patch of at most {min(small.input.shape[1:])}"
+        )
     # validation split
     rng = np.random.default_rng(seed)
     val: list[Plane] = []

@@ -17,16 +17,20 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """Tiling of one axis: tiles of ``tile`` pixels starting at ``starts`` in a padded axis.
+    """Tiling of one axis of ``size`` pixels.
 
-    When the axis is shorter than one tile it is padded (reflect) by ``pad`` pixels before
-    and ``tile - size - pad`` after; otherwise ``pad`` is 0 and tiles lie inside the image.
+    The axis is reflect-padded to ``padded`` (the next multiple of the network's size
+    multiple), ``pad`` pixels before and the rest after, exactly as an untiled prediction
+    pads it. Tiles of ``tile`` pixels start at ``starts`` in padded coordinates, all on
+    multiples of the network's size multiple: a strided network is not shift-invariant,
+    so tiles on the same grid as the whole image give the same result as the whole image.
     """
 
     size: int
     tile: int
     starts: tuple[int, ...]
     pad: int
+    padded: int
 
     @property
     def overlap(self) -> int:
@@ -36,6 +40,18 @@ class AxisPlan:
         return min(self.tile - (b - a) for a, b in zip(self.starts, self.starts[1:], strict=False))
 
 
+def _starts(padded: int, tile: int, multiple: int, min_overlap: int) -> tuple[int, ...]:
+    """Grid-aligned tile starts covering [0, padded) with overlaps of at least `min_overlap`."""
+    n = max(2, math.ceil((padded - min_overlap) / (tile - min_overlap)))
+    while True:
+        steps = (padded - tile) // multiple
+        starts = tuple(int(round(i * steps / (n - 1))) * multiple for i in range(n))
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        if all(tile - g >= min_overlap for g in gaps) or n > padded // multiple:
+            return tuple(sorted(set(starts)))
+        n += 1
+
+
 def plan_axis(size: int, multiple: int, max_tile: int, min_overlap: int) -> AxisPlan:
     """Choose the tile size (a multiple of `multiple`, at most `max_tile`) that covers `size`
     with neighbours overlapping by at least `min_overlap`, processing the fewest pixels.
@@ -43,28 +59,25 @@ def plan_axis(size: int, multiple: int, max_tile: int, min_overlap: int) -> Axis
     if size < 1:
         raise ValueError(f"cannot tile an axis of size {size}")
     padded = math.ceil(size / multiple) * multiple
+    pad = (padded - size) // 2
     max_tile = max(multiple, (max_tile // multiple) * multiple)
-    if padded <= max_tile:  # one tile; pad symmetrically up to the multiple
-        return AxisPlan(size, padded, (0,), (padded - size) // 2)
-    best: tuple[int, int] | None = None  # (cost, tile)
+    min_overlap = min(min_overlap, max_tile // 4)  # a small tile size wins over a large overlap
+    if padded <= max_tile:  # one tile
+        return AxisPlan(size, padded, (0,), pad, padded)
+    best: tuple[int, int, tuple[int, ...]] | None = None  # (cost, tile, starts)
     for tile in range(multiple, max_tile + 1, multiple):
-        if tile > size or tile <= min_overlap:
+        if tile >= padded or tile - min_overlap < multiple:
             continue
-        n = math.ceil((size - min_overlap) / (tile - min_overlap))
-        n = max(n, 2)
-        cost = n * tile
+        starts = _starts(padded, tile, multiple, min_overlap)
+        cost = len(starts) * tile
         if best is None or cost < best[0] or (cost == best[0] and tile > best[1]):
-            best = (cost, tile)
+            best = (cost, tile, starts)
     if best is None:
         raise ValueError(
-            f"cannot tile {size} pixels with tiles of at most {max_tile} and overlap {min_overlap}; "
-            "use a larger tile size or a smaller overlap"
+            f"cannot tile {size} pixels with tiles of at most {max_tile} and overlap {min_overlap} "
+            f"(network size multiple {multiple}); use a larger tile size or a smaller overlap"
         )
-    _, tile = best
-    n = math.ceil((size - min_overlap) / (tile - min_overlap))
-    n = max(n, 2)
-    starts = tuple(int(round(s)) for s in np.linspace(0, size - tile, n))
-    return AxisPlan(size, tile, starts, 0)
+    return AxisPlan(size, best[1], best[2], pad, padded)
 
 
 def blend_window(plan: AxisPlan) -> np.ndarray:
@@ -107,7 +120,7 @@ def iter_bands(
     """
     py, px = plans
     wy, wx = blend_window(py), blend_window(px)
-    width = px.tile + (px.starts[-1] if len(px.starts) > 1 else 0)  # padded width
+    width = px.padded
     acc = np.zeros((out_channels, py.tile, width), np.float32)
     wsum = np.zeros((py.tile, width), np.float32)
     weight = wy[:, None] * wx[None, :]

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import tifffile
+
+import napari_pix2pix as p2p
+from napari_pix2pix.cli import main
+from napari_pix2pix.engine import phantoms
+
+from ._helpers import tiny_model
+
+
+def _pairs(folder, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    (folder / "low").mkdir(parents=True)
+    (folder / "high").mkdir()
+    for i in range(n):
+        clean = phantoms.nuclei((96, 96), i)
+        tifffile.imwrite(folder / "high" / f"img{i}.tif", phantoms.to_uint16(clean))
+        noisy = clean + rng.normal(0, 0.1, clean.shape)
+        tifffile.imwrite(folder / "low" / f"img{i}.tif", phantoms.to_uint16(np.clip(noisy, 0, None)))
+
+
+def test_cli_trains_on_16bit_folders_and_predicts(tmp_path, capsys):
+    _pairs(tmp_path)
+    model_path = tmp_path / "model.safetensors"
+    rc = main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
+               "--task", "denoise", "--preset", "unet_tiny", "--levels", "3", "--ngf", "8", "--ndf", "8",
+               "--patch-size", "32", "--steps", "10", "--val-every", "5", "--log-every", "5", "-o", str(model_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "step 5/10" in out and "validation PSNR" in out and "model saved" in out
+    m = p2p.load_model(model_path)
+    assert m.training["steps_done"] == 10 and m.training["n_train_planes"] + m.training["n_val_planes"] == 3
+
+    rc = main(["predict", str(model_path), str(tmp_path / "low"), "-o", str(tmp_path / "pred"), "--tile-size", "64"])
+    assert rc == 0
+    res = tifffile.imread(tmp_path / "pred" / "img0.tif")
+    assert res.dtype == np.uint16 and res.shape == (96, 96)
+
+    # resume continues to more steps
+    rc = main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
+               "--resume", str(tmp_path / "model.checkpoints" / "checkpoint.safetensors"), "--steps", "12",
+               "-o", str(model_path)])
+    assert rc == 0
+    assert p2p.load_model(model_path).training["steps_done"] == 12
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    tifffile.imwrite(tmp_path / "a" / "x.tif", np.zeros((64, 64), np.uint16))
+    tifffile.imwrite(tmp_path / "b" / "y.tif", np.zeros((64, 64), np.uint16))
+    rc = main(["train", "--input-dir", str(tmp_path / "a"), "--target-dir", str(tmp_path / "b"), "--patch-size", "64",
+               "-o", str(tmp_path / "m.safetensors")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not paired by file name" in err and "x.tif" in err and "Traceback" not in err
+    rc = main(["predict", str(tmp_path / "nope.safetensors"), str(tmp_path / "a"), "-o", str(tmp_path / "o")])
+    assert rc == 2 and "no model named" in capsys.readouterr().err
+
+
+def test_cli_models_and_info(tmp_path, capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "device (auto)" in out
+    path = tiny_model("colorize").save(tmp_path / "c.safetensors")
+    assert main(["models", str(path)]) == 0
+    assert '"task": "colorize"' in capsys.readouterr().out
+    assert main(["models"]) == 0
+
+
+def test_cli_predict_png_rgb(tmp_path):
+    from PIL import Image
+
+    rgb = (np.random.default_rng(0).random((50, 60, 3)) * 255).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "in" / "a.png")
+    path = tiny_model("denoise").save(tmp_path / "d.safetensors")
+    assert main(["predict", str(path), str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "out")]) == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    assert out.shape == (50, 60, 3) and out.dtype == np.uint8
+
+
+def test_cli_usage_error_exits():
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])

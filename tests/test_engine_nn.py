@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from napari_pix2pix.nn import (
+    PRESETS,
+    GANLoss,
+    PatchGANConfig,
+    PatchGANDiscriminator,
+    UNetConfig,
+    UNetGenerator,
+    preset_config,
+    reference_key_map,
+)
+
+
+def test_paper_unet_256_matches_the_paper():
+    g = UNetGenerator(preset_config("unet_256", in_channels=3, out_channels=3))
+    n = sum(p.numel() for p in g.parameters())
+    assert 54.0e6 < n < 54.6e6  # the reference unet_256 has 54.4 M parameters
+    assert g.config.multiple == 256
+    dropouts = [m for m in g.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 3 and all(d.p == 0.5 for d in dropouts)
+    assert isinstance(g.up[-1][-1], torch.nn.Tanh)
+
+
+@pytest.mark.parametrize("levels,size", [(3, 8), (4, 48), (5, 96)])
+def test_unet_shapes_and_range(levels, size):
+    g = UNetGenerator(UNetConfig(in_channels=2, out_channels=3, levels=levels, ngf=4)).eval()
+    x = torch.randn(2, 2, size, size)
+    y = g(x)
+    assert y.shape == (2, 3, size, size)
+    assert y.abs().max() <= 1
+
+
+def test_init_is_paper_normal():
+    g = UNetGenerator(UNetConfig(levels=4, ngf=16))
+    w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(w.std().item() - 0.02) < 0.003
+    assert abs(w.mean().item()) < 0.002
+
+
+def test_bad_configs_are_named():
+    with pytest.raises(ValueError, match="norm"):
+        UNetConfig(norm="group")
+    with pytest.raises(ValueError, match="levels"):
+        UNetConfig(levels=1)
+    with pytest.raises(ValueError, match="preset"):
+        preset_config("unet_1024")
+
+
+def test_presets_build():
+    for name in PRESETS:
+        cfg = preset_config(name)
+        assert cfg.levels >= 6
+
+
+def test_patchgan_is_70x70():
+    cfg = PatchGANConfig(in_channels=4)
+    assert cfg.receptive_field == 70
+    d = PatchGANDiscriminator(cfg)
+    out = d(torch.randn(1, 2, 256, 256), torch.randn(1, 2, 256, 256))
+    assert out.shape == (1, 1, 30, 30)
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "lsgan"])
+def test_gan_loss(mode):
+    loss = GANLoss(mode)
+    big = torch.full((1, 1, 4, 4), 10.0)
+    assert loss(big, True) < loss(big, False)
+    with pytest.raises(ValueError):
+        GANLoss("wgan")
+
+
+def test_reference_key_map_covers_every_layer():
+    cfg = preset_config("unet_256", in_channels=3, out_channels=3)
+    g = UNetGenerator(cfg)
+    mapping = reference_key_map(cfg)
+    ours = {k.rsplit(".", 1)[0] + "." for k in g.state_dict()}
+    assert ours == set(mapping.values())

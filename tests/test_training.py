@@ -1,0 +1,228 @@
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import napari_pix2pix as p2p
+from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.data import make_data, pair_folders
+from napari_pix2pix.engine.synthesis import NoiseConfig, add_noise, random_mask
+from napari_pix2pix.engine.training import (
+    CheckpointSaved,
+    StepUpdate,
+    TrainConfig,
+    TrainingDiverged,
+    ValidationUpdate,
+    train_iter,
+)
+
+TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, patch_size=32, batch_size=2)
+
+
+def _psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2))
+
+
+def test_denoiser_improves_psnr_over_noisy_input(tmp_path):
+    clean = [phantoms.fluorescence((128, 128), s) for s in range(4)]
+    events = []
+    model = p2p.train(clean=clean, task="denoise", steps=300, lr=1e-3, preset="unet_tiny",
+                      generator={"levels": 4, "ngf": 16}, ndf=16, patch_size=64, batch_size=4, val_every=100,
+                      noise={"gaussian_sigma": (0.1, 0.1), "photons": (0, 0), "poisson_fraction": 0},
+                      val_fraction=0.25, progress=events.append)
+    vals = [e for e in events if isinstance(e, ValidationUpdate)]
+    assert [v.step for v in vals] == [100, 200, 300]
+    assert vals[-1].psnr > vals[-1].psnr_input + 1.0
+    # on an image never seen in training, through the normal prediction path
+    truth = phantoms.fluorescence((192, 160), seed=99)
+    noisy = add_noise(truth, {"photons": 0.0, "sigma": 0.1}, np.random.default_rng(5))
+    restored = model.predict(noisy)
+    assert _psnr(restored, truth) > _psnr(noisy, truth) + 1.0
+    assert model.training["steps_done"] == 300 and model.training["status"] == "finished"
+
+
+def _weights(m):
+    return {k: v.clone() for k, v in m.generator.state_dict().items()}
+
+
+def test_stop_then_resume_equals_uninterrupted_run(tmp_path):
+    clean = [phantoms.nuclei((96, 96), s) for s in range(3)]
+    cfg = TrainConfig(task="denoise", steps=12, val_every=4, checkpoint_every=100, seed=3, **TINY)
+    full = p2p.train(clean=clean, config=cfg, model_path=tmp_path / "full.safetensors")
+
+    stop = threading.Event()
+    gen = train_iter(clean=clean, config=cfg, model_path=tmp_path / "part.safetensors", stop=stop)
+    for ev in gen:
+        if isinstance(ev, StepUpdate) and ev.step == 5:
+            stop.set()
+    ckpt = tmp_path / "part.checkpoints" / "checkpoint.safetensors"
+    assert ckpt.exists()
+    partial = p2p.load_model(tmp_path / "part.safetensors")
+    assert partial.training["steps_done"] == 5 and partial.training["status"] == "stopped"
+
+    steps = []
+    resumed = p2p.train(clean=clean, resume=ckpt, model_path=tmp_path / "part.safetensors",
+                        progress=lambda e: steps.append(e.step) if isinstance(e, StepUpdate) else None)
+    assert steps[0] == 6 and steps[-1] == 12
+    assert resumed.training["steps_done"] == full.training["steps_done"] == 12
+    wf, wr = _weights(full), _weights(resumed)
+    for k in wf:  # same seed, same machine: the resumed run is the uninterrupted one
+        torch.testing.assert_close(wf[k], wr[k], rtol=1e-5, atol=1e-6)
+
+
+def test_closing_the_generator_saves(tmp_path):
+    clean = [phantoms.nuclei((96, 96), 0)]
+    gen = train_iter(clean=clean, config=TrainConfig(task="inpaint", steps=50, val_fraction=0, **TINY),
+                     model_path=tmp_path / "m.safetensors")
+    for ev in gen:
+        if isinstance(ev, StepUpdate) and ev.step == 3:
+            gen.close()
+            break
+    m = p2p.load_model(tmp_path / "m.safetensors")
+    assert m.training["steps_done"] == 3 and m.task.name == "inpaint"
+
+
+def test_nan_in_data_is_caught_before_training():
+    bad = phantoms.nuclei((64, 64), 0)
+    bad[10, 10] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make_data("denoise", input=bad, target=phantoms.nuclei((64, 64), 0), patch_size=32)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from napari_pix2pix.engine import data as data_mod
+
+    clean = [phantoms.nuclei((96, 96), 0)]
+    orig = data_mod.PairedData.sample
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **k):
+        calls["n"] += 1
+        x, y, m = orig(self, *a, **k)
+        if calls["n"] > 8:  # from step 5 on (batch 2), NaN appears in the batch
+            x = x.copy()
+            x[0, 0, 0] = np.nan
+        return x, y, m
+
+    monkeypatch.setattr(data_mod.PairedData, "sample", poisoned)
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        p2p.train(clean=clean, config=TrainConfig(task="denoise", steps=20, val_fraction=0, **TINY),
+                  model_path=tmp_path / "m.safetensors")
+    m = p2p.load_model(tmp_path / "m.safetensors")
+    assert m.training["status"] == "failed" and m.training["steps_done"] == 4
+    assert all(torch.isfinite(v).all() for v in m.generator.state_dict().values() if v.is_floating_point())
+
+
+def test_mismatched_folders_fail_before_training(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for name in ("x1", "x2", "only_a"):
+        tifffile.imwrite(a / f"{name}.tif", np.zeros((64, 64), np.uint16))
+    for name in ("x1", "x2", "only_b"):
+        tifffile.imwrite(b / f"{name}.tif", np.zeros((64, 64), np.uint16))
+    with pytest.raises(ValueError, match="only_a.tif") as e:
+        pair_folders(a, b)
+    assert "only_b.tif" in str(e.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        pair_folders(empty, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(input=np.zeros((64, 64)), target=np.zeros((64, 60))), "differ in shape"),
+        (dict(input=np.ones((40, 40)), target=np.ones((40, 40)), patch_size=64), "larger than image"),
+        (dict(clean=np.ones((64, 64)), task="translate"), "cannot be synthesized"),
+        (dict(input=[np.ones((64, 64))], target=[]), "as many input as target"),
+        (dict(), "exactly one data source"),
+    ],
+)
+def test_bad_training_data_is_named(kwargs, match):
+    kwargs = {"task": "denoise", "patch_size": 32, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        make_data(**kwargs)
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        TrainConfig(preset="unet_tiny", patch_size=100)
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(TypeError, match="unknown training option"):
+        p2p.train(clean=np.zeros((64, 64)), stepz=3)
+
+
+def test_lr_schedule_is_constant_then_linear():
+    cfg = TrainConfig(steps=100, lr=1.0)
+    assert cfg.lr_at(0) == cfg.lr_at(49) == 1.0
+    assert 0 < cfg.lr_at(75) < 1.0 and cfg.lr_at(99) < 0.03
+
+
+def test_synthesis_and_aligned_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    m = random_mask((128, 128), rng, coverage=(0.1, 0.2))
+    assert 0.05 < m.mean() < 0.4
+    noisy = add_noise(np.full((64, 64), 0.5, np.float32), NoiseConfig.gaussian(0.1).draw(rng), rng)
+    assert abs(noisy.std() - 0.1) < 0.02
+    matched = NoiseConfig.matched(phantoms.nuclei((128, 128), 0) + rng.normal(0, 0.05, (128, 128)))
+    assert 0.02 < matched.gaussian_sigma[0] < matched.gaussian_sigma[1] < 0.2
+    d = tmp_path / "ab"
+    d.mkdir()
+    for i in range(2):
+        tifffile.imwrite(d / f"{i}.tif", rng.integers(0, 60000, (64, 128), dtype=np.uint16))
+    data = make_data("translate", aligned_dir=d, patch_size=32, val_fraction=0)
+    assert len(data.planes) == 2 and data.planes[0].input.shape == (1, 64, 64)
+    data = make_data("colorize", clean=[rng.random((64, 64, 3))], patch_size=32, val_fraction=0)
+    a, b, _ = data.sample(rng, 32)
+    assert a.shape == (1, 32, 32) and b.shape == (3, 32, 32)
+
+
+def test_region_validation_split():
+    data = make_data("denoise", clean=[phantoms.nuclei((128, 96), 0)], patch_size=32, val_fraction=0.2,
+                     val_split="region")
+    assert data.planes[0].input.shape[1] + data.val[0].input.shape[1] == 128
+
+
+def test_ddp_two_process_gloo(tmp_path):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i in range(4):
+        tifffile.imwrite(clean / f"{i}.tif", phantoms.to_uint16(phantoms.nuclei((96, 96), i)))
+    out = tmp_path / "ddp.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "napari_pix2pix.cli", "train", "--clean-dir", str(clean), "--task", "denoise",
+           "--preset", "unet_tiny", "--levels", "3", "--ngf", "8", "--ndf", "8", "--patch-size", "32",
+           "--steps", "6", "--val-every", "3", "--device", "cpu", "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = p2p.load_model(out)
+    assert m.training["world_size"] == 2 and m.training["steps_done"] == 6
+    assert m.predict(np.zeros((40, 40), np.uint16)).shape == (40, 40)
+
+
+def test_checkpoint_events_and_best(tmp_path):
+    clean = [np.stack([phantoms.nuclei((96, 96), s + c) for c in range(3)], -1) for s in range(2)]
+    with pytest.raises(ValueError, match="colorize needs RGB"):
+        make_data("colorize", clean=[phantoms.nuclei((96, 96), 0)], patch_size=32)
+    events = list(_drain(train_iter(clean=clean, config=TrainConfig(task="colorize", steps=4, val_every=2,
+                                    checkpoint_every=2, **TINY),
+                                    model_path=tmp_path / "c.safetensors")))
+    kinds = {e.kind for e in events if isinstance(e, CheckpointSaved)}
+    assert kinds == {"best", "checkpoint", "model"}
+    best = p2p.load_model(tmp_path / "c.checkpoints" / "best.safetensors")
+    assert best.task.name == "colorize"
+
+
+def _drain(gen):
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration:
+            return
