@@ -20,6 +20,7 @@ def _progress_bar(total: int, desc: str) -> Any:
 
 # ---------------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Apply a model to files and folders."""
     from .engine.io import IMAGE_SUFFIXES, list_images, read_image, write_image
     from .engine.registry import load_model
 
@@ -43,7 +44,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for f in files:
         image = read_image(f)
         ca = args.channel_axis
-        if ca is None and image.ndim == 3 and image.shape[-1] in (3, 4) and f.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        is_rgb_file = image.ndim == 3 and image.shape[-1] in (3, 4) and f.suffix.lower() != ".tif"
+        if ca is None and is_rgb_file:
             ca = -1
         mask = read_image(masks[f.stem]) != 0 if f.stem in masks else None
         bar = _progress_bar(0, f.name)
@@ -71,6 +73,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- models / info
 def cmd_models(args: argparse.Namespace) -> int:
+    """List bundled models or describe a model file."""
     from .engine.modelfile import read_model_file
     from .engine.registry import list_models
 
@@ -89,6 +92,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """Print versions and the device that would be used."""
     import numpy
     import torch
 
@@ -113,6 +117,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model with a progress bar and per-N-step logs."""
     from .engine.training import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
     options: dict[str, Any] = {}
@@ -124,25 +129,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         if v is not None:
             options[name] = v
     if args.ngf is not None or args.levels is not None:
-        gen = dict(options.get("generator", {}))
+        gen_opts = dict(options.get("generator", {}))
         if args.ngf is not None:
-            gen["ngf"] = args.ngf
+            gen_opts["ngf"] = args.ngf
         if args.levels is not None:
-            gen["levels"] = args.levels
-        options["generator"] = gen
+            gen_opts["levels"] = args.levels
+        options["generator"] = gen_opts
     if args.noise_sigma is not None:
         options["noise"] = {"gaussian_sigma": [args.noise_sigma / 255] * 2, "photons": [0, 0], "poisson_fraction": 0}
     sources = {k: getattr(args, k) for k in ("input_dir", "target_dir", "clean_dir", "aligned_dir")
                if getattr(args, k) is not None}
     if args.channel_axis is not None:
         sources["channel_axis"] = args.channel_axis
-    kwargs: dict[str, Any] = dict(model_path=args.out, checkpoint_dir=args.checkpoint_dir, **sources)
+    train_kwargs: dict[str, Any] = dict(model_path=args.out, checkpoint_dir=args.checkpoint_dir, **sources)
     if args.resume:
-        kwargs["resume"] = args.resume
-        kwargs.update({k: v for k, v in options.items() if k == "steps"})
+        train_kwargs["resume"] = args.resume
+        train_kwargs.update({k: v for k, v in options.items() if k == "steps"})
     else:
-        kwargs["config"] = TrainConfig(**options)
-    gen = train_iter(**kwargs)
+        train_kwargs["config"] = TrainConfig(**options)
+    gen = train_iter(**train_kwargs)
     bar = None
     from tqdm import tqdm
 
@@ -176,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Open napari with a sample and the widgets, or run the demo headless."""
     from ._demo import run_demo
 
     return run_demo(headless=args.headless, out=args.out)

@@ -226,8 +226,8 @@ def make_data(
     """
     task = get_task(task)
     norm = normalization or Normalization()
-    sources = [input is not None or target is not None, clean is not None, input_dir is not None or target_dir is not None,
-               clean_dir is not None, aligned_dir is not None]
+    sources = [input is not None or target is not None, clean is not None,
+               input_dir is not None or target_dir is not None, clean_dir is not None, aligned_dir is not None]
     if sum(sources) != 1:
         raise ValueError(
             "give exactly one data source: input= and target= arrays, clean= arrays, "

@@ -92,8 +92,11 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 def inference_copy(
     generator: nn.Module, device: torch.device, dtype: torch.dtype, keep_dropout: bool = False
 ) -> nn.Module:
-    """A copy of `generator` ready for fast inference: eval mode, BatchNorm folded,
-    channels_last, weights in `dtype` on `device` (the original is untouched)."""
+    """A copy of `generator` ready for fast inference (the original is untouched).
+
+    Eval mode, BatchNorm folded into the convolutions, channels_last, weights in `dtype`
+    on `device`.
+    """
     net = copy.deepcopy(generator).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -104,7 +107,7 @@ def inference_copy(
                 m.train()
     net = net.to(device=device, dtype=dtype)
     if device.type != "mps":
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     for p in net.parameters():

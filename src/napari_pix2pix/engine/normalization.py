@@ -128,8 +128,8 @@ def plane_percentiles(
         for y0 in range(0, height, block_rows):
             block = np.asarray(read_rows(y0, min(y0 + block_rows, height)))
             if exclude is not None:
-                keep = ~exclude[y0 : y0 + block.shape[0]]
-                block = block[keep] if block.ndim == 2 else block[keep, ...]
+                kept = ~exclude[y0 : y0 + block.shape[0]]
+                block = block[kept] if block.ndim == 2 else block[kept, ...]
             counts += np.bincount(block.reshape(-1).astype(np.int64) + offset, minlength=counts.size)
         n = int(counts.sum())
         if n == 0:

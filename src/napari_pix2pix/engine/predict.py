@@ -120,7 +120,7 @@ def _read_padded(
     if any(p for pair in pads for p in pair):
         widths = [(0, 0)] * (block.ndim - 2) + pads
         mode = "reflect" if min(block.shape[-2:]) > 1 else "edge"
-        block = np.pad(block, widths, mode=mode)
+        block = np.pad(block, widths, mode=mode)  # type: ignore[call-overload]
     return block
 
 
@@ -242,7 +242,9 @@ def predict_iter(
             m_plane = np.asarray(mask_arr[m_idx] if m_idx else mask_arr).astype(bool)
         for in_ch, to_gray, out_ch in jobs:
 
-            def get(ys: slice, xs: slice, in_ch: Any = in_ch, to_gray: bool = to_gray, stack_idx: Any = stack_idx) -> np.ndarray:
+            def get(
+                ys: slice, xs: slice, in_ch: Any = in_ch, to_gray: bool = to_gray, stack_idx: Any = stack_idx
+            ) -> np.ndarray:
                 block = layout.to_cyx(np.asarray(image[layout.index(stack_idx, in_ch, ys, xs)]))
                 block = block.astype(np.float32, copy=False)
                 if to_gray:
@@ -261,11 +263,15 @@ def predict_iter(
             else:
                 olo, ohi = lo, hi
 
-            def read(y0: int, y1: int, x0: int, x1: int, get: Any = get, lo: float = lo, hi: float = hi) -> np.ndarray:
+            def read(
+                y0: int, y1: int, x0: int, x1: int, get: Any = get, lo: float = lo, hi: float = hi,
+                m_plane: np.ndarray | None = m_plane,
+            ) -> np.ndarray:
                 x = to_network(_read_padded(get, py, px, y0, y1, x0, x1), lo, hi)
                 if m_plane is None:
                     return x
-                m = _read_padded(lambda ys, xs: m_plane[ys, xs], py, px, y0, y1, x0, x1)
+                mp = m_plane
+                m = _read_padded(lambda ys, xs: mp[ys, xs], py, px, y0, y1, x0, x1)
                 return model.task.compose_input(x[None], m[None])[0]
 
             for ev in iter_bands(plans, read, run, cfg.out_channels, batch_size):

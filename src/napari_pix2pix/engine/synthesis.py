@@ -52,7 +52,7 @@ class NoiseConfig:
     @classmethod
     def gaussian(cls, sigma: float | tuple[float, float]) -> NoiseConfig:
         """Gaussian noise only, at a fixed level or a range (in [0, 1] intensity units)."""
-        lo, hi = (sigma, sigma) if np.isscalar(sigma) else sigma  # type: ignore[misc]
+        lo, hi = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
         return cls(gaussian_sigma=(float(lo), float(hi)), photons=(0.0, 0.0), poisson_fraction=0.0)
 
     @classmethod
@@ -66,7 +66,7 @@ class NoiseConfig:
 
         x = np.asarray(noisy, np.float32)
         lo, hi = np.percentile(x, (0.5, 99.9))
-        s = float(estimate_sigma((x - lo) / max(hi - lo, 1e-12)))
+        s = float(np.mean(estimate_sigma((x - lo) / max(hi - lo, 1e-12))))  # type: ignore[arg-type,unused-ignore]
         return cls.gaussian((s * (1 - spread), s * (1 + spread)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +92,9 @@ def add_noise(clean: np.ndarray, params: dict[str, float], rng: np.random.Genera
     return x
 
 
-def random_mask(shape: tuple[int, int], rng: np.random.Generator, coverage: tuple[float, float] = (0.05, 0.3)) -> np.ndarray:
+def random_mask(
+    shape: tuple[int, int], rng: np.random.Generator, coverage: tuple[float, float] = (0.05, 0.3)
+) -> np.ndarray:
     """A random inpainting mask: strokes, blobs, boxes and dead pixels covering ~`coverage`."""
     h, w = shape
     target = rng.uniform(*coverage)
@@ -115,7 +117,8 @@ def random_mask(shape: tuple[int, int], rng: np.random.Generator, coverage: tupl
             noise = ndimage.gaussian_filter(rng.standard_normal(shape), rng.uniform(3, max(4, min(h, w) / 10)))
             mask |= noise > np.quantile(noise, 1 - rng.uniform(0.03, 0.1))
         elif kind == "box":
-            bh, bw = rng.integers(max(2, h // 16), max(3, h // 4)), rng.integers(max(2, w // 16), max(3, w // 4))
+            bh = int(rng.integers(max(2, h // 16), max(3, h // 4)))
+            bw = int(rng.integers(max(2, w // 16), max(3, w // 4)))
             y0, x0 = rng.integers(0, max(1, h - bh)), rng.integers(0, max(1, w - bw))
             mask[y0 : y0 + bh, x0 : x0 + bw] = True
         else:

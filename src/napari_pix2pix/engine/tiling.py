@@ -53,8 +53,10 @@ def _starts(padded: int, tile: int, multiple: int, min_overlap: int) -> tuple[in
 
 
 def plan_axis(size: int, multiple: int, max_tile: int, min_overlap: int) -> AxisPlan:
-    """Choose the tile size (a multiple of `multiple`, at most `max_tile`) that covers `size`
-    with neighbours overlapping by at least `min_overlap`, processing the fewest pixels.
+    """Plan the tiles of one axis, processing the fewest pixels.
+
+    Tiles are a multiple of `multiple`, at most `max_tile`, and neighbours overlap by at
+    least `min_overlap` (capped at a quarter of the tile).
     """
     if size < 1:
         raise ValueError(f"cannot tile an axis of size {size}")
@@ -95,8 +97,10 @@ def iter_bands(
     out_channels: int,
     batch_size: int = 4,
 ) -> Iterator[int | tuple[int, int, np.ndarray]]:
-    """Run `run` over all tiles; yield finished output rows ``(y0, y1, rows)``, and after
-    each batch the number of tiles it held (an int: progress, and a point to stop at).
+    """Run `run` over all tiles, yielding progress and finished output rows.
+
+    After each batch it yields the number of tiles it held (an int: progress, and a
+    point to stop at); rows no later tile touches are yielded as ``(y0, y1, rows)``.
 
     Parameters
     ----------

@@ -245,7 +245,8 @@ def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
         mode = "reflect" if min(h, w) > 1 else "edge"
-        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)], mode=mode)
+        widths = [(0, 0)] * (x.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)]
+        x = np.pad(x, widths, mode=mode)  # type: ignore[call-overload]
     return x, (ph // 2, pw // 2)
 
 
