@@ -213,7 +213,9 @@ class Pix2PixModel:
         out: Any = None,
         progress: Callable[[Progress], Any] | None = None,
         cancel: threading.Event | Callable[[], bool] | None = None,
-    ) -> np.ndarray:
+        uncertainty: bool = False,
+        samples: int = 8,
+    ) -> Any:
         """Apply the model to an image of any size, dtype and layout.
 
         Parameters
@@ -245,19 +247,30 @@ class Pix2PixModel:
             Called with a :class:`Progress` after every batch of tiles.
         cancel : threading.Event or callable, optional
             Checked between batches; when set, :class:`PredictionCancelled` is raised.
+        uncertainty : bool
+            Also return a per-pixel uncertainty map: the standard deviation over `samples`
+            predictions under the 8 flips/rotations and, where the generator has dropout,
+            dropout samples. Costs `samples` extra predictions.
+        samples : int
+            Number of samples for the uncertainty map.
 
         Returns
         -------
         numpy.ndarray (or `out`)
             Same dtype as the input (bool in: float32), on the input's intensity scale.
             Colorize returns RGB with the colour axis last when the input has no channel
-            axis.
+            axis. With ``uncertainty=True``: ``(output, uncertainty)``, the map being float32
+            of the output's shape without its channel axis.
         """
-        gen = self.predict_iter(
-            image, mask, channel_axis=channel_axis, tile_size=tile_size, overlap=overlap,
-            batch_size=batch_size, device=device, precision=precision, out=out,
-        )
-        return run_to_end(gen, progress, cancel)
+        opts: dict[str, Any] = dict(channel_axis=channel_axis, tile_size=tile_size, overlap=overlap,
+                                    batch_size=batch_size, device=device, precision=precision)
+        result = run_to_end(self.predict_iter(image, mask, out=out, **opts), progress, cancel)
+        if not uncertainty:
+            return result
+        from .uncertainty import uncertainty_iter
+
+        spread = run_to_end(uncertainty_iter(self, image, mask, samples=samples, **opts), progress, cancel)
+        return result, spread
 
 
 def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:

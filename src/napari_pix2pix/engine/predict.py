@@ -157,12 +157,14 @@ def predict_iter(
     out: Any = None,
     mc_dropout: bool = False,
     augment: int = 0,
+    output_dtype: Any = None,
 ) -> Generator[Progress, None, Any]:
     """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
 
     Parameters are those of :meth:`Pix2PixModel.predict`; `mc_dropout` keeps dropout on
     and `augment` (0-7) applies that flip/rotation of the dihedral group to each tile and
-    undoes it on the output (both used for uncertainty estimates).
+    undoes it on the output (both used for uncertainty estimates); `output_dtype`
+    overrides the output dtype (default: the input's).
     """
     task = model.task.name
     shape, dtype, channel_axis = _check_image(image, channel_axis)
@@ -212,6 +214,8 @@ def predict_iter(
     else:
         out_shape, out_layout = shape, layout
     out_dtype = np.dtype(np.float32) if dtype.kind == "b" else dtype
+    if output_dtype is not None:
+        out_dtype = np.dtype(output_dtype)
     if out is None:
         out = np.empty(out_shape, out_dtype)
     elif tuple(out.shape) != out_shape:

@@ -76,6 +76,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # "auto": bf16 autocast where it is native (AMX/AVX512-BF16, CUDA)
     grad_clip: float | None = None
+    channels_last: bool = True  # memory layout for convolutions (measured in benchmarks/training.py)
     percentiles: tuple[float, float] = (0.5, 99.9)
     noise: dict[str, Any] | None = None  # NoiseConfig fields for denoise synthesis
 
@@ -158,6 +159,8 @@ class ValidationUpdate:
     ssim_input: float | None
     l1: float
     preview: tuple[np.ndarray, np.ndarray, np.ndarray]  # input, output, target (C, h, w) in [0, 1]
+    uncertainty: float = 0.0  # mean spread over the 8 flips/rotations of the preview patch ([0, 1] units)
+    preview_uncertainty: np.ndarray | None = None  # (h, w) spread map of the preview patch
 
 
 @dataclass(frozen=True)
@@ -301,10 +304,17 @@ def _validate(model: Pix2PixModel, vs: _ValSet, device: torch.device, step: int,
             preview = (to01(raw), to01(out), to01(b))
     finite = [p for p in psnrs if math.isfinite(p)] or [100.0]
     assert preview is not None
+    # uncertainty of the preview patch: spread over the 8 flips/rotations, as in prediction
+    a = vs.inputs[0]
+    padded, (py, px) = _pad_to(a, model.config.multiple)
+    samples = np.stack([model._runner(device, "fp32", augment=k)(padded[None])[0] for k in range(8)])
+    spread = samples[:, :, py : py + a.shape[1], px : px + a.shape[2]].std(axis=0, ddof=1).mean(axis=0) / rng_span
+    if task == "inpaint":
+        spread = np.where(a[-1] > 0, spread, 0)
     return ValidationUpdate(
         step, float(np.mean(finite)), float(np.mean(ssims)),
         float(np.mean(psnr_in)) if psnr_in else None, float(np.mean(ssim_in)) if ssim_in else None,
-        float(np.mean(l1s)), preview,
+        float(np.mean(l1s)), preview, float(spread.mean()), spread.astype(np.float32),
     )
 
 
@@ -434,6 +444,9 @@ def train_iter(
         model.normalization = Normalization(**meta["model"]["normalization"])
     model.generator.to(device)
     disc.to(device)
+    fmt = torch.channels_last if cfg.channels_last and device.type != "mps" else torch.contiguous_format
+    model.generator.to(memory_format=fmt)  # type: ignore[call-overload]
+    disc.to(memory_format=fmt)  # type: ignore[call-overload]
 
     g_net: nn.Module = model.generator
     d_net: nn.Module = disc
@@ -487,8 +500,8 @@ def train_iter(
                     g["lr"] = lr
             a_np, b_np = stack_batch([data.sample(rng, cfg.patch_size, cfg.augment, shard)
                                       for _ in range(cfg.batch_size)], data.task)
-            a = torch.from_numpy(a_np).to(device)
-            b = torch.from_numpy(b_np).to(device)
+            a = torch.from_numpy(a_np).to(device).contiguous(memory_format=fmt)
+            b = torch.from_numpy(b_np).to(device).contiguous(memory_format=fmt)
             if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
                 raise TrainingDiverged(f"training data contain NaN or infinite values at step {step + 1}; "
                                        "clean the images (numpy.nan_to_num) and start again")
@@ -531,7 +544,7 @@ def train_iter(
                 v = _validate(model, valset, device, step, cfg.task)
                 model.generator.train()
                 history.append({"step": step, **losses, "val_psnr": v.psnr, "val_ssim": v.ssim,
-                                "val_psnr_input": v.psnr_input, "val_l1": v.l1})
+                                "val_psnr_input": v.psnr_input, "val_l1": v.l1, "val_uncertainty": v.uncertainty})
                 yield v
                 if v.psnr > best:
                     best = v.psnr
@@ -588,7 +601,8 @@ def describe(ev: TrainEvent) -> str:
         return f"step {ev.step}/{ev.total} {ls} lr={ev.lr:.2e} {ev.it_per_s:.2f} it/s eta {ev.eta:.0f}s"
     if isinstance(ev, ValidationUpdate):
         base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
-        return f"step {ev.step} validation PSNR {ev.psnr:.2f} dB{base} SSIM {ev.ssim:.3f}"
+        return (f"step {ev.step} validation PSNR {ev.psnr:.2f} dB{base} SSIM {ev.ssim:.3f} "
+                f"uncertainty {ev.uncertainty:.4f}")
     return f"step {ev.step} saved {ev.kind}: {ev.path}"
 
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run every benchmark and keep the logs and JSON in benchmarks/results/ (takes ~30-40 min on 2 CPU cores).
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+R=benchmarks/results
+mkdir -p $R
+$PY benchmarks/inference.py --preset unet_256 --size 4096 --tile 1024 --mem-size 8192 --json $R/inference_unet_256_t1024.json 2>&1 | tee $R/inference_unet_256_t1024.log
+$PY benchmarks/inference.py --preset unet_256 --size 4096 --tile 2048 --mem-size 8192 --json $R/inference_unet_256_t2048.json 2>&1 | tee $R/inference_unet_256_t2048.log
+$PY benchmarks/inference.py --preset unet_tiny --size 4096 --tile 1024 --mem-size 8192 --json $R/inference_unet_tiny_t1024.json 2>&1 | tee $R/inference_unet_tiny_t1024.log
+$PY benchmarks/training.py --json $R/training.json 2>&1 | tee $R/training.log

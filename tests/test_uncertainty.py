@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import napari_pix2pix as p2p
+from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.synthesis import add_noise
+from napari_pix2pix.engine.training import ValidationUpdate
+from napari_pix2pix.engine.uncertainty import residual_report
+
+from ._helpers import tiny_model
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    clean = [phantoms.fluorescence((128, 128), s) for s in range(4)]
+    vals = []
+    model = p2p.train(clean=clean, task="denoise", steps=200, lr=1e-3, preset="unet_tiny",
+                      generator={"levels": 4, "ngf": 16}, ndf=16, patch_size=64, batch_size=4, val_every=100,
+                      noise={"gaussian_sigma": (0.1, 0.1), "photons": (0, 0), "poisson_fraction": 0},
+                      val_fraction=0.25, progress=lambda e: vals.append(e) if isinstance(e, ValidationUpdate) else None)
+    return model, vals
+
+
+def test_uncertainty_points_at_the_errors(denoiser):
+    model, _ = denoiser
+    truth = phantoms.fluorescence((192, 160), seed=99)
+    noisy = add_noise(truth, {"photons": 0.0, "sigma": 0.1}, np.random.default_rng(5))
+    out, unc = model.predict(noisy, uncertainty=True, samples=8)
+    np.testing.assert_array_equal(out, model.predict(noisy))  # the result itself is unchanged
+    assert unc.shape == noisy.shape and unc.dtype == np.float32 and (unc >= 0).all()
+    err = np.abs(out - truth).ravel()
+    order = np.argsort(unc.ravel())
+    n = order.size // 10
+    ratio = err[order[-n:]].mean() / err[order[:n]].mean()
+    assert ratio >= 2.0, ratio
+
+
+def test_validation_reports_uncertainty(denoiser):
+    _, vals = denoiser
+    assert vals and all(v.uncertainty > 0 for v in vals)
+    assert vals[-1].preview_uncertainty.shape == vals[-1].preview[1].shape[1:]
+
+
+def test_residual_structure_score(denoiser):
+    model, _ = denoiser
+    truth = phantoms.fluorescence((160, 160), seed=98)
+    noisy = add_noise(truth, {"photons": 0.0, "sigma": 0.1}, np.random.default_rng(6))
+    ideal = residual_report(noisy, truth)  # pure noise: no structure
+    over = residual_report(noisy, ndimage.gaussian_filter(noisy, 3))  # removes signal with the noise
+    ours = residual_report(noisy, model.predict(noisy))
+    assert abs(ideal.score) < 0.05 and abs(ideal.autocorrelation) < 0.05
+    assert over.score > 0.2 and over.flagged.mean() > 0.1
+    assert ours.score < over.score
+    np.testing.assert_allclose(ours.residual, noisy - model.predict(noisy), atol=1e-6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        residual_report(noisy, noisy[:10])
+
+
+def test_large_hole_is_uncertain_inside_only():
+    m = tiny_model("inpaint", levels=4, ngf=8, dropout_blocks=1)
+    im = phantoms.nuclei((128, 128), 0)
+    mask = np.zeros(im.shape, bool)
+    mask[32:96, 40:100] = True
+    _, unc = m.predict(im, mask, uncertainty=True, samples=6)
+    assert unc[mask].mean() > 10 * (unc[~mask].mean() + 1e-9)
+    assert unc[~mask].max() == 0  # outside the hole the input is returned unchanged
+
+
+def test_uncertainty_layouts_and_errors():
+    m = tiny_model("colorize")
+    out, unc = m.predict(np.random.default_rng(0).random((40, 50), dtype=np.float32), uncertainty=True, samples=2)
+    assert out.shape == (40, 50, 3) and unc.shape == (40, 50)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        m.predict(np.zeros((8, 8), np.float32), uncertainty=True, samples=1)
