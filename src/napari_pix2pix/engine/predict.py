@@ -294,11 +294,11 @@ def predict_iter(
 
 
 def run_to_end(
-    gen: Generator[Progress, None, Any],
-    progress: Callable[[Progress], Any] | None = None,
+    gen: Generator[Any, None, Any],
+    progress: Callable[[Any], Any] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
 ) -> Any:
-    """Drain a progress generator, calling `progress` on each update; return its result.
+    """Drain a generator of updates (prediction or training), calling `progress` on each; return its result.
 
     Raises
     ------

@@ -35,6 +35,7 @@ from .device import cpu_has_fast_bf16, resolve_device
 from .model import Pix2PixModel
 from .modelfile import ModelFileError, read_model_file, write_model_file
 from .normalization import Normalization, safe_range
+from .predict import run_to_end
 from .synthesis import NoiseConfig
 from .tasks import TASKS
 
@@ -275,7 +276,7 @@ def _make_valset(data: PairedData, cfg: TrainConfig, seed: int) -> _ValSet | Non
         net_in, _ = stack_batch([(a, b, m)], data.task)
         vs.inputs.append(net_in[0])
         vs.targets.append(b)
-        vs.raw_inputs.append(a)
+        vs.raw_inputs.append(np.where(m[None], np.float32(0), a) if m is not None else a)  # inpaint: zero fill
     return vs
 
 
@@ -584,14 +585,7 @@ def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) ->
     >>> model = p2p.train(clean=data.camera(), task="denoise", steps=2, patch_size=64,
     ...                   preset="unet_tiny", val_fraction=0)  # doctest: +SKIP
     """
-    gen = train_iter(**kwargs)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as done:
-            return done.value
-        if progress is not None:
-            progress(ev)
+    return run_to_end(train_iter(**kwargs), progress)
 
 
 def describe(ev: TrainEvent) -> str:
