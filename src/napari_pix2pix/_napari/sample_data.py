@@ -1,0 +1,83 @@
+"""Sample data (File > Open Sample > Pix2Pix): small files shipped in the package, no download.
+
+Each function returns napari layer-data tuples ``(data, kwargs, layer_type)``. The files
+are written by ``scripts/make_sample_data.py``.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+
+from ..engine.io import read_image
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def sample_path(name: str) -> Any:
+    """A file of the package's ``sample_data`` folder (a Traversable; ``str()`` gives its path)."""
+    return files("napari_pix2pix") / "sample_data" / name
+
+
+def _read(name: str) -> np.ndarray:
+    return read_image(str(sample_path(name)))
+
+
+def _meta(task: str, role: str) -> dict[str, Any]:
+    return {"napari_pix2pix_sample": {"task": task, "role": role}}
+
+
+def denoise_sample() -> list[LayerData]:
+    """A noisy fluorescence-like image (16-bit, photon + read noise) and its clean reference."""
+    clean, noisy = _read("denoise_clean.tif"), _read("denoise_noisy.tif")
+    lo, hi = (float(v) for v in np.percentile(clean, (0.1, 99.9)))
+    common = {"contrast_limits": (lo, hi), "colormap": "gray"}
+    return [
+        (clean, {"name": "clean reference", "visible": False, "metadata": _meta("denoise", "clean"), **common},
+         "image"),
+        (noisy, {"name": "noisy", "metadata": _meta("denoise", "input"), **common}, "image"),
+    ]
+
+
+def inpaint_sample() -> list[LayerData]:
+    """A fluorescence-like image with missing regions, the mask of those regions, and the intact image."""
+    damaged, reference = _read("inpaint_damaged.tif"), _read("inpaint_reference.tif")
+    mask = (_read("inpaint_mask.png") > 0).astype(np.uint8)
+    lo, hi = (float(v) for v in np.percentile(reference, (0.1, 99.9)))
+    common = {"contrast_limits": (lo, hi), "colormap": "gray"}
+    return [
+        (reference, {"name": "intact reference", "visible": False, "metadata": _meta("inpaint", "clean"), **common},
+         "image"),
+        (damaged, {"name": "damaged", "metadata": _meta("inpaint", "input"), **common}, "image"),
+        (mask, {"name": "damage mask", "opacity": 0.5, "metadata": _meta("inpaint", "mask")}, "labels"),
+    ]
+
+
+def colorize_sample() -> list[LayerData]:
+    """A grayscale brightfield histology image (IHC) and its colour original."""
+    gray, rgb = _read("colorize_gray.png"), _read("colorize_reference.jpg")
+    return [
+        (rgb, {"name": "colour reference", "visible": False, "rgb": True, "metadata": _meta("colorize", "clean")},
+         "image"),
+        (gray, {"name": "grayscale", "colormap": "gray", "metadata": _meta("colorize", "input")}, "image"),
+    ]
+
+
+def translate_sample() -> list[LayerData]:
+    """A blurred widefield-like image and the sharp image it was made from (a translation pair)."""
+    sharp, wide = _read("translate_sharp.tif"), _read("translate_widefield.tif")
+    return [
+        (sharp, {"name": "sharp target", "visible": False, "colormap": "gray",
+                 "metadata": _meta("translate", "target")}, "image"),
+        (wide, {"name": "widefield", "colormap": "gray", "metadata": _meta("translate", "input")}, "image"),
+    ]
+
+
+SAMPLES = {
+    "denoise": denoise_sample,
+    "inpaint": inpaint_sample,
+    "colorize": colorize_sample,
+    "translate": translate_sample,
+}
