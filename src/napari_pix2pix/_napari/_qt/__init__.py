@@ -1,0 +1,1 @@
+"""Qt widgets of the napari plugin (imported by napari on demand, never at package import)."""

@@ -1,0 +1,173 @@
+"""Small Qt pieces shared by the widgets: layer pickers, status line, file dialogs, device list."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QSizePolicy, QWidget
+
+if TYPE_CHECKING:
+    import napari
+    import napari.layers
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class LayerCombo(QComboBox):
+    """The viewer's layers of some types, kept in sync with the layer list.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer whose layers are listed.
+    types : sequence of layer classes
+        Layer types to list (e.g. ``(napari.layers.Image,)``).
+    placeholder : str
+        Shown when no layer of these types exists.
+    accept : callable, optional
+        Extra filter on layers (e.g. only RGB images).
+    """
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        types: Sequence[type],
+        *,
+        placeholder: str = "(no layer)",
+        accept: Callable[[Any], bool] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._types = tuple(types)
+        self._placeholder = placeholder
+        self._accept = accept
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        ev = viewer.layers.events
+        for emitter in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
+            emitter.connect(self.refresh)
+        self.refresh()
+
+    def _matching(self) -> list[Any]:
+        return [
+            lyr for lyr in self._viewer.layers
+            if isinstance(lyr, self._types) and (self._accept is None or self._accept(lyr))
+        ]
+
+    def refresh(self, event: Any = None) -> None:
+        """Re-list the layers, keeping the current choice when it still exists."""
+        try:
+            current = self.currentData()
+            names = [lyr.name for lyr in self._matching()]
+            self.blockSignals(True)
+            self.clear()
+            if not names:
+                self.addItem(self._placeholder, None)
+            for name in names:
+                self.addItem(name, name)
+            if current in names:
+                self.setCurrentIndex(names.index(current))
+            elif names:  # a new choice: the selected layer if it fits, else the top one
+                active = self._viewer.layers.selection.active
+                self.setCurrentIndex(names.index(active.name) if active is not None and active.name in names
+                                     else len(names) - 1)
+            self.blockSignals(False)
+            self.currentIndexChanged.emit(self.currentIndex())
+        except RuntimeError:  # the Qt object is gone (widget closed): stop listening
+            ev = self._viewer.layers.events
+            for emitter in (ev.inserted, ev.removed, ev.reordered, ev.renamed):
+                with contextlib.suppress(Exception):
+                    emitter.disconnect(self.refresh)
+
+    def layer(self) -> Any:
+        """The chosen layer, or None."""
+        name = self.currentData()
+        if name is None or name not in self._viewer.layers:
+            return None
+        layer = self._viewer.layers[name]
+        return layer if isinstance(layer, self._types) else None
+
+    def set_layer(self, layer: Any) -> None:
+        """Choose a layer (or a layer name)."""
+        name = layer if isinstance(layer, str) else layer.name
+        i = self.findData(name)
+        if i < 0:
+            raise ValueError(f"no layer {name!r} of type {[t.__name__ for t in self._types]} in the viewer")
+        self.setCurrentIndex(i)
+
+
+class StatusLabel(QLabel):
+    """A word-wrapped status line: plain for progress, red for problems (kept for tests in `text()`)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.is_error = False
+
+    def info(self, text: str) -> None:
+        """Show a normal message."""
+        self.is_error = False
+        self.setStyleSheet("")
+        self.setText(text)
+
+    def error(self, text: str, *, notify: bool = True) -> None:
+        """Show a problem in red (and as a napari notification)."""
+        self.is_error = True
+        self.setStyleSheet("color: #ff6b6b;")
+        self.setText(text)
+        if notify:
+            from napari.utils.notifications import show_warning
+
+            show_warning(text)
+
+
+def device_combo(parent: QWidget | None = None) -> QComboBox:
+    """A device choice (auto, cpu, cuda, mps) with the devices this machine lacks disabled."""
+    import torch
+
+    combo = QComboBox(parent)
+    available = {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    for name in DEVICES:
+        combo.addItem(name if available[name] else f"{name} (not available)", name)
+        if not available[name]:
+            item = combo.model().item(combo.count() - 1)  # type: ignore[union-attr]
+            item.setEnabled(False)
+    combo.setToolTip("auto: CUDA GPU, then Apple MPS, then the CPU")
+    return combo
+
+
+def open_file(parent: QWidget, title: str, start: str = "", filters: str = "All files (*)") -> str:
+    """A file-open dialog; the empty string if cancelled."""
+    path, _ = QFileDialog.getOpenFileName(parent, title, start, filters)
+    return str(path or "")
+
+
+def save_file(parent: QWidget, title: str, start: str = "", filters: str = "All files (*)") -> str:
+    """A file-save dialog; the empty string if cancelled."""
+    path, _ = QFileDialog.getSaveFileName(parent, title, start, filters)
+    return str(path or "")
+
+
+def open_folder(parent: QWidget, title: str, start: str = "") -> str:
+    """A folder dialog; the empty string if cancelled."""
+    return str(QFileDialog.getExistingDirectory(parent, title, start) or "")
+
+
+def napari_progress(desc: str, total: int = 0, on_cancel: Callable[[], Any] | None = None) -> Any:
+    """A progress bar in napari's activity dock; its Cancel button calls `on_cancel`."""
+    from napari.utils import cancelable_progress
+
+    class _Progress(cancelable_progress):  # napari only calls cancel_callback while iterating
+        def cancel(self) -> None:
+            super().cancel()
+            if self.cancel_callback is not None:
+                self.cancel_callback()
+
+    return _Progress(total=total, desc=desc, cancel_callback=on_cancel)

@@ -1,0 +1,452 @@
+"""Restoration widgets: Denoise, Inpaint, Colorize and Translate.
+
+Each widget reads its choices, checks them (every problem is reported in the widget before
+any work starts), hands plain arrays and settings to :func:`..jobs.predict_job` in a worker
+thread, and shows the result as ``"<input> <suffix>"`` with the input's spatial metadata.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...engine.modelfile import ModelFileError
+from .. import layers as lyr
+from ..jobs import PredictSettings, predict_job
+from ..models import RECENT, ModelInfo, model_choices, model_info
+from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open_file
+
+if TYPE_CHECKING:
+    import napari
+
+MODEL_FILTER = "Pix2Pix models (*.safetensors);;All files (*)"
+UI_INTERVAL = 0.1  # seconds between updates of the widget's progress display
+PBAR_INTERVAL = 0.5  # seconds between updates of napari's activity progress bar (it processes events)
+
+
+class RestoreWidget(QWidget):
+    """Apply a Pix2Pix model to an image layer; subclasses set the task.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer (napari passes it in).
+    """
+
+    TASK: ClassVar[str] = "denoise"
+    SUFFIX: ClassVar[str] = "denoised"
+    TITLE: ClassVar[str] = "Denoise"
+    HELP: ClassVar[str] = ""
+    KEEP_CONTRAST: ClassVar[bool] = True  # results on the input's intensity scale
+
+    done = Signal(str)  # "finished", "cancelled" or "failed", when a run ends
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from napari.layers import Image, Labels, Shapes
+
+        self._viewer = viewer
+        self._worker: Any = None
+        self._cancel = threading.Event()
+        self._pbar: Any = None
+        self._started = 0.0
+        self._last_ui = self._last_pbar = 0.0
+        self._job: dict[str, Any] = {}
+        self._outcome: dict[str, Any] = {}
+
+        self._help = QLabel(self.HELP)
+        self._help.setWordWrap(True)
+        self._image_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
+        self._image_combo.setToolTip("The image to process; it is never modified")
+        self._mask_combo: LayerCombo | None = None
+        if self.TASK == "inpaint":
+            self._mask_combo = LayerCombo(viewer, (Labels, Shapes), placeholder="(no Labels or Shapes layer)")
+            self._mask_combo.setToolTip("Pixels to fill: non-zero labels, or the inside of the shapes")
+        self._model_combo = QComboBox()
+        self._model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self._model_combo.setMinimumContentsLength(14)
+        self._browse_btn = QPushButton("Choose file…")
+        self._browse_btn.setToolTip("Use a .safetensors model file (e.g. one written by the Train widget)")
+        self._model_note = QLabel()
+        self._model_note.setWordWrap(True)
+        self._device_combo = device_combo()
+        self._tile_spin = QSpinBox()
+        self._tile_spin.setRange(32, 8192)
+        self._tile_spin.setSingleStep(64)
+        self._tile_spin.setValue(512)
+        self._tile_spin.setSuffix(" px")
+        self._tile_spin.setToolTip("Largest tile processed at once: smaller tiles use less memory")
+        self._scope_combo = QComboBox()
+        self._scope_combo.addItem("Whole stack", "stack")
+        self._scope_combo.addItem("Current plane only", "plane")
+        self._scope_combo.setToolTip("For stacks: every plane, or only the plane on screen")
+        self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
+        self._cancel_btn = QPushButton("Cancel")
+        self._cancel_btn.setEnabled(False)
+        self._progress_bar = QProgressBar()
+        self._progress_bar.setRange(0, 1)
+        self._progress_bar.setValue(0)
+        self._status = StatusLabel()
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self._model_combo, 1)
+        model_row.addWidget(self._browse_btn)
+        form = QFormLayout()
+        form.addRow("Image", self._image_combo)
+        if self._mask_combo is not None:
+            form.addRow("Mask", self._mask_combo)
+        form.addRow("Model", model_row)
+        form.addRow("", self._model_note)
+        form.addRow("Device", self._device_combo)
+        form.addRow("Tile size", self._tile_spin)
+        form.addRow("Planes", self._scope_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self._run_btn, 1)
+        buttons.addWidget(self._cancel_btn)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._help)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self._progress_bar)
+        layout.addWidget(self._status)
+        layout.addStretch(1)
+
+        self._run_btn.clicked.connect(self._run)
+        self._cancel_btn.clicked.connect(self._request_cancel)
+        self._browse_btn.clicked.connect(self._browse_model)
+        self._image_combo.currentIndexChanged.connect(self._update_scope)
+        self._model_combo.currentIndexChanged.connect(self._update_model_note)
+        RECENT.changed.connect(self._refresh_models)
+        self._refresh_models()
+        self._update_scope()
+
+    # ------------------------------------------------------------------ model choices
+    def _accepts(self, info: ModelInfo) -> str | None:
+        """Why this widget cannot use `info` (None if it can)."""
+        if info.task != self.TASK:
+            return (f"{info.name} is a {info.task} model; the {self.TITLE} widget needs a {self.TASK} model "
+                    "(the Translate widget applies any model)")
+        return None
+
+    def _choices(self) -> list[ModelInfo]:
+        return model_choices(self.TASK)
+
+    def _refresh_models(self) -> None:
+        """Re-list bundled and remembered models, keeping the current choice if it is still there."""
+        try:
+            current = self._model_combo.currentData()
+        except RuntimeError:  # widget closed: stop listening
+            RECENT.changed.disconnect(self._refresh_models)
+            return
+        ref = current.ref if isinstance(current, ModelInfo) else None
+        infos = self._choices()
+        self._model_combo.blockSignals(True)
+        self._model_combo.clear()
+        for info in infos:
+            self._model_combo.addItem(info.label, info)
+            self._model_combo.setItemData(self._model_combo.count() - 1, info.tooltip, 3)  # 3: ToolTipRole
+        if not infos:
+            self._model_combo.addItem("(no model yet: choose a file)", None)
+        refs = [i.ref for i in infos]
+        if ref in refs:
+            self._model_combo.setCurrentIndex(refs.index(ref))
+        self._model_combo.blockSignals(False)
+        self._update_model_note()
+
+    def _update_model_note(self, *_: Any) -> None:
+        info = self._model_combo.currentData()
+        if info is None:
+            self._model_note.setText(
+                f"No pretrained {self.TASK} model is bundled with this version of napari-pix2pix. "
+                "Click “Choose file…” to use a .safetensors model file, or train one with "
+                "Plugins › Pix2Pix › Train (its model appears here when it is saved)."
+            )
+            self._model_note.setStyleSheet("color: #e0a040;")
+        else:
+            self._model_note.setText(info.description or ("bundled model" if info.bundled else info.ref))
+            self._model_note.setStyleSheet("color: gray;")
+
+    def _browse_model(self) -> None:
+        start = str(RECENT.paths()[0].parent) if RECENT.paths() else str(Path.home())
+        path = open_file(self, f"Choose a {self.TASK} model file", start, MODEL_FILTER)
+        if path:
+            self.use_model_file(path)
+
+    def use_model_file(self, path: str | Path) -> bool:
+        """Check a model file, remember it and choose it; report problems in the widget."""
+        try:
+            info = model_info(path)
+        except (OSError, ModelFileError) as e:
+            self._status.error(str(e))
+            return False
+        why = self._accepts(info)
+        if why:
+            self._status.error(why)
+            return False
+        RECENT.add(path)  # refreshes every widget's list
+        i = [self._model_combo.itemData(k).ref if self._model_combo.itemData(k) else None
+             for k in range(self._model_combo.count())].index(info.ref)
+        self._model_combo.setCurrentIndex(i)
+        self._status.info(f"Model: {info.name} ({info.task}, {info.preset})")
+        return True
+
+    # ------------------------------------------------------------------ choices
+    def _update_scope(self, *_: Any) -> None:
+        layer = self._image_combo.layer()
+        has_stack = layer is not None and bool(lyr.stack_shape(layer))
+        self._scope_combo.setEnabled(has_stack)
+        if not has_stack:
+            self._scope_combo.setCurrentIndex(0)
+
+    def _prepare(self) -> dict[str, Any]:
+        """Collect and check the choices; raise ValueError with a message for the user."""
+        layer = self._image_combo.layer()
+        if layer is None:
+            raise ValueError("Choose an image layer (File › Open Sample › Pix2Pix has examples).")
+        info = self._model_combo.currentData()
+        if info is None:
+            raise ValueError(
+                f"Choose a model: no {self.TASK} model is bundled with this version. Click “Choose file…” "
+                "to pick a .safetensors model file, or train one with Plugins › Pix2Pix › Train."
+            )
+        if not info.bundled and not Path(info.ref).is_file():
+            RECENT.remove(info.ref)
+            raise ValueError(f"The model file {info.ref} no longer exists; choose another one.")
+        why = self._accepts(info)
+        if why:
+            raise ValueError(why)
+        tile = self._tile_spin.value()
+        if tile < info.multiple:
+            raise ValueError(f"Tile size {tile} px is smaller than this model's size multiple {info.multiple}; "
+                             f"use at least {info.multiple}.")
+        device = self._device_combo.currentData()
+        from ...engine.device import resolve_device
+
+        resolve_device(device)  # raises ValueError naming the problem
+
+        image, channel_axis = lyr.image_array(layer)
+        plane: tuple[int, ...] | None = None
+        if self._scope_combo.currentData() == "plane" and lyr.stack_shape(layer):
+            plane = lyr.current_plane(self._viewer, layer)
+            image = image[plane]
+        mask = self._mask(layer, image, channel_axis, plane)
+        self._check_image(layer, image, channel_axis)
+        return {"layer": layer, "info": info, "image": image, "mask": mask, "plane": plane,
+                "settings": PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis)}
+
+    def _check_image(self, layer: Any, image: Any, channel_axis: int | None) -> None:
+        """Task-specific checks of the input (overridden)."""
+
+    def _mask(self, layer: Any, image: Any, channel_axis: int | None, plane: tuple[int, ...] | None) -> Any:
+        return None
+
+    # ------------------------------------------------------------------ running
+    def _run(self) -> None:
+        if self._worker is not None:
+            return
+        try:
+            job = self._prepare()
+        except (ValueError, TypeError, OSError) as e:
+            self._status.error(str(e))
+            return
+        self._start(job)
+
+    def _start(self, job: dict[str, Any]) -> None:
+        from napari.qt.threading import create_worker
+
+        self._job = job
+        self._outcome = {}
+        self._cancel.clear()
+        self._started = time.perf_counter()
+        self._last_ui = self._last_pbar = 0.0
+        layer = job["layer"]
+        self._status.info(f"{self.TITLE}: {layer.name} with {job['info'].name}…")
+        self._progress_bar.setRange(0, 0)  # busy until the first progress report
+        self._pbar = napari_progress(f"{self.TITLE} {layer.name}", on_cancel=self._request_cancel)
+        worker = create_worker(
+            predict_job, job["info"].ref, job["image"], job["mask"], settings=job["settings"],
+            cancel=self._cancel, _start_thread=False, _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._run_btn.setEnabled(False)
+        self._cancel_btn.setEnabled(True)
+        worker.start()
+
+    def _request_cancel(self) -> None:
+        """Stop after the current batch of tiles."""
+        if self._worker is not None:
+            self._cancel.set()
+            self._cancel_btn.setEnabled(False)
+            self._status.info("Cancelling after the current batch…")
+
+    def _on_progress(self, p: Any) -> None:
+        if self._worker is None or self._outcome:  # late report, or re-entered from napari's progress bar
+            return
+        now = time.perf_counter()
+        final = bool(p.total) and p.done >= p.total
+        if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: ~10 updates/s
+            return
+        self._last_ui = now
+        if p.total:
+            self._progress_bar.setRange(0, p.total)
+            self._progress_bar.setValue(p.done)
+            self._status.info(f"{self.TITLE}: {p.done}/{p.total} tiles")
+            if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
+                # last and rarely: napari's progress bar processes Qt events on every update
+                self._last_pbar = now
+                if self._pbar.total != p.total:
+                    self._pbar.total = p.total
+                self._pbar.update(p.done - self._pbar.n)
+        elif p.message:
+            self._status.info(f"{self.TITLE}: {p.message}…")
+
+    # the worker's returned/errored/aborted only record the outcome; `finished` (always last) acts on it
+    def _on_returned(self, result: Any) -> None:
+        self._outcome = {"result": result}
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._outcome = {"error": exc}
+
+    def _on_aborted(self) -> None:
+        self._outcome = {"result": None}
+
+    def _on_finished(self) -> None:
+        outcome, job = self._outcome or {"result": None}, self._job
+        pbar, self._pbar = self._pbar, None
+        self._progress_bar.setRange(0, 1)
+        if "error" in outcome:
+            state = "failed"
+            self._status.error(f"{self.TITLE} failed: {outcome['error']}", notify=False)  # napari notifies
+        elif outcome["result"] is None:
+            state = "cancelled"
+            self._status.info("Cancelled: nothing was changed.")
+        else:
+            state = self._show_result(job, outcome["result"])
+        self._progress_bar.setValue(1 if state == "finished" else 0)
+        self._worker = None
+        self._job = {}
+        self._run_btn.setEnabled(True)
+        self._cancel_btn.setEnabled(False)
+        if pbar is not None:
+            pbar.close()
+        self.done.emit(state)
+
+    def _show_result(self, job: dict[str, Any], result: Any) -> str:
+        try:
+            out = lyr.add_result(
+                self._viewer, job["layer"], result, self.SUFFIX, plane=job["plane"],
+                keep_contrast=self.KEEP_CONTRAST,
+                info={"task": job["info"].task, "model": job["info"].ref, "plane": job["plane"]},
+            )
+        except Exception as e:  # shown in the widget, not lost in the event loop
+            self._status.error(f"Could not show the result: {e}")
+            return "failed"
+        where = f" (plane {job['plane']})" if job["plane"] else ""
+        self._status.info(f"Done in {time.perf_counter() - self._started:.1f} s → layer “{out.name}”{where}")
+        return "finished"
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        """Cancel a running job when the widget closes."""
+        self._cancel.set()
+        super().closeEvent(event)
+
+
+class DenoiseWidget(RestoreWidget):
+    """Denoise an image layer (2D, stack or RGB) with a Pix2Pix denoising model."""
+
+    TASK = "denoise"
+    SUFFIX = "denoised"
+    TITLE = "Denoise"
+    HELP = "Remove noise from an image layer. The result is a new layer “<image> denoised”."
+
+
+class InpaintWidget(RestoreWidget):
+    """Fill the pixels of a mask (Labels: non-zero; Shapes: inside) with a Pix2Pix inpainting model."""
+
+    TASK = "inpaint"
+    SUFFIX = "inpainted"
+    TITLE = "Inpaint"
+    HELP = ("Fill masked pixels (a Labels layer: non-zero, or a Shapes layer: inside the shapes). "
+            "Every other pixel is kept exactly.")
+
+    def _mask(self, layer: Any, image: Any, channel_axis: int | None, plane: tuple[int, ...] | None) -> Any:
+        assert self._mask_combo is not None
+        mlayer = self._mask_combo.layer()
+        if mlayer is None:
+            raise ValueError("Choose the mask: a Labels layer (non-zero = fill) or a Shapes layer around the "
+                             "regions to fill (Layers › New Labels / Shapes layer, then paint or draw).")
+        mask = lyr.mask_array(mlayer, layer)
+        full, _ = lyr.image_array(layer)
+        full_nochan = tuple(s for a, s in enumerate(full.shape) if channel_axis is None or a != full.ndim - 1)
+        if plane is not None and mask.shape == full_nochan and mask.ndim > 2:
+            mask = mask[plane]
+        nochan = tuple(s for a, s in enumerate(image.shape) if channel_axis is None or a != image.ndim - 1)
+        if mask.shape not in (nochan, nochan[-2:]):
+            raise ValueError(
+                f"The mask “{mlayer.name}” has shape {mask.shape} but the image “{layer.name}” has shape "
+                f"{full_nochan}: the mask needs the image's shape (or its Y, X size). Create it with the image "
+                "selected (Layers › New Labels layer)."
+            )
+        if not mask.any():
+            raise ValueError(f"The mask “{mlayer.name}” is empty: paint (or draw) the pixels to fill first.")
+        return mask
+
+
+class ColorizeWidget(RestoreWidget):
+    """Colorize a grayscale image layer (2D or stack); the result is an RGB layer."""
+
+    TASK = "colorize"
+    SUFFIX = "colorized"
+    TITLE = "Colorize"
+    HELP = "Predict colour for a grayscale image. The result is an RGB layer “<image> colorized”."
+    KEEP_CONTRAST = False
+
+
+class TranslateWidget(RestoreWidget):
+    """Apply any trained Pix2Pix model (e.g. widefield → sharp, label-free → stained)."""
+
+    TASK = "translate"
+    SUFFIX = "translated"
+    TITLE = "Translate"
+    HELP = ("Apply any trained image-to-image model (e.g. low → high SNR, widefield → confocal, "
+            "label-free → stained).")
+    KEEP_CONTRAST = False
+
+    def _choices(self) -> list[ModelInfo]:
+        return model_choices(None)
+
+    def _accepts(self, info: ModelInfo) -> str | None:
+        if info.task == "inpaint":
+            return f"{info.name} is an inpainting model: it needs a mask, use the Inpaint widget"
+        return None
+
+    def _update_model_note(self, *_: Any) -> None:
+        if self._model_combo.currentData() is None:
+            self._model_note.setText(
+                "No model yet. Click “Choose file…” to use a .safetensors model file, or train one "
+                "with Plugins › Pix2Pix › Train (e.g. on the Translate sample)."
+            )
+            self._model_note.setStyleSheet("color: #e0a040;")
+        else:
+            super()._update_model_note()
+

@@ -1,0 +1,575 @@
+"""The Train widget: pairs from layers or folders, live curves and preview, Start / Stop / Resume.
+
+The widget checks every choice before work starts (shapes, folders, patch size, settings),
+runs :func:`..jobs.train_job` in a worker thread and listens to the engine's typed updates.
+The saved model is added to the remembered models, so it shows up in the restoration
+widgets at once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...engine.device import resolve_device
+from ...engine.io import list_images
+from ...engine.modelfile import ModelFileError
+from ...engine.tasks import TASKS
+from ...engine.training import CHECKPOINT, CheckpointSaved, StepUpdate, TrainConfig, ValidationUpdate
+from .. import layers as lyr
+from ..jobs import train_job, training_data, warm_up_in_background
+from ..models import RECENT, read_header
+from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open_file, open_folder, save_file
+from .plot import CurvesPlot
+
+if TYPE_CHECKING:
+    import napari
+
+PRESETS = {
+    "unet_tiny": "tiny: ~2 M parameters, fast on a CPU (patch multiple of 64)",
+    "unet_small": "small: ~10 M parameters, CPU or GPU (multiple of 128)",
+    "unet_128": "paper's U-Net-128: 42 M parameters, GPU (multiple of 128)",
+    "unet_256": "paper's U-Net-256: 54 M parameters, GPU (multiple of 256)",
+}
+SOURCES = (
+    ("layers", "Image layers: input → target"),
+    ("clean", "Clean image layer (pairs synthesized)"),
+    ("folders", "Folders: input → target (paired by file name)"),
+    ("clean_dir", "Folder of clean images (pairs synthesized)"),
+)
+PREVIEW_NAME = "pix2pix preview (input | output | target)"
+UI_INTERVAL = 0.1  # seconds between updates of the progress display
+PBAR_INTERVAL = 0.5  # seconds between updates of napari's activity progress bar (it processes events)
+MODEL_FILTER = "Pix2Pix models (*.safetensors)"
+
+
+def default_model_path(task: str) -> Path:
+    """Where a new model is saved unless the user chooses: ``~/napari-pix2pix-models/<task>-<time>.safetensors``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path.home() / "napari-pix2pix-models" / f"{task}-{stamp}.safetensors"
+
+
+def _fmt_time(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class _PathEdit(QWidget):
+    """A line edit with a browse button."""
+
+    def __init__(self, browse: Any, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.button = QPushButton("…")
+        self.button.setFixedWidth(28)
+        self.button.clicked.connect(lambda: browse(self))
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.button)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt style
+        self.edit.setText(text)
+
+
+class TrainWidget(QWidget):
+    """Train a Pix2Pix model from napari layers or folders.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer (napari passes it in).
+    """
+
+    done = Signal(str)  # "finished", "stopped", "cancelled" or "failed"
+    model_saved = Signal(str)  # path of the saved model file
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from napari.layers import Image
+
+        self._viewer = viewer
+        self._worker: Any = None
+        self._stop = threading.Event()
+        self._pbar: Any = None
+        self._outcome: dict[str, Any] = {}
+        self._job: dict[str, Any] = {}
+        self._config_overrides: dict[str, Any] = {}  # extra TrainConfig fields (tests, experts)
+        self._last_ui = self._last_pbar = 0.0
+
+        self._task_combo = QComboBox()
+        for t in TASKS:
+            self._task_combo.addItem(t, t)
+        self._source_combo = QComboBox()
+        for key, label in SOURCES:
+            self._source_combo.addItem(label, key)
+        self._input_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
+        self._target_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
+        self._clean_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
+        self._input_dir = _PathEdit(self._browse_folder, "folder of input images")
+        self._target_dir = _PathEdit(self._browse_folder, "folder of target images (same file names)")
+        self._clean_dir = _PathEdit(self._browse_folder, "folder of clean images")
+        self._source_stack = QStackedWidget()
+        pages: list[list[tuple[str, QWidget]]] = [
+            [("Input", self._input_combo), ("Target", self._target_combo)],
+            [("Clean", self._clean_combo)],
+            [("Input folder", self._input_dir), ("Target folder", self._target_dir)],
+            [("Clean folder", self._clean_dir)],
+        ]
+        for rows in pages:
+            page = QWidget()
+            form = QFormLayout(page)
+            form.setContentsMargins(0, 0, 0, 0)
+            for label, w in rows:
+                form.addRow(label, w)
+            self._source_stack.addWidget(page)
+
+        self._preset_combo = QComboBox()
+        for name, text in PRESETS.items():
+            self._preset_combo.addItem(name, name)
+            self._preset_combo.setItemData(self._preset_combo.count() - 1, text, 3)  # 3: ToolTipRole
+        self._patch_spin = _spin(32, 2048, 64, 32, " px")
+        self._batch_spin = _spin(1, 256, 4)
+        self._steps_spin = _spin(1, 10_000_000, 2000, 100)
+        self._lr_spin = QDoubleSpinBox()
+        self._lr_spin.setDecimals(6)
+        self._lr_spin.setRange(1e-6, 1.0)
+        self._lr_spin.setSingleStep(1e-4)
+        self._lr_spin.setValue(2e-4)
+        self._l1_spin = QDoubleSpinBox()
+        self._l1_spin.setRange(0, 10_000)
+        self._l1_spin.setValue(100)
+        self._l1_spin.setToolTip("Weight of the L1 loss against the adversarial loss (paper: 100)")
+        self._val_spin = QDoubleSpinBox()
+        self._val_spin.setRange(0, 0.5)
+        self._val_spin.setSingleStep(0.05)
+        self._val_spin.setValue(0.1)
+        self._val_spin.setToolTip("Share of the data held out for validation (0: no validation)")
+        self._val_every_spin = _spin(1, 1_000_000, 100, 10)
+        self._device_combo = device_combo()
+        self._output = _PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>.safetensors")
+        self._resume_path = _PathEdit(self._browse_checkpoint, "a checkpoint.safetensors to continue from")
+        self._start_btn = QPushButton("Start")
+        self._stop_btn = QPushButton("Stop")
+        self._stop_btn.setEnabled(False)
+        self._stop_btn.setToolTip("Stop after the current step; the model and a checkpoint are saved")
+        self._resume_btn = QPushButton("Resume")
+        self._resume_btn.setToolTip("Continue from the checkpoint (with the data chosen above)")
+        self._progress_bar = QProgressBar()
+        self._progress_bar.setRange(0, 1)
+        self._progress_bar.setValue(0)
+        self._status = StatusLabel()
+        self._val_label = QLabel()
+        self._loss_plot = CurvesPlot("losses (log)", log_y=True)
+        for name in ("G_GAN", "G_L1", "D"):
+            self._loss_plot.add_series(name)
+        self._psnr_plot = CurvesPlot("validation PSNR (dB)")
+        self._psnr_plot.add_series("model", "#81c784")
+        self._psnr_plot.add_series("input", "#9e9e9e")
+
+        form = QFormLayout()
+        form.addRow("Task", self._task_combo)
+        form.addRow("Training data", self._source_combo)
+        form.addRow(self._source_stack)
+        form.addRow("Model size", self._preset_combo)
+        grid = QFormLayout()
+        grid.addRow("Patch size", self._patch_spin)
+        grid.addRow("Batch size", self._batch_spin)
+        grid.addRow("Steps", self._steps_spin)
+        grid2 = QFormLayout()
+        grid2.addRow("Learning rate", self._lr_spin)
+        grid2.addRow("λ L1", self._l1_spin)
+        grid2.addRow("Validation", self._val_spin)
+        two = QHBoxLayout()
+        two.addLayout(grid)
+        two.addLayout(grid2)
+        form.addRow(two)
+        form.addRow("Validate every", self._val_every_spin)
+        form.addRow("Device", self._device_combo)
+        form.addRow("Save model as", self._output)
+        form.addRow("Resume from", self._resume_path)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self._start_btn, 1)
+        buttons.addWidget(self._stop_btn)
+        buttons.addWidget(self._resume_btn)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self._progress_bar)
+        layout.addWidget(self._status)
+        layout.addWidget(self._val_label)
+        layout.addWidget(self._loss_plot)
+        layout.addWidget(self._psnr_plot)
+        layout.addStretch(1)
+
+        self._source_combo.currentIndexChanged.connect(self._source_stack.setCurrentIndex)
+        self._task_combo.currentIndexChanged.connect(self._on_task)
+        self._preset_combo.currentIndexChanged.connect(self._on_preset)
+        self._start_btn.clicked.connect(self._start_clicked)
+        self._stop_btn.clicked.connect(self._request_stop)
+        self._resume_btn.clicked.connect(self._resume_clicked)
+        self._on_task()
+        self._warm = warm_up_in_background()  # torch's first optimizer import, off the GUI thread
+
+    # ------------------------------------------------------------------ choices
+    def _on_task(self, *_: Any) -> None:
+        task = self._task_combo.currentData()
+        source = self._source_combo.currentData()
+        if task == "inpaint" and source in ("layers", "folders"):  # masks are synthesized from clean images
+            self._source_combo.setCurrentIndex(1 if source == "layers" else 3)
+        elif task == "translate" and source in ("clean", "clean_dir"):
+            self._source_combo.setCurrentIndex(0 if source == "clean" else 2)
+
+    def _on_preset(self, *_: Any) -> None:
+        multiple = TrainConfig(preset=self._preset_combo.currentData(), patch_size=256).generator_config(1, 1).multiple
+        self._patch_spin.setSingleStep(max(multiple, 32))
+        if self._patch_spin.value() % multiple:
+            self._patch_spin.setValue(max(multiple, 32))
+
+    def _browse_folder(self, target: _PathEdit) -> None:
+        path = open_folder(self, "Choose a folder of images", target.text())
+        if path:
+            target.setText(path)
+
+    def _browse_output(self, target: _PathEdit) -> None:
+        start = target.text() or str(default_model_path(self._task_combo.currentData()))
+        path = save_file(self, "Save the model as", start, MODEL_FILTER)
+        if path:
+            target.setText(path)
+
+    def _browse_checkpoint(self, target: _PathEdit) -> None:
+        start = target.text() or (str(Path(self._output.text()).with_suffix(".checkpoints")) if self._output.text()
+                                  else str(Path.home()))
+        path = open_file(self, "Resume from a training checkpoint", start, "Checkpoints (*.safetensors)")
+        if path:
+            target.setText(path)
+
+    def config(self) -> TrainConfig:
+        """The settings as a :class:`TrainConfig` (raises ValueError with a message if invalid)."""
+        steps = self._steps_spin.value()
+        kwargs: dict[str, Any] = dict(
+            task=self._task_combo.currentData(), preset=self._preset_combo.currentData(),
+            patch_size=self._patch_spin.value(), batch_size=self._batch_spin.value(), steps=steps,
+            lr=self._lr_spin.value(), lambda_l1=self._l1_spin.value(), val_fraction=self._val_spin.value(),
+            val_every=self._val_every_spin.value(), device=self._device_combo.currentData(),
+            checkpoint_every=max(100, steps // 5),
+        )
+        kwargs.update(self._config_overrides)
+        return TrainConfig(**kwargs)
+
+    def _source(self, config: TrainConfig) -> tuple[dict[str, Any], Any]:
+        """(make_data keyword arguments, layer the data come from) for the chosen source; checks it."""
+        kind = self._source_combo.currentData()
+        if kind == "layers":
+            a, b = self._input_combo.layer(), self._target_combo.layer()
+            if a is None or b is None:
+                raise ValueError("Choose the input and the target image layers (File › Open Sample › Pix2Pix "
+                                 "has pairs), or train from clean images.")
+            if a is b:
+                raise ValueError(f"Input and target are the same layer ({a.name!r}); choose the paired target "
+                                 "(e.g. the clean image) or train from clean images.")
+            xa, ca = lyr.image_array(a)
+            xb, cb = lyr.image_array(b)
+            sa, sb = _spatial(xa.shape, ca), _spatial(xb.shape, cb)
+            if sa != sb:
+                raise ValueError(f"Input {a.name!r} {sa} and target {b.name!r} {sb} differ in shape; paired "
+                                 "images must match pixel for pixel.")
+            channel_axis = -1 if (ca is not None or cb is not None) else None
+            return {"input": np.asarray(xa), "target": np.asarray(xb), "channel_axis": channel_axis}, a
+        if kind == "clean":
+            c = self._clean_combo.layer()
+            if c is None:
+                raise ValueError("Choose the layer of clean images to synthesize training pairs from.")
+            if config.task == "translate":
+                raise ValueError("Translate models need real pairs: choose input and target layers or folders.")
+            xc, cc = lyr.image_array(c)
+            return {"clean": np.asarray(xc), "channel_axis": cc}, c
+        if kind == "folders":
+            din, dtg = self._input_dir.text(), self._target_dir.text()
+            if not din or not dtg:
+                raise ValueError("Choose both an input folder and a target folder.")
+            for d in (din, dtg):
+                _check_folder(d)
+            from ...engine.data import pair_folders
+
+            pair_folders(din, dtg)  # names every unpaired file
+            return {"input_dir": din, "target_dir": dtg}, None
+        dc = self._clean_dir.text()
+        if not dc:
+            raise ValueError("Choose the folder of clean images.")
+        if config.task == "translate":
+            raise ValueError("Translate models need real pairs: choose input and target layers or folders.")
+        _check_folder(dc)
+        return {"clean_dir": dc}, None
+
+    def _prepare(self, resume: str | None = None) -> dict[str, Any]:
+        """Check everything and collect the job; raise ValueError with a message for the user."""
+        config = self.config()
+        resolve_device(config.device)
+        if resume is not None:
+            config = self._settings_from_checkpoint(resume, config)
+        out = self._output.text() or str(default_model_path(config.task))
+        model_path = Path(out).expanduser()
+        if model_path.suffix != ".safetensors":
+            model_path = model_path.with_name(model_path.name + ".safetensors")
+        if model_path.is_dir():
+            raise ValueError(f"{model_path} is a folder; choose a file name for the model.")
+        source, layer = self._source(config)
+        data = None
+        if any(k in source for k in ("input", "clean")):  # arrays: prepare now, every problem shows here
+            data = training_data(config, source)
+            source = {}
+        return {"config": config, "model_path": model_path, "data": data, "source": source,
+                "layer": layer, "resume": resume}
+
+    def _settings_from_checkpoint(self, path: str, config: TrainConfig) -> TrainConfig:
+        """Show the checkpoint's settings in the widget; check the run can continue."""
+        meta = read_header(path)
+        if meta.get("kind") != "training-checkpoint":
+            raise ValueError(f"{Path(path).name} is a model file, not a training checkpoint: resume from the "
+                             f"{CHECKPOINT} in the run's .checkpoints folder.")
+        saved = TrainConfig.from_dict(meta["config"])
+        for combo, value in ((self._task_combo, saved.task), (self._preset_combo, saved.preset)):
+            combo.setCurrentIndex(max(combo.findData(value), 0))
+        self._patch_spin.setValue(saved.patch_size)
+        self._batch_spin.setValue(saved.batch_size)
+        self._lr_spin.setValue(saved.lr)
+        self._l1_spin.setValue(saved.lambda_l1)
+        self._val_spin.setValue(saved.val_fraction)
+        step = int(meta.get("step", 0))
+        if config.steps <= step:
+            raise ValueError(f"The checkpoint is at step {step}; set Steps above {step} to train further.")
+        return TrainConfig.from_dict({**saved.to_dict(), "steps": config.steps, "device": config.device,
+                                      "val_every": config.val_every})
+
+    # ------------------------------------------------------------------ running
+    def _start_clicked(self) -> None:
+        self._run(None)
+
+    def _resume_clicked(self) -> None:
+        path = self._resume_path.text()
+        if not path:
+            self._browse_checkpoint(self._resume_path)
+            path = self._resume_path.text()
+        if not path:
+            self._status.error("Choose a checkpoint to resume from (the run's .checkpoints/checkpoint.safetensors).")
+            return
+        self._run(path)
+
+    def _run(self, resume: str | None) -> None:
+        if self._worker is not None:
+            return
+        try:
+            job = self._prepare(resume)
+        except (ValueError, TypeError, OSError, ModelFileError) as e:
+            self._status.error(str(e))
+            return
+        self._start(job)
+
+    def _start(self, job: dict[str, Any]) -> None:
+        from napari.qt.threading import create_worker
+
+        cfg: TrainConfig = job["config"]
+        self._job = job
+        self._outcome = {}
+        self._stop.clear()
+        self._last_ui = self._last_pbar = 0.0
+        self._loss_plot.clear()
+        self._psnr_plot.clear()
+        self._val_label.setText("")
+        self._output.setText(str(job["model_path"]))
+        verb = "Resuming" if job["resume"] else "Training"
+        self._status.info(f"{verb} a {cfg.task} model ({cfg.preset}, {cfg.steps} steps)…")
+        self._progress_bar.setRange(0, cfg.steps)
+        self._progress_bar.setValue(0)
+        self._prepare_preview(cfg, job["data"])
+        self._pbar = napari_progress(f"Train {cfg.task} model", total=cfg.steps, on_cancel=self._request_stop)
+        worker = create_worker(
+            train_job, cfg, model_path=job["model_path"], data=job["data"], source=job["source"],
+            resume=job["resume"], stop=self._stop, _start_thread=False, _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        for b in (self._start_btn, self._resume_btn):
+            b.setEnabled(False)
+        self._stop_btn.setEnabled(True)
+        worker.start()
+
+    def _request_stop(self) -> None:
+        """Stop after the current step; the engine saves the model and a checkpoint."""
+        if self._worker is not None:
+            self._stop.set()
+            self._stop_btn.setEnabled(False)
+            self._status.info("Stopping after the current step; saving…")
+
+    def _on_event(self, ev: Any) -> None:
+        if self._worker is None or self._outcome:
+            return
+        if isinstance(ev, StepUpdate):
+            for name, value in ev.losses.items():
+                self._loss_plot.add_point(name, ev.step, value)
+            now = time.perf_counter()
+            final = ev.step >= ev.total
+            if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: ~10 updates/s
+                return
+            self._last_ui = now
+            self._progress_bar.setValue(ev.step)
+            if not self._stop.is_set():
+                self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} it/s · "
+                                  f"ETA {_fmt_time(ev.eta)} · elapsed {_fmt_time(ev.elapsed)}")
+            if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
+                self._last_pbar = now  # last and rarely: napari's progress bar processes Qt events
+                self._pbar.update(ev.step - self._pbar.n)
+        elif isinstance(ev, ValidationUpdate):
+            self._psnr_plot.add_point("model", ev.step, ev.psnr)
+            self._psnr_plot.add_point("input", ev.step, ev.psnr_input)
+            base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
+            self._val_label.setText(f"validation at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}, SSIM {ev.ssim:.3f}")
+            self._show_preview(ev.preview)
+        elif isinstance(ev, CheckpointSaved):
+            if ev.kind == "checkpoint":
+                self._resume_path.setText(ev.path)
+
+    def _show_preview(self, preview: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Show input | output | target of the validation patch as one image layer."""
+        chans = max(p.shape[0] for p in preview)
+        panels = []
+        for p in preview:
+            p = np.repeat(p, 3, axis=0) if chans == 3 and p.shape[0] == 1 else p[:3] if chans >= 3 else p[:1]
+            panels.append(np.moveaxis(p, 0, -1) if p.shape[0] == 3 else p[0])
+        gap = np.ones((panels[0].shape[0], 4, *panels[0].shape[2:]), np.float32)
+        self._preview_layer(np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1).astype(np.float32))
+
+    def _preview_layer(self, img: np.ndarray) -> Any:
+        """Put `img` into the preview layer (made, right of everything shown, if needed)."""
+        from napari.layers import Image
+
+        rgb = img.ndim == 3
+        layers = self._viewer.layers
+        if PREVIEW_NAME in layers and isinstance(layers[PREVIEW_NAME], Image) and layers[PREVIEW_NAME].rgb == rgb:
+            layers[PREVIEW_NAME].data = img
+            return layers[PREVIEW_NAME]
+        if PREVIEW_NAME in layers:
+            layers.remove(PREVIEW_NAME)
+        scale: tuple[float, ...] = (1.0, 1.0)
+        translate = (0.0, 0.0)
+        source = self._job.get("layer")
+        if source is not None:
+            scale = tuple(float(s) for s in source.scale[-2:])
+        if len(layers):  # to the right of everything shown, so that it covers nothing
+            (lo, hi) = np.asarray(layers.extent.world)[:, -2:]
+            translate = (float(lo[0]), float(hi[1] + 0.05 * (hi[1] - lo[1])))
+        return self._viewer.add_image(img, name=PREVIEW_NAME, rgb=rgb, contrast_limits=(0, 1), scale=scale,
+                                      translate=translate, colormap="gray" if not rgb else None)
+
+    def _prepare_preview(self, cfg: TrainConfig, data: Any) -> None:
+        """Make the preview layer before training starts (adding a layer is the slowest GUI step)."""
+        if data is None or cfg.val_fraction <= 0:
+            return
+        img_c, tgt_c = data.channels
+        chans = max(img_c, tgt_c, 3 if cfg.task == "colorize" else 1)
+        size = cfg.patch_size
+        if PREVIEW_NAME not in self._viewer.layers:
+            shape = (size, 3 * size + 8) + ((3,) if chans >= 3 else ())
+            self._preview_layer(np.zeros(shape, np.float32))
+
+    def _on_returned(self, model: Any) -> None:
+        self._outcome = {"model": model}
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._outcome = {"error": exc}
+
+    def _on_aborted(self) -> None:
+        self._outcome = {"aborted": True}
+
+    def _on_finished(self) -> None:
+        outcome, job, worker = self._outcome, self._job, self._worker
+        pbar, self._pbar = self._pbar, None
+        model_path = Path(job.get("model_path", ""))
+        if outcome.get("aborted"):  # quit() from napari: close the generator so the run is saved
+            gen = getattr(worker, "_gen", None)
+            if gen is not None:
+                try:
+                    gen.close()
+                except Exception:  # noqa: BLE001 - reported below
+                    pass
+        if "error" in outcome:
+            state = "failed"
+            self._status.error(f"Training failed: {outcome['error']}", notify=False)  # napari notifies
+        else:
+            model = outcome.get("model")
+            status = (model.training.get("status") if model is not None else None) or "stopped"
+            state = "finished" if status == "finished" else "stopped"
+            if model_path.is_file():
+                RECENT.add(model_path)  # the restoration widgets list it now
+                steps = model.training.get("steps_done") if model is not None else None
+                done = f" after {steps} steps" if steps is not None else ""
+                self._status.info(f"Model saved{done} ({status}): {model_path}. It is now listed in the "
+                                  "Denoise/Inpaint/Colorize/Translate widgets.")
+                self.model_saved.emit(str(model_path))
+            else:
+                self._status.info("Training stopped before a model was saved.")
+        self._worker = None
+        self._job = {}
+        for b in (self._start_btn, self._resume_btn):
+            b.setEnabled(True)
+        self._stop_btn.setEnabled(False)
+        if pbar is not None:
+            pbar.close()
+        self.done.emit(state)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        """Stop (and save) a running training when the widget closes."""
+        self._stop.set()
+        super().closeEvent(event)
+
+
+def _spin(lo: int, hi: int, value: int, step: int = 1, suffix: str = "") -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    s.setSingleStep(step)
+    if suffix:
+        s.setSuffix(suffix)
+    return s
+
+
+def _spatial(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
+    """Shape without an RGB axis."""
+    return tuple(shape[:-1]) if channel_axis is not None else tuple(shape)
+
+
+def _check_folder(folder: str) -> None:
+    p = Path(folder).expanduser()
+    if not p.is_dir():
+        raise ValueError(f"The folder {folder} does not exist.")
+    if not list_images(p):
+        raise ValueError(f"The folder {folder} holds no TIFF/PNG/JPEG images.")

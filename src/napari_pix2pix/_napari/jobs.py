@@ -1,0 +1,215 @@
+"""The work the widgets run in worker threads: generators that yield progress and return results.
+
+They take plain arrays and settings, never layers, and import neither napari nor Qt; the
+widgets wrap them with ``napari.qt.threading.create_worker``. Each one can be stopped
+between two batches (prediction) or two steps (training) through a ``threading.Event``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.data import PairedData, make_data
+from ..engine.model import Pix2PixModel
+from ..engine.normalization import Normalization
+from ..engine.predict import Progress
+from ..engine.registry import load_model
+from ..engine.synthesis import NoiseConfig
+from ..engine.training import TrainConfig, TrainEvent, train_iter
+
+_CACHE: OrderedDict[tuple[Any, ...], Pix2PixModel] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def worker_threads() -> int:
+    """Torch threads for work started from the GUI: leave a core to napari on small machines.
+
+    ``$NAPARI_PIX2PIX_THREADS`` overrides it.
+    """
+    env = os.environ.get("NAPARI_PIX2PIX_THREADS")
+    if env:
+        return max(1, int(env))
+    n = os.cpu_count() or 1
+    return max(1, n - 1) if n <= 8 else n - 2
+
+
+def _use_threads() -> None:
+    import torch
+
+    n = worker_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+_WARM = threading.Event()
+_WARM_LOCK = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
+def _warm_up() -> None:
+    """Take one tiny training step, so that torch's one-time imports happen before the user presses Start.
+
+    Torch imports its compiler stack (torch._dynamo, ~2 s) the first time an optimizer is
+    made; in a worker that stalls the GUI thread now and then (the import holds the GIL).
+    """
+    try:
+        import torch
+
+        from ..nn import PatchGANConfig, PatchGANDiscriminator, UNetConfig, UNetGenerator
+
+        _use_threads()
+        g = UNetGenerator(UNetConfig(in_channels=1, out_channels=1, levels=2, ngf=2))
+        d = PatchGANDiscriminator(PatchGANConfig(in_channels=2, ndf=2))
+        opt = torch.optim.Adam([*g.parameters(), *d.parameters()], lr=1e-4)
+        x = torch.zeros(1, 1, 32, 32)
+        (g(x).mean() + d(x, x).mean()).backward()
+        opt.step()
+    except Exception:  # noqa: BLE001 - only an optimisation; the real run reports problems
+        pass
+    finally:
+        _WARM.set()
+
+
+def warm_up_in_background() -> threading.Event:
+    """Start :func:`_warm_up` once per process in a background thread; the returned event is set when done."""
+    global _warm_thread
+    with _WARM_LOCK:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_up, name="napari-pix2pix warm-up", daemon=True)
+            _warm_thread.start()
+    return _WARM
+
+
+def load_model_cached(ref: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixModel:
+    """:func:`napari_pix2pix.load_model`, remembering the last few models (reloaded when a file changes)."""
+    if isinstance(ref, Pix2PixModel):
+        return ref
+    p = Path(ref)
+    key: tuple[Any, ...] = (str(ref),)
+    if p.is_file():
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    model = load_model(ref)
+    with _CACHE_LOCK:
+        _CACHE[key] = model
+        while len(_CACHE) > 3:
+            _CACHE.popitem(last=False)
+    return model
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How to run a prediction (see :meth:`Pix2PixModel.predict`)."""
+
+    tile_size: int = 512
+    device: str = "auto"
+    channel_axis: int | None = None
+    overlap: int = 64
+    batch_size: int = 4
+
+
+def predict_job(
+    model: str | os.PathLike[str] | Pix2PixModel,
+    image: Any,
+    mask: Any = None,
+    *,
+    settings: PredictSettings = PredictSettings(),  # noqa: B008 - frozen dataclass
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, np.ndarray | None]:
+    """Load `model` and predict `image`, yielding :class:`Progress`; return the result (None if cancelled).
+
+    Parameters
+    ----------
+    model : str, path or Pix2PixModel
+        A bundled model name, a model file or a model.
+    image : array
+        numpy or dask array (never a layer).
+    mask : array, optional
+        Inpainting mask, non-zero = fill.
+    settings : PredictSettings
+        Tile size, device, channel axis, ...
+    cancel : threading.Event, optional
+        Checked after every batch of tiles; when set the job returns None.
+    """
+    _use_threads()
+    yield Progress(0, 0, "loading the model")
+    net = load_model_cached(model)
+    gen = net.predict_iter(
+        image, mask, channel_axis=settings.channel_axis, tile_size=settings.tile_size,
+        overlap=settings.overlap, batch_size=settings.batch_size, device=settings.device,
+    )
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                return None
+            try:
+                update = next(gen)
+            except StopIteration as done:
+                return done.value
+            yield update
+    finally:
+        gen.close()
+
+
+def training_data(config: TrainConfig, source: dict[str, Any]) -> PairedData:
+    """Training pairs for `config` from one source (``input``/``target``, ``clean``, folders, ...).
+
+    Raises the engine's ValueError/TypeError for bad choices (shapes that differ, an empty
+    folder, a patch larger than an image, ...), before any training.
+    """
+    noise = NoiseConfig(**config.noise) if config.noise else None
+    return make_data(
+        config.task, **source, normalization=Normalization(*config.percentiles), noise=noise,
+        val_fraction=config.val_fraction, val_split=config.val_split, patch_size=config.patch_size,
+        seed=config.seed,
+    )
+
+
+def train_job(
+    config: TrainConfig,
+    *,
+    model_path: str | os.PathLike[str],
+    data: PairedData | None = None,
+    source: dict[str, Any] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    stop: threading.Event | None = None,
+) -> Generator[TrainEvent, None, Pix2PixModel]:
+    """Train, yielding the engine's typed updates; return the model (saved to `model_path`).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's settings. When resuming, the checkpoint's settings are used, with this
+        config's ``steps``, ``device`` and ``val_every``.
+    model_path : path
+        Where the model file is written when training finishes or is stopped.
+    data : PairedData, optional
+        Prepared pairs (see :func:`training_data`); otherwise they are made from `source`.
+    source : dict, optional
+        Keyword arguments of :func:`napari_pix2pix.engine.data.make_data` naming the data.
+    resume : path, optional
+        A ``checkpoint.safetensors`` to continue from.
+    stop : threading.Event, optional
+        Set it to stop after the current step; the model and a checkpoint are saved.
+    """
+    _use_threads()
+    if data is None:
+        data = training_data(config, source or {})
+    if resume is not None:
+        gen = train_iter(data=data, model_path=model_path, resume=resume, stop=stop,
+                         steps=config.steps, device=config.device, val_every=config.val_every)
+    else:
+        gen = train_iter(data=data, config=config, model_path=model_path, stop=stop)
+    return (yield from gen)

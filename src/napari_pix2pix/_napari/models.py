@@ -1,0 +1,182 @@
+"""Model choices for the widgets: the bundled models and the model files the user has used.
+
+The list of recently used model files is a small JSON file in the user's config folder
+(``platformdirs.user_config_dir("napari-pix2pix")``, or ``$NAPARI_PIX2PIX_CONFIG_DIR``).
+:data:`RECENT` emits ``changed`` whenever a file is added, so a model saved by the Train
+widget shows up in every restoration widget at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal
+
+from ..engine.modelfile import FORMAT, ModelFileError, atomic_write_bytes
+from ..engine.registry import bundled_paths
+
+CONFIG_ENV = "NAPARI_PIX2PIX_CONFIG_DIR"
+MAX_RECENT = 12
+
+
+def config_dir() -> Path:
+    """Folder for the plugin's settings (``$NAPARI_PIX2PIX_CONFIG_DIR`` overrides it)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("napari-pix2pix", appauthor=False))
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata stored in a napari-pix2pix file, read from its header only.
+
+    Cheap (no weights are read, no checksum is verified): for listing and checking
+    choices before work starts. Loading the model verifies the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ModelFileError
+        If it is not a napari-pix2pix file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 2 <= n <= 100_000_000:
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(n))
+        meta = header.get("__metadata__") or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError("no napari-pix2pix metadata")
+        return dict(json.loads(meta["metadata"]))
+    except (OSError, ValueError, KeyError, struct.error, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path.name} is not a napari-pix2pix model file ({e})") from e
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the widgets can offer: a bundled name or a file path, and what it does."""
+
+    ref: str  # what load_model takes: a bundled name or a file path
+    task: str
+    name: str
+    preset: str
+    multiple: int  # inputs are padded to a multiple of this; the smallest tile size
+    bundled: bool = False
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        """Text for a combo box."""
+        if self.bundled:
+            return f"{self.name} (bundled {self.task} model)"
+        return f"{Path(self.ref).name}  ({self.task}, {self.preset})"
+
+    @property
+    def tooltip(self) -> str:
+        """Longer description for a tooltip."""
+        where = "bundled with napari-pix2pix" if self.bundled else self.ref
+        return f"{self.name}: {self.task} model, {self.preset}\n{where}" + (
+            f"\n{self.description}" if self.description else "")
+
+
+def model_info(path: str | os.PathLike[str], *, bundled_name: str | None = None) -> ModelInfo:
+    """Describe a model file from its header (see :func:`read_header`).
+
+    Raises
+    ------
+    ModelFileError
+        If it is not a napari-pix2pix model file (a training checkpoint is refused with a hint).
+    """
+    meta = read_header(path)
+    if meta.get("kind") == "training-checkpoint":
+        raise ModelFileError(
+            f"{Path(path).name} is a training checkpoint, not a model file: choose the .safetensors model "
+            "file the Train widget wrote (or resume training from this checkpoint)"
+        )
+    try:
+        levels = int(meta["architecture"]["levels"])
+        task = str(meta["task"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{Path(path).name} has incomplete model metadata ({e})") from e
+    return ModelInfo(
+        ref=bundled_name or str(Path(path).resolve()),
+        task=task,
+        name=str(meta.get("name") or Path(path).stem),
+        preset=str(meta.get("preset", "custom")),
+        multiple=2**levels,
+        bundled=bundled_name is not None,
+        description=str(meta.get("card", {}).get("summary", "")),
+    )
+
+
+class RecentModels:
+    """Model files used or trained recently, newest first, kept in ``recent_models.json``."""
+
+    changed = Signal()
+
+    @property
+    def file(self) -> Path:
+        """Where the list is stored."""
+        return config_dir() / "recent_models.json"
+
+    def paths(self) -> list[Path]:
+        """Remembered model files that still exist, newest first."""
+        try:
+            items = json.loads(self.file.read_text())["models"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        return [Path(p) for p in items if isinstance(p, str) and Path(p).is_file()]
+
+    def add(self, path: str | os.PathLike[str]) -> None:
+        """Put `path` first in the list and tell the widgets."""
+        p = Path(path).resolve()
+        items = [p] + [q for q in self.paths() if q != p]
+        self._write(items[:MAX_RECENT])
+        self.changed.emit()
+
+    def remove(self, path: str | os.PathLike[str]) -> None:
+        """Forget `path`."""
+        p = Path(path).resolve()
+        self._write([q for q in self.paths() if q != p])
+        self.changed.emit()
+
+    def _write(self, items: list[Path]) -> None:
+        try:
+            atomic_write_bytes(self.file, json.dumps({"models": [str(q) for q in items]}, indent=1).encode())
+        except OSError:  # a read-only config folder must not break the widgets
+            pass
+
+
+RECENT = RecentModels()
+
+
+def model_choices(task: str | None = None) -> list[ModelInfo]:
+    """Models to offer for `task` (None: every task): bundled ones first, then recent files."""
+    out: list[ModelInfo] = []
+    for name, path in bundled_paths().items():
+        try:
+            info = model_info(path, bundled_name=name)
+        except (OSError, ModelFileError):
+            continue
+        if task is None or info.task == task:
+            out.append(info)
+    for path in RECENT.paths():
+        try:
+            info = model_info(path)
+        except (OSError, ModelFileError):
+            continue
+        if task is None or info.task == task:
+            out.append(info)
+    return out
