@@ -88,6 +88,12 @@ def warm_up_in_background() -> threading.Event:
     return _WARM
 
 
+def _wait_for_warm_up() -> None:
+    """Concurrent first imports of torch's submodules can fail: let a running warm-up finish first."""
+    if _warm_thread is not None:
+        _WARM.wait(timeout=120)
+
+
 def load_model_cached(ref: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixModel:
     """:func:`napari_pix2pix.load_model`, remembering the last few models (reloaded when a file changes)."""
     if isinstance(ref, Pix2PixModel):
@@ -145,6 +151,7 @@ def predict_job(
     """
     _use_threads()
     yield Progress(0, 0, "loading the model")
+    _wait_for_warm_up()
     net = load_model_cached(model)
     gen = net.predict_iter(
         image, mask, channel_axis=settings.channel_axis, tile_size=settings.tile_size,
@@ -205,6 +212,7 @@ def train_job(
         Set it to stop after the current step; the model and a checkpoint are saved.
     """
     _use_threads()
+    _wait_for_warm_up()
     if data is None:
         data = training_data(config, source or {})
     if resume is not None:

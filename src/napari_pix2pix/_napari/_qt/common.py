@@ -108,6 +108,9 @@ class StatusLabel(QLabel):
         super().__init__(parent)
         self.setWordWrap(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # its text changes ~10 times a second: never let it resize the dock (and the canvas with it)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumHeight(2 * self.fontMetrics().lineSpacing() + 4)
         self.is_error = False
 
     def info(self, text: str) -> None:

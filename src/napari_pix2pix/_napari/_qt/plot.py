@@ -9,7 +9,7 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-PALETTE = ("#4fc3f7", "#ffb74d", "#e57373", "#81c784", "#ba68c8", "#fff176")
+PALETTE = ("#4fc3f7", "#ffb74d", "#ef5350", "#66bb6a", "#ba68c8", "#fff176")
 MAX_POINTS = 1500  # per series; older points are thinned out beyond this
 
 
@@ -39,8 +39,12 @@ class CurvesPlot(QWidget):
             self._series[name] = []
             self._colors[name] = QColor(color or PALETTE[len(self._colors) % len(PALETTE)])
 
-    def add_point(self, name: str, x: float, y: float | None) -> None:
-        """Append a point to a series (None and non-finite values are skipped)."""
+    def add_point(self, name: str, x: float, y: float | None, *, redraw: bool = True) -> None:
+        """Append a point to a series (None and non-finite values are skipped).
+
+        With ``redraw=False`` the plot is repainted at the next :meth:`update` only (to batch
+        many points into one repaint).
+        """
         self.add_series(name)
         if y is None or not math.isfinite(y) or (self._log_y and y <= 0):
             return
@@ -48,7 +52,8 @@ class CurvesPlot(QWidget):
         pts.append((float(x), float(y)))
         if len(pts) > MAX_POINTS:
             del pts[1:-1:2]
-        self.update()
+        if redraw:
+            self.update()
 
     def clear(self) -> None:
         """Remove every point (the series stay declared)."""
@@ -113,7 +118,7 @@ class CurvesPlot(QWidget):
         for name, series in self._series.items():
             if not series:
                 continue
-            p.setPen(QPen(self._colors[name], 1.5))
+            p.setPen(QPen(self._colors[name], 2))
             if len(series) == 1:
                 p.drawEllipse(to_px(*series[0]), 2, 2)
             else:

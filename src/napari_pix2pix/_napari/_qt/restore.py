@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     import napari
 
 MODEL_FILTER = "Pix2Pix models (*.safetensors);;All files (*)"
-UI_INTERVAL = 0.1  # seconds between updates of the widget's progress display
-PBAR_INTERVAL = 0.5  # seconds between updates of napari's activity progress bar (it processes events)
+UI_INTERVAL = 0.2  # seconds between updates of the widget's progress display (repaints cost GUI time)
+PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 
 
 class RestoreWidget(QWidget):
@@ -304,7 +304,7 @@ class RestoreWidget(QWidget):
             return
         now = time.perf_counter()
         final = bool(p.total) and p.done >= p.total
-        if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: ~10 updates/s
+        if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
             return
         self._last_ui = now
         if p.total:

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -58,8 +57,8 @@ SOURCES = (
     ("clean_dir", "Folder of clean images (pairs synthesized)"),
 )
 PREVIEW_NAME = "pix2pix preview (input | output | target)"
-UI_INTERVAL = 0.1  # seconds between updates of the progress display
-PBAR_INTERVAL = 0.5  # seconds between updates of napari's activity progress bar (it processes events)
+UI_INTERVAL = 0.25  # seconds between updates of the progress display and curves (repaints cost GUI time)
+PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 MODEL_FILTER = "Pix2Pix models (*.safetensors)"
 
 
@@ -183,12 +182,12 @@ class TrainWidget(QWidget):
         self._progress_bar.setRange(0, 1)
         self._progress_bar.setValue(0)
         self._status = StatusLabel()
-        self._val_label = QLabel()
+        self._val_label = StatusLabel()
         self._loss_plot = CurvesPlot("losses (log)", log_y=True)
         for name in ("G_GAN", "G_L1", "D"):
             self._loss_plot.add_series(name)
         self._psnr_plot = CurvesPlot("validation PSNR (dB)")
-        self._psnr_plot.add_series("model", "#81c784")
+        self._psnr_plot.add_series("model", "#66bb6a")
         self._psnr_plot.add_series("input", "#9e9e9e")
 
         form = QFormLayout()
@@ -334,10 +333,10 @@ class TrainWidget(QWidget):
             config = self._settings_from_checkpoint(resume, config)
         out = self._output.text() or str(default_model_path(config.task))
         model_path = Path(out).expanduser()
+        if model_path.is_dir():
+            raise ValueError(f"{model_path} is a folder; choose a file name for the model (…/name.safetensors).")
         if model_path.suffix != ".safetensors":
             model_path = model_path.with_name(model_path.name + ".safetensors")
-        if model_path.is_dir():
-            raise ValueError(f"{model_path} is a folder; choose a file name for the model.")
         source, layer = self._source(config)
         data = None
         if any(k in source for k in ("input", "clean")):  # arrays: prepare now, every problem shows here
@@ -400,7 +399,7 @@ class TrainWidget(QWidget):
         self._last_ui = self._last_pbar = 0.0
         self._loss_plot.clear()
         self._psnr_plot.clear()
-        self._val_label.setText("")
+        self._val_label.info("")
         self._output.setText(str(job["model_path"]))
         verb = "Resuming" if job["resume"] else "Training"
         self._status.info(f"{verb} a {cfg.task} model ({cfg.preset}, {cfg.steps} steps)…")
@@ -435,12 +434,13 @@ class TrainWidget(QWidget):
             return
         if isinstance(ev, StepUpdate):
             for name, value in ev.losses.items():
-                self._loss_plot.add_point(name, ev.step, value)
+                self._loss_plot.add_point(name, ev.step, value, redraw=False)
             now = time.perf_counter()
             final = ev.step >= ev.total
-            if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: ~10 updates/s
+            if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
                 return
             self._last_ui = now
+            self._loss_plot.update()
             self._progress_bar.setValue(ev.step)
             if not self._stop.is_set():
                 self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} it/s · "
@@ -452,7 +452,7 @@ class TrainWidget(QWidget):
             self._psnr_plot.add_point("model", ev.step, ev.psnr)
             self._psnr_plot.add_point("input", ev.step, ev.psnr_input)
             base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
-            self._val_label.setText(f"validation at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}, SSIM {ev.ssim:.3f}")
+            self._val_label.info(f"validation at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}, SSIM {ev.ssim:.3f}")
             self._show_preview(ev.preview)
         elif isinstance(ev, CheckpointSaved):
             if ev.kind == "checkpoint":

@@ -1,0 +1,42 @@
+"""``napari-pix2pix demo`` without a display: train, restore, figure and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_pix2pix import _demo
+
+
+def test_headless_demo_writes_figure_and_metrics(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(_demo.sys, "platform", "linux")
+    assert not _demo.has_display()
+    # no display: even headless=False runs the headless pipeline (a few steps keep it fast)
+    assert _demo.run_demo(headless=False, out=tmp_path, steps=4) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("noisy", "restored"):
+        assert set(metrics[key]) == {"psnr", "ssim"} and np.isfinite(metrics[key]["psnr"])
+    assert 15 < metrics["noisy"]["psnr"] < 20  # the sample's noise level
+    fig = Image.open(tmp_path / "demo_comparison.png")
+    assert fig.size[0] > 3 * 384 and fig.size[1] > 384
+    assert (tmp_path / "demo-denoiser.safetensors").is_file()
+    out = capsys.readouterr().out
+    assert "restored PSNR" in out and "metrics.json" in out
+
+
+@pytest.mark.parametrize("env, platform, expected", [
+    ({"DISPLAY": ":0"}, "linux", True), ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", True),
+    ({}, "linux", False), ({}, "darwin", True), ({}, "win32", True),
+])
+def test_has_display(monkeypatch, env, platform, expected):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(_demo.sys, "platform", platform)
+    assert _demo.has_display() is expected

@@ -1,0 +1,199 @@
+"""The Train widget end to end on a real napari viewer (Xvfb), with tiny networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from PIL import Image  # noqa: E402
+
+from napari_pix2pix import Pix2PixModel  # noqa: E402
+from napari_pix2pix._napari._qt.restore import DenoiseWidget  # noqa: E402
+from napari_pix2pix._napari._qt.train import PREVIEW_NAME, TrainWidget  # noqa: E402
+from napari_pix2pix.engine import phantoms  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+TINY = {"generator": {"ngf": 4, "levels": 3}, "ndf": 8, "n_layers": 2}
+
+
+def _train_widget(viewer, tmp_path, steps=6, task="denoise", source="layers"):
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._config_overrides = dict(TINY)
+    w._task_combo.setCurrentIndex(w._task_combo.findData(task))
+    w._source_combo.setCurrentIndex(w._source_combo.findData(source))
+    w._patch_spin.setValue(32)
+    w._batch_spin.setValue(2)
+    w._steps_spin.setValue(steps)
+    w._val_every_spin.setValue(3)
+    w._output.setText(str(tmp_path / f"{task}.safetensors"))
+    return w
+
+
+def _pair(viewer, shape=(96, 96)):
+    clean = phantoms.fluorescence(shape, seed=3)
+    noisy = clean + np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
+    viewer.add_image(clean, name="clean")
+    viewer.add_image(noisy, name="noisy")
+
+
+def _start(qtbot, w, button=None) -> str:
+    with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
+        (button or w._start_btn).click()
+    return blocker.args[0]
+
+
+def test_train_from_layers_saves_and_model_is_listed_at_once(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _pair(viewer)
+    denoise = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(denoise)
+    assert denoise._model_combo.currentData() is None
+    w = _train_widget(viewer, tmp_path)
+    w._input_combo.set_layer("noisy")
+    w._target_combo.set_layer("clean")
+    with qtbot.waitSignal(w.model_saved, timeout=TIMEOUT) as saved:
+        assert _start(qtbot, w) == "finished", w._status.text()
+    path = tmp_path / "denoise.safetensors"
+    assert saved.args[0] == str(path) and path.is_file()
+    assert "Model saved after 6 steps" in w._status.text()
+    model = Pix2PixModel.load(path)
+    assert model.task.name == "denoise" and model.training["steps_done"] == 6
+    # the curves and the preview followed the run
+    assert [x for x, _ in w._loss_plot.points("G_L1")] == [1, 2, 3, 4, 5, 6]
+    assert [x for x, _ in w._psnr_plot.points("model")] == [3, 6] and len(w._psnr_plot.points("input")) == 2
+    assert "validation at step 6" in w._val_label.text()
+    preview = viewer.layers[PREVIEW_NAME]
+    assert preview.data.shape[0] == 32 and preview.data.shape[1] == 3 * 32 + 8 and preview.data.max() > 0
+    assert w._resume_path.text().endswith("checkpoint.safetensors")
+    # the restoration widget lists (and chose) the new model, and it runs
+    assert denoise._model_combo.currentData().ref == str(path.resolve())
+    denoise._image_combo.set_layer("noisy")
+    with qtbot.waitSignal(denoise.done, timeout=TIMEOUT) as blocker:
+        denoise._run_btn.click()
+    assert blocker.args[0] == "finished" and "noisy denoised" in viewer.layers
+
+
+def test_stop_saves_and_resume_continues(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _pair(viewer)
+    w = _train_widget(viewer, tmp_path, steps=2000)
+    w._input_combo.set_layer("noisy")
+    w._target_combo.set_layer("clean")
+    with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
+        w._start_btn.click()
+        assert w._stop_btn.isEnabled() and not w._start_btn.isEnabled()
+        w._worker.yielded.connect(lambda ev: w._stop_btn.click() if getattr(ev, "step", 0) >= 3 else None)
+    assert blocker.args[0] == "stopped", w._status.text()
+    path = tmp_path / "denoise.safetensors"
+    stopped = Pix2PixModel.load(path).training
+    assert stopped["status"] == "stopped" and 3 <= stopped["steps_done"] < 2000
+    checkpoint = w._resume_path.text()
+    assert checkpoint.endswith("checkpoint.safetensors")
+    # resume: too few steps is refused, more steps continue from the checkpoint
+    w._steps_spin.setValue(stopped["steps_done"])
+    w._resume_btn.click()
+    assert w._status.is_error and "set Steps above" in w._status.text()
+    w._steps_spin.setValue(stopped["steps_done"] + 3)
+    assert _start(qtbot, w, w._resume_btn) == "finished", w._status.text()
+    resumed = Pix2PixModel.load(path).training
+    assert resumed["status"] == "finished" and resumed["steps_done"] == stopped["steps_done"] + 3
+    assert w._loss_plot.points("D")[0][0] == stopped["steps_done"] + 1
+
+
+@pytest.mark.parametrize("task, source", [("inpaint", "clean"), ("colorize", "clean_dir")])
+def test_pairs_synthesized_from_clean_layer_or_folder(make_napari_viewer, qtbot, tmp_path, task, source):
+    viewer = make_napari_viewer()
+    w = _train_widget(viewer, tmp_path, steps=3, task=task, source=source)
+    if source == "clean":
+        viewer.add_image(phantoms.to_uint16(phantoms.nuclei((80, 80), 1)), name="cells")
+        w._clean_combo.set_layer("cells")
+    else:
+        folder = tmp_path / "rgb"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(2):
+            Image.fromarray((rng.random((72, 72, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+        w._clean_dir.setText(str(folder))
+    assert _start(qtbot, w) == "finished", w._status.text()
+    assert Pix2PixModel.load(tmp_path / f"{task}.safetensors").task.name == task
+
+
+def test_bad_choices_are_reported_before_any_work(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((96, 96), np.float32), name="a")
+    viewer.add_image(np.zeros((96, 90), np.float32), name="b")
+    viewer.add_image(np.random.default_rng(0).random((40, 40)).astype(np.float32), name="small")
+    viewer.add_image(np.random.default_rng(1).random((96, 96)).astype(np.float32), name="gray")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "in" / "x.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "out" / "y.png")
+    model_file = tmp_path / "m.safetensors"
+    Pix2PixModel("denoise", "unet_tiny", ngf=4, levels=3).save(model_file)
+
+    w = _train_widget(viewer, tmp_path)
+
+    def expect(message: str, button=None) -> None:
+        (button or w._start_btn).click()
+        assert w._worker is None, message
+        assert w._status.is_error and message in w._status.text(), w._status.text()
+
+    w._input_combo.set_layer("a")
+    w._target_combo.set_layer("b")
+    expect("differ in shape")
+    w._target_combo.set_layer("a")
+    expect("same layer")
+    w._input_combo.set_layer("small")
+    w._target_combo.set_layer("gray")
+    expect("differ in shape")
+    w._source_combo.setCurrentIndex(w._source_combo.findData("clean"))
+    w._clean_combo.set_layer("small")
+    w._patch_spin.setValue(36)
+    expect("patch_size 36 must be a multiple of 8")
+    w._patch_spin.setValue(40)
+    expect("too small to hold out 10% for validation")
+    w._val_spin.setValue(0)
+    w._patch_spin.setValue(64)
+    expect("larger than image")
+    w._val_spin.setValue(0.1)
+    w._patch_spin.setValue(32)
+    w._config_overrides = {}
+    expect("must be a multiple of 64")  # unet_tiny without the tiny overrides
+    w._config_overrides = dict(TINY)
+    w._task_combo.setCurrentIndex(w._task_combo.findData("colorize"))
+    w._clean_combo.set_layer("gray")
+    expect("colorize needs RGB clean images")
+    w._task_combo.setCurrentIndex(w._task_combo.findData("translate"))
+    w._source_combo.setCurrentIndex(w._source_combo.findData("clean"))
+    expect("Translate models need real pairs")
+    w._task_combo.setCurrentIndex(w._task_combo.findData("inpaint"))
+    w._source_combo.setCurrentIndex(w._source_combo.findData("layers"))
+    w._input_combo.set_layer("gray")
+    w._target_combo.set_layer("a")
+    expect("trained from clean images")
+    w._task_combo.setCurrentIndex(w._task_combo.findData("denoise"))
+    w._source_combo.setCurrentIndex(w._source_combo.findData("clean_dir"))
+    expect("Choose the folder of clean images")
+    w._clean_dir.setText(str(empty))
+    expect("holds no TIFF/PNG/JPEG images")
+    w._clean_dir.setText(str(tmp_path / "nowhere"))
+    expect("does not exist")
+    w._source_combo.setCurrentIndex(w._source_combo.findData("folders"))
+    w._input_dir.setText(str(tmp_path / "in"))
+    w._target_dir.setText(str(tmp_path / "out"))
+    expect("not paired by file name")
+    w._resume_path.setText(str(model_file))
+    expect("not a training checkpoint", w._resume_btn)
+    w._source_combo.setCurrentIndex(w._source_combo.findData("clean"))
+    w._clean_combo.set_layer("gray")
+    w._lr_spin.setValue(0.001)
+    w._output.setText(str(tmp_path))
+    expect("is a folder")
+    assert PREVIEW_NAME not in viewer.layers
