@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -96,6 +97,7 @@ def main() -> None:
         "preset": args.preset,
         "size": args.size,
         "torch": torch.__version__,
+        "loadavg_at_start": os.getloadavg()[0],
     }
     print(json.dumps(res))
 
@@ -126,6 +128,7 @@ def main() -> None:
     res["mem_size"] = args.mem_size
     res["peak_mem_above_idle_mb"] = (int(peak) - int(base)) / 2**20
     print(f"peak memory predicting {args.mem_size}² uint16: {res['peak_mem_above_idle_mb']:.0f} MB above idle")
+    res["loadavg_at_end"] = os.getloadavg()[0]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -81,14 +82,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", nargs="+", default=["unet_256", "unet_small", "unet_tiny"])
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--l1-steps", type=int, default=200)
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    ap.add_argument("--patches", nargs="+", type=int, default=[256, 128])
+    ap.add_argument("--l1-steps", type=int, default=200, help="0 skips the equal-quality check")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = []
     for preset in args.presets:
-        for patch in (256, 128):
+        for patch in args.patches:
             levels = 7 if (preset == "unet_256" and patch == 128) else None  # 8 halvings need 256²
-            for batch in (1, 4):
+            for batch in args.batches:
                 plain, _ = plain_loop(preset, patch, batch, args.steps, levels=levels)
                 ours, _ = our_loop(preset, patch, batch, args.steps, levels=levels)
                 row = {"preset": preset + (f" (levels {levels})" if levels else ""), "patch": patch, "batch": batch,
@@ -98,6 +101,13 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     # equal quality after the same number of steps (small preset so that it runs in minutes)
     n = args.l1_steps
+    if n == 0:
+        quality = {}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": rows, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "loadavg_at_end": os.getloadavg()[0]}, f, indent=1)
+        return
     data = make_data("denoise", clean=CLEAN, patch_size=128, val_fraction=0.25, seed=0)
     cfg = TrainConfig(task="denoise", preset="unet_tiny", patch_size=128, batch_size=4, steps=n, val_every=n,
                       checkpoint_every=10**6, val_fraction=0.25)
@@ -116,7 +126,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "quality": quality, "torch": torch.__version__,
-                       "threads": torch.get_num_threads()}, f, indent=1)
+                       "threads": torch.get_num_threads(),
+                       "loadavg_at_end": os.getloadavg()[0]}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-axis", type=int, default=None, help="channel axis of the inputs")
     p.add_argument("--tile-size", type=int, default=512)
     p.add_argument("--overlap", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: by memory)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--suffix", default="", help="appended to output file names")

@@ -207,7 +207,7 @@ class Pix2PixModel:
         channel_axis: int | None = None,
         tile_size: int | None = 512,
         overlap: int = 64,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         device: str = "auto",
         precision: str = "auto",
         out: Any = None,
@@ -234,8 +234,9 @@ class Pix2PixModel:
             processes each plane in one piece.
         overlap : int
             Smallest overlap between neighbouring tiles, blended smoothly.
-        batch_size : int
-            Tiles per forward pass.
+        batch_size : int, optional
+            Tiles per forward pass; default: as many (up to 4) as keep activations under
+            ~512 MB.
         device : {"auto", "cpu", "cuda", "mps"}
             "auto" picks CUDA, then Apple MPS, then the CPU.
         precision : {"auto", "fp32", "bf16", "fp16"}
@@ -257,7 +258,9 @@ class Pix2PixModel:
         Returns
         -------
         numpy.ndarray (or `out`)
-            Same dtype as the input (bool in: float32), on the input's intensity scale.
+            Same dtype as the input (bool in: float32), on the input's intensity scale;
+            models trained with ``translate`` between modalities output float32 on the
+            training targets' intensity scale.
             Colorize returns RGB with the colour axis last when the input has no channel
             axis. With ``uncertainty=True``: ``(output, uncertainty)``, the map being float32
             of the output's shape without its channel axis.

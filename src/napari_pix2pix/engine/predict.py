@@ -143,6 +143,22 @@ def _jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int | None)
     )
 
 
+ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per forward pass when batch_size is automatic
+
+
+def auto_batch_size(cfg: Any, ty: int, tx: int, limit: int = 4, budget: int = ACTIVATION_BUDGET) -> int:
+    """Tiles per forward pass so that activations stay within `budget` (at most `limit`).
+
+    Per tile: the skip tensors of every level plus the largest decoder concatenation,
+    twice (input and output of a layer), in fp32.
+    """
+    w = cfg.widths()
+    skips = sum(c * (ty >> (i + 1)) * (tx >> (i + 1)) for i, c in enumerate(w))
+    top = 2 * w[0] * (ty >> 1) * (tx >> 1)
+    per_tile = 4 * (skips + 2 * top)
+    return int(max(1, min(limit, budget // max(per_tile, 1))))
+
+
 def predict_iter(
     model: Pix2PixModel,
     image: Any,
@@ -151,7 +167,7 @@ def predict_iter(
     channel_axis: int | None = None,
     tile_size: int | None = 512,
     overlap: int = 64,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
     out: Any = None,
@@ -213,7 +229,8 @@ def predict_iter(
         out_layout = layout
     else:
         out_shape, out_layout = shape, layout
-    out_dtype = np.dtype(np.float32) if dtype.kind == "b" else dtype
+    # outputs on a learnt target scale (translate between modalities) may not fit the input's dtype
+    out_dtype = np.dtype(np.float32) if dtype.kind == "b" or model.normalization.output == "fixed" else dtype
     if output_dtype is not None:
         out_dtype = np.dtype(output_dtype)
     if out is None:
@@ -225,13 +242,15 @@ def predict_iter(
     size_limit = tile_size if tile_size is not None else 10**9
     if tile_size is not None and tile_size < multiple:
         raise ValueError(f"tile_size {tile_size} is smaller than this network's size multiple {multiple}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     plans = (
         plan_axis(H, multiple, size_limit, overlap),
         plan_axis(W, multiple, size_limit, overlap),
     )
     py, px = plans
+    if batch_size is None:
+        batch_size = auto_batch_size(cfg, py.tile, px.tile)
     n_planes = int(np.prod(stack_shape)) if stack_shape else 1
     total = n_planes * len(jobs) * n_tiles(plans)
     run = model._runner(device, precision, mc_dropout=mc_dropout, augment=augment)
