@@ -11,7 +11,18 @@ from PIL import Image
 from napari_pix2pix import _demo
 
 
-def test_headless_demo_writes_figure_and_metrics(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def one_torch_thread():
+    """One thread: on a shared 2-core machine two OpenMP threads can run many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_headless_demo_writes_figure_and_metrics(tmp_path, monkeypatch, capsys, one_torch_thread):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(_demo.sys, "platform", "linux")

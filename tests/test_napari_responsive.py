@@ -80,6 +80,9 @@ def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, 
         _watch(denoise._worker, meter)
     predict_ms, n_predict = meter.worst_ms, len(meter.gaps)
 
+    # training, in a viewer that shows its data (and the preview)
+    viewer.layers.remove("stack denoised")
+    viewer.layers.remove("stack")
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train)
     assert train._warm.wait(60)  # torch's one-time imports happen when the widget opens

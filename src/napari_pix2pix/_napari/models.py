@@ -64,6 +64,12 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelFileError(f"{path.name} is not a napari-pix2pix model file ({e})") from e
 
 
+def short_path(path: str | os.PathLike[str]) -> str:
+    """`path` with the home folder written as ``~``."""
+    p, home = str(path), str(Path.home())
+    return "~" + p[len(home):] if home != "/" and p.startswith(home + os.sep) else p
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A model the widgets can offer: a bundled name or a file path, and what it does."""
@@ -86,7 +92,7 @@ class ModelInfo:
     @property
     def tooltip(self) -> str:
         """Longer description for a tooltip."""
-        where = "bundled with napari-pix2pix" if self.bundled else self.ref
+        where = "bundled with napari-pix2pix" if self.bundled else short_path(self.ref)
         return f"{self.name}: {self.task} model, {self.preset}\n{where}" + (
             f"\n{self.description}" if self.description else "")
 

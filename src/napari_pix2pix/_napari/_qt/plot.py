@@ -30,14 +30,17 @@ class CurvesPlot(QWidget):
         self._log_y = log_y
         self._series: dict[str, list[tuple[float, float]]] = {}
         self._colors: dict[str, QColor] = {}
+        self._dashed: set[str] = set()
         self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
-    def add_series(self, name: str, color: str | None = None) -> None:
-        """Declare a series (fixes its colour and legend order)."""
+    def add_series(self, name: str, color: str | None = None, *, dashed: bool = False) -> None:
+        """Declare a series (fixes its colour, line style and legend order)."""
         if name not in self._series:
             self._series[name] = []
             self._colors[name] = QColor(color or PALETTE[len(self._colors) % len(PALETTE)])
+            if dashed:
+                self._dashed.add(name)
 
     def add_point(self, name: str, x: float, y: float | None, *, redraw: bool = True) -> None:
         """Append a point to a series (None and non-finite values are skipped).
@@ -65,6 +68,12 @@ class CurvesPlot(QWidget):
         """The points of a series."""
         return list(self._series.get(name, []))
 
+    def _pen(self, name: str) -> QPen:
+        pen = QPen(self._colors[name], 2)
+        if name in self._dashed:
+            pen.setStyle(Qt.PenStyle.DashLine)
+        return pen
+
     def _ty(self, y: float) -> float:
         return math.log10(y) if self._log_y else y
 
@@ -90,7 +99,7 @@ class CurvesPlot(QWidget):
             p.setPen(fg)
             p.drawText(QPointF(x, lh), name)
             x -= 16
-            p.setPen(QPen(self._colors[name], 2))
+            p.setPen(self._pen(name))
             p.drawLine(QPointF(x, lh - fm.ascent() / 2 + 1), QPointF(x + 12, lh - fm.ascent() / 2 + 1))
             x -= 10
 
@@ -118,7 +127,7 @@ class CurvesPlot(QWidget):
         for name, series in self._series.items():
             if not series:
                 continue
-            p.setPen(QPen(self._colors[name], 2))
+            p.setPen(self._pen(name))
             if len(series) == 1:
                 p.drawEllipse(to_px(*series[0]), 2, 2)
             else:

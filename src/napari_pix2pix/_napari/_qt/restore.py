@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from ...engine.modelfile import ModelFileError
 from .. import layers as lyr
 from ..jobs import PredictSettings, predict_job
-from ..models import RECENT, ModelInfo, model_choices, model_info
+from ..models import RECENT, ModelInfo, model_choices, model_info, short_path
 from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open_file
 
 if TYPE_CHECKING:
@@ -132,6 +132,8 @@ class RestoreWidget(QWidget):
         self._image_combo.currentIndexChanged.connect(self._update_scope)
         self._model_combo.currentIndexChanged.connect(self._update_model_note)
         RECENT.changed.connect(self._refresh_models)
+        # closing napari deletes docked widgets without closeEvent: stop a running job then too
+        self.destroyed.connect(lambda *_, cancel=self._cancel: cancel.set())
         self._refresh_models()
         self._update_scope()
 
@@ -178,7 +180,7 @@ class RestoreWidget(QWidget):
             )
             self._model_note.setStyleSheet("color: #e0a040;")
         else:
-            self._model_note.setText(info.description or ("bundled model" if info.bundled else info.ref))
+            self._model_note.setText(info.description or ("bundled model" if info.bundled else short_path(info.ref)))
             self._model_note.setStyleSheet("color: gray;")
 
     def _browse_model(self) -> None:
@@ -245,12 +247,8 @@ class RestoreWidget(QWidget):
             plane = lyr.current_plane(self._viewer, layer)
             image = image[plane]
         mask = self._mask(layer, image, channel_axis, plane)
-        self._check_image(layer, image, channel_axis)
         return {"layer": layer, "info": info, "image": image, "mask": mask, "plane": plane,
                 "settings": PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis)}
-
-    def _check_image(self, layer: Any, image: Any, channel_axis: int | None) -> None:
-        """Task-specific checks of the input (overridden)."""
 
     def _mask(self, layer: Any, image: Any, channel_axis: int | None, plane: tuple[int, ...] | None) -> Any:
         return None

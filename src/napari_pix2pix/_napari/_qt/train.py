@@ -187,8 +187,8 @@ class TrainWidget(QWidget):
         for name in ("G_GAN", "G_L1", "D"):
             self._loss_plot.add_series(name)
         self._psnr_plot = CurvesPlot("validation PSNR (dB)")
-        self._psnr_plot.add_series("model", "#66bb6a")
-        self._psnr_plot.add_series("input", "#9e9e9e")
+        self._psnr_plot.add_series("model", "#00e676")
+        self._psnr_plot.add_series("input", "#bdbdbd", dashed=True)
 
         form = QFormLayout()
         form.addRow("Task", self._task_combo)
@@ -232,6 +232,8 @@ class TrainWidget(QWidget):
         self._stop_btn.clicked.connect(self._request_stop)
         self._resume_btn.clicked.connect(self._resume_clicked)
         self._on_task()
+        # closing napari deletes docked widgets without closeEvent: stop (and save) a running training then too
+        self.destroyed.connect(lambda *_, stop=self._stop: stop.set())
         self._warm = warm_up_in_background()  # torch's first optimizer import, off the GUI thread
 
     # ------------------------------------------------------------------ choices
@@ -316,14 +318,15 @@ class TrainWidget(QWidget):
             from ...engine.data import pair_folders
 
             pair_folders(din, dtg)  # names every unpaired file
-            return {"input_dir": din, "target_dir": dtg}, None
+            rgb = _folder_is_rgb(din) or _folder_is_rgb(dtg)
+            return {"input_dir": din, "target_dir": dtg, "channel_axis": -1 if rgb else None}, None
         dc = self._clean_dir.text()
         if not dc:
             raise ValueError("Choose the folder of clean images.")
         if config.task == "translate":
             raise ValueError("Translate models need real pairs: choose input and target layers or folders.")
         _check_folder(dc)
-        return {"clean_dir": dc}, None
+        return {"clean_dir": dc, "channel_axis": -1 if _folder_is_rgb(dc) else None}, None
 
     def _prepare(self, resume: str | None = None) -> dict[str, Any]:
         """Check everything and collect the job; raise ValueError with a message for the user."""
@@ -565,6 +568,15 @@ def _spin(lo: int, hi: int, value: int, step: int = 1, suffix: str = "") -> QSpi
 def _spatial(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
     """Shape without an RGB axis."""
     return tuple(shape[:-1]) if channel_axis is not None else tuple(shape)
+
+
+def _folder_is_rgb(folder: str) -> bool:
+    """Whether the folder's first image is RGB(A) (read channel-last)."""
+    from ...engine.io import read_image
+
+    first = list_images(Path(folder).expanduser())[0]
+    shape = read_image(first).shape
+    return len(shape) == 3 and shape[-1] in (3, 4)
 
 
 def _check_folder(folder: str) -> None:
