@@ -162,7 +162,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400, help="training steps of each screenshot model")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "napari-pix2pix" / "screenshots")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     args = parser.parse_args()
+    import torch
+
+    from napari_pix2pix._napari.jobs import worker_threads
+
+    torch.set_num_threads(args.threads or worker_threads())
     models = train_models(args.cache, args.steps)
 
     import napari
