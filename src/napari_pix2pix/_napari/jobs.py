@@ -123,7 +123,7 @@ class PredictSettings:
     device: str = "auto"
     channel_axis: int | None = None
     overlap: int = 64
-    batch_size: int = 4
+    batch_size: int | None = None  # None: the engine picks it from the activation memory
 
 
 def predict_job(
