@@ -197,3 +197,20 @@ def test_bad_choices_are_reported_before_any_work(make_napari_viewer, qtbot, tmp
     w._output.setText(str(tmp_path))
     expect("is a folder")
     assert PREVIEW_NAME not in viewer.layers
+
+
+def test_quit_from_napari_still_saves_the_run(make_napari_viewer, qtbot, tmp_path):
+    """napari's activity dock (and closing napari) quits workers: the run is saved all the same."""
+    viewer = make_napari_viewer()
+    _pair(viewer)
+    w = _train_widget(viewer, tmp_path, steps=2000)
+    w._input_combo.set_layer("noisy")
+    w._target_combo.set_layer("clean")
+    with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
+        w._start_btn.click()
+        worker = w._worker
+        worker.yielded.connect(lambda ev: worker.quit() if getattr(ev, "step", 0) >= 2 else None)
+    assert blocker.args[0] == "stopped", w._status.text()
+    saved = Pix2PixModel.load(tmp_path / "denoise.safetensors").training
+    assert saved["status"] == "stopped" and saved["steps_done"] >= 2
+    assert w._start_btn.isEnabled() and not w._stop_btn.isEnabled()

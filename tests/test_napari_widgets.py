@@ -214,3 +214,15 @@ def test_widgets_and_samples_through_napari_plugin_system(make_napari_viewer):
     for name in ("Denoise", "Inpaint", "Colorize", "Translate", "Train"):
         _, widget = viewer.window.add_plugin_dock_widget("napari-pix2pix", name)
         assert type(widget).__name__.startswith(name)
+
+
+def test_cancel_from_napari_activity_dock(make_napari_viewer, qtbot, tiny_model_files):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((24, 128, 128)).astype(np.float32), name="big")
+    w = _dock(viewer, DenoiseWidget, tiny_model_files["denoise"])
+    w._tile_spin.setValue(32)
+    with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
+        w._run_btn.click()
+        assert w._pbar.cancel_callback is not None  # the activity dock shows a Cancel button
+        w._worker.yielded.connect(lambda p: w._pbar.cancel() if w._pbar is not None and p.done else None)
+    assert blocker.args[0] == "cancelled" and "big denoised" not in viewer.layers
