@@ -278,8 +278,9 @@ def make_data(
             raise TypeError(f"{name}: images must be numeric arrays, got {a.dtype} and {b.dtype}")
         _check_pair(a, b, name)
         ca = channel_axis
-        if ca is None and task.name == "colorize" and b.ndim == 3 and b.shape[-1] in (3, 4):
-            ca = -1  # RGB targets
+        from_file = clean_dir is not None or input_dir is not None or aligned_dir is not None
+        if ca is None and b.ndim == 3 and b.shape[-1] in (3, 4) and (task.name == "colorize" or from_file):
+            ca = -1  # RGB (PNG/JPEG/RGB TIFF files are read colour-last)
         pa = _planes(a, ca if a.ndim == b.ndim else None)
         pb = _planes(b, ca)
         if len(pa) != len(pb):
