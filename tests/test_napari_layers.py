@@ -151,6 +151,55 @@ def test_predict_job_yields_progress_returns_result_and_cancels(tiny_model_files
     assert jobs.load_model_cached(tiny_model_files["denoise"]) is jobs.load_model_cached(tiny_model_files["denoise"])
 
 
+def test_trust_job_counts_every_prediction_and_cancels(tiny_model_files):
+    image = np.random.default_rng(1).random((2, 48, 40)).astype(np.float32)
+    settings = jobs.PredictSettings(tile_size=32, overlap=8, batch_size=1)
+    gen = jobs.trust_job(tiny_model_files["denoise"], image, settings=settings, samples=3, residual=True)
+    updates = []
+    while True:
+        try:
+            updates.append(next(gen))
+        except StopIteration as done:
+            result = done.value
+            break
+    counted = [p for p in updates if p.total]
+    assert len({p.total for p in counted}) == 1  # one count for prediction and samples, from the start
+    assert [p.done for p in counted] == sorted(p.done for p in counted) and counted[-1].done == counted[-1].total
+    assert isinstance(result, jobs.TrustResult) and result.output.shape == image.shape
+    assert result.uncertainty.shape == image.shape and result.uncertainty.dtype == np.float32
+    np.testing.assert_allclose(result.residual.residual, image - result.output)
+    cancel = threading.Event()
+    gen = jobs.trust_job(tiny_model_files["denoise"], image, settings=settings, samples=3, cancel=cancel)
+    seen = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            seen.append(next(gen))
+            if seen[-1].total and seen[-1].done > seen[-1].total // 4:  # in the uncertainty's predictions
+                cancel.set()
+    assert stop.value.value is None and seen[-1].done < seen[-1].total
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        next(jobs.trust_job(tiny_model_files["denoise"], image, samples=1))
+
+
+def test_overlay_and_labels_results_keep_spatial_metadata_and_update_in_place():
+    viewer = ViewerModel()
+    src = viewer.add_image(np.zeros((3, 20, 30), np.float32), name="x", scale=(1, 0.5, 2), translate=(0, 1, 2))
+    res = lyr.add_overlay(viewer, src, np.linspace(-1, 1, 1800, dtype=np.float32).reshape(3, 20, 30), "residual",
+                          colormap="PiYG", blending="translucent", centered=True, visible=False)
+    assert res.colormap.name == "PiYG" and not res.visible and res.contrast_limits[0] == -res.contrast_limits[1]
+    res.opacity = 0.3  # the user's choice survives a rerun
+    assert lyr.add_overlay(viewer, src, np.zeros((3, 20, 30), np.float32), "residual") is res
+    assert res.opacity == 0.3 and not res.data.any()
+    flags = np.zeros((20, 30), bool)
+    flags[2:5, 3:9] = True
+    lab = lyr.add_labels_result(viewer, src, flags, "flagged", plane=(1,))
+    assert lab.data.shape == (3, 20, 30) and lab.data[1].sum() == 18 and not lab.data[[0, 2]].any()
+    np.testing.assert_allclose(lab.scale, (1, 0.5, 2))
+    np.testing.assert_allclose(lab.translate, (0, 1, 2))
+    assert lyr.add_labels_result(viewer, src, flags, "flagged", plane=(2,)) is lab and lab.data[2].sum() == 18
+    assert lab.data[1].sum() == 18
+
+
 def test_worker_threads_leave_a_core(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert jobs.worker_threads() == 1

@@ -8,7 +8,8 @@ demand.
 Modules
 -------
 layers
-    Layers to arrays and back (``add_result`` keeps the input's spatial metadata).
+    Layers to arrays and back (``add_result`` keeps the input's spatial metadata; ``add_overlay``
+    and ``add_labels_result`` show maps about a result over it).
 models
     Model choices per task: bundled models and the remembered model files.
 jobs

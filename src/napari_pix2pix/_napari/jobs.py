@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ..engine.predict import Progress
 from ..engine.registry import load_model
 from ..engine.synthesis import NoiseConfig
 from ..engine.training import TrainConfig, TrainEvent, train_iter
+from ..engine.uncertainty import ResidualReport, residual_report, uncertainty_iter
 
 _CACHE: OrderedDict[tuple[Any, ...], Pix2PixModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -153,10 +154,18 @@ def predict_job(
     yield Progress(0, 0, "loading the model")
     _wait_for_warm_up()
     net = load_model_cached(model)
-    gen = net.predict_iter(
-        image, mask, channel_axis=settings.channel_axis, tile_size=settings.tile_size,
-        overlap=settings.overlap, batch_size=settings.batch_size, device=settings.device,
-    )
+    gen = net.predict_iter(image, mask, **_predict_kwargs(settings))
+    return (yield from _until_cancelled(gen, cancel))
+
+
+def _predict_kwargs(settings: PredictSettings) -> dict[str, Any]:
+    return dict(channel_axis=settings.channel_axis, tile_size=settings.tile_size, overlap=settings.overlap,
+                batch_size=settings.batch_size, device=settings.device)
+
+
+def _until_cancelled(gen: Generator[Progress, None, Any], cancel: threading.Event | None
+                     ) -> Generator[Progress, None, Any]:
+    """Run `gen` to its end (returning its value), or return None as soon as `cancel` is set."""
     try:
         while True:
             if cancel is not None and cancel.is_set():
@@ -168,6 +177,99 @@ def predict_job(
             yield update
     finally:
         gen.close()
+
+
+@dataclass(frozen=True)
+class TrustResult:
+    """A prediction with its uncertainty map and, for denoising, the residual's report.
+
+    Attributes
+    ----------
+    output : array
+        The prediction, as :func:`predict_job` returns it.
+    uncertainty : ndarray
+        float32 per-pixel spread, the output's shape without its channel axis (see
+        :func:`napari_pix2pix.engine.uncertainty.uncertainty_iter`).
+    residual : ResidualReport or None
+        input − output and its structure score (denoising only). For RGB images it is the
+        report of the channel means (input and output averaged over colour first), so its
+        maps have the uncertainty's shape.
+    """
+
+    output: Any
+    uncertainty: np.ndarray
+    residual: ResidualReport | None = None
+
+
+def trust_job(
+    model: str | os.PathLike[str] | Pix2PixModel,
+    image: Any,
+    mask: Any = None,
+    *,
+    settings: PredictSettings = PredictSettings(),  # noqa: B008 - frozen dataclass
+    samples: int = 8,
+    residual: bool = False,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, TrustResult | None]:
+    """:func:`predict_job`, then the uncertainty map (and the residual): one job, one progress count.
+
+    Progress counts the prediction's tiles and then those of the `samples` uncertainty
+    predictions (``total`` is the sum from the start), so the job costs ``1 + samples``
+    predictions. Returns None if cancelled.
+
+    Parameters
+    ----------
+    model, image, mask, settings, cancel
+        As for :func:`predict_job`.
+    samples : int
+        Predictions (flips/rotations and dropout samples) the uncertainty is the spread of (at least 2).
+    residual : bool
+        Also analyse input − output with
+        :func:`napari_pix2pix.engine.uncertainty.residual_report` (for denoising).
+    """
+    if samples < 2:
+        raise ValueError(f"the uncertainty needs at least 2 samples, got {samples}")
+    output = yield from _recount(predict_job(model, image, mask, settings=settings, cancel=cancel),
+                                 lambda p: Progress(p.done, p.total * (1 + samples), p.message))
+    if output is None:
+        return None
+    net = load_model_cached(model)
+    spread_iter = uncertainty_iter(net, image, mask, samples=samples, **_predict_kwargs(settings))
+    # its total counts `samples` predictions: after the first one, out of 1 + samples
+    spread = yield from _recount(
+        _until_cancelled(spread_iter, cancel),
+        lambda p: Progress(p.total // samples + p.done, p.total // samples * (1 + samples), p.message),
+    )
+    if spread is None:
+        return None
+    report = None
+    if residual:
+        yield Progress(0, 0, "residual")
+        report = _residual(image, output, settings.channel_axis)
+    return TrustResult(output, spread, report)
+
+
+def _recount(gen: Generator[Progress, None, Any], recount: Callable[[Progress], Progress]
+             ) -> Generator[Progress, None, Any]:
+    """Yield `gen`'s tile counts through `recount` (as part of a longer job); return its value."""
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as done:
+                return done.value
+            yield recount(p) if p.total else p
+    finally:
+        gen.close()
+
+
+def _residual(image: Any, output: Any, channel_axis: int | None) -> ResidualReport:
+    """The residual report of a denoising; of the channel means for images with a channel axis."""
+    a = np.asarray(image, np.float32)
+    b = np.asarray(output, np.float32)
+    if channel_axis is not None:
+        a, b = a.mean(axis=channel_axis), b.mean(axis=channel_axis)
+    return residual_report(a, b)
 
 
 def training_data(config: TrainConfig, source: dict[str, Any]) -> PairedData:

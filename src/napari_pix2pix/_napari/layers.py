@@ -112,16 +112,32 @@ def _extra_axis_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def find_result(viewer: napari.Viewer, source: napari.layers.Layer, suffix: str) -> napari.layers.Image | None:
-    """The output layer made from `source` by an earlier run, if it is still there."""
+def find_result(viewer: napari.Viewer, source: napari.layers.Layer, suffix: str, kind: type | None = None) -> Any:
+    """The output layer (an Image, or of type `kind`) made from `source` by an earlier run, if it is still there."""
     from napari.layers import Image
 
     name = f"{source.name} {suffix}"
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if isinstance(layer, Image) and layer.metadata.get(METADATA_KEY, {}).get("source") == source.name:
+        if isinstance(layer, kind or Image) and _source_name(layer) == source.name:
             return layer
     return None
+
+
+def _source_name(layer: Any) -> Any:
+    """The name of the layer `layer` was computed from (None for layers that are not ours)."""
+    return layer.metadata.get(METADATA_KEY, {}).get("source")
+
+
+def _into_plane(existing: Any, source: napari.layers.Image, data: Any, plane: tuple[int, ...]) -> np.ndarray:
+    """`data` (one plane) written at `plane` of the existing layer's data, or of zeros of the source's size."""
+    full_shape = tuple(stack_shape(source)) + tuple(data.shape)
+    base = existing.data if existing is not None else None
+    if base is None or tuple(base.shape) != full_shape or base.dtype != data.dtype or not isinstance(
+            base, np.ndarray) or not base.flags.writeable:
+        base = np.zeros(full_shape, data.dtype)
+    base[plane] = np.asarray(data)
+    return base
 
 
 def add_result(
@@ -173,13 +189,7 @@ def add_result(
     existing = find_result(viewer, source, suffix)
     data = data if hasattr(data, "shape") and hasattr(data, "dtype") else np.asarray(data)
     if plane:
-        full_shape = tuple(stack_shape(source)) + tuple(data.shape)
-        base = existing.data if existing is not None else None
-        if base is None or tuple(base.shape) != full_shape or base.dtype != data.dtype or not isinstance(
-                base, np.ndarray) or not base.flags.writeable:
-            base = np.zeros(full_shape, data.dtype)
-        base[plane] = np.asarray(data)
-        data = base
+        data = _into_plane(existing, source, data, plane)
 
     kwargs = spatial_kwargs(source)
     extra = data.ndim - source.ndim  # source.ndim excludes an RGB axis
@@ -214,4 +224,105 @@ def add_result(
             layer.contrast_limits = source.contrast_limits
         else:
             layer.reset_contrast_limits()
+    return layer
+
+
+def add_overlay(
+    viewer: napari.Viewer,
+    source: napari.layers.Image,
+    data: Any,
+    suffix: str,
+    *,
+    colormap: str = "magma",
+    blending: str = "additive",
+    opacity: float = 0.6,
+    centered: bool = False,
+    visible: bool = True,
+    plane: tuple[int, ...] | None = None,
+    info: dict[str, Any] | None = None,
+) -> napari.layers.Image:
+    """Show a map about a result (uncertainty, residual) as ``"<source name> <suffix>"``, over the result.
+
+    Like :func:`add_result` (same spatial metadata, updated in place by a rerun), with its own
+    contrast: ``(0, high)``, or ``(-high, high)`` when `centered`, `high` being the 99.5th
+    percentile of ``abs(data)``. Colormap, blending, opacity and visibility are set when the
+    layer is made; a rerun keeps the user's changes to them.
+
+    Parameters
+    ----------
+    viewer, source, data, suffix, plane, info
+        As for :func:`add_result`; `data` has the source's shape without channels.
+    colormap : str
+        napari colormap name (e.g. ``"magma"`` for spreads, ``"PiYG"`` for signed maps).
+    blending : str
+        napari blending: ``"additive"`` adds the map's colour over the layers below.
+    opacity : float
+        Layer opacity.
+    centered : bool
+        Contrast symmetric around 0 (for signed maps).
+    visible : bool
+        Whether a new layer is shown.
+
+    Returns
+    -------
+    napari.layers.Image
+        The map's layer.
+    """
+    before = find_result(viewer, source, suffix)
+    layer = add_result(viewer, source, data, suffix, plane=plane, keep_contrast=False, info=info)
+    if layer is not before:  # a new layer
+        layer.colormap = colormap
+        layer.blending = blending
+        layer.opacity = opacity
+        layer.visible = visible
+    high = _robust_max(np.asarray(data))
+    layer.contrast_limits = (-high, high) if centered else (0.0, high)
+    return layer
+
+
+def _robust_max(data: np.ndarray, q: float = 99.5) -> float:
+    """The `q`-th percentile of ``abs(data)`` (finite values, at most ~1 M of them); 1 if that is 0."""
+    flat = np.abs(data.reshape(-1)[:: max(1, data.size // 1_000_000)].astype(np.float64))
+    flat = flat[np.isfinite(flat)]
+    high = float(np.percentile(flat, q)) if flat.size else 0.0
+    return high if high > 0 else 1.0
+
+
+def add_labels_result(
+    viewer: napari.Viewer,
+    source: napari.layers.Image,
+    data: Any,
+    suffix: str,
+    *,
+    plane: tuple[int, ...] | None = None,
+    info: dict[str, Any] | None = None,
+) -> napari.layers.Labels:
+    """Show a mask about a result (regions to check) as the Labels layer ``"<source name> <suffix>"``.
+
+    The source's spatial metadata; drawn as outlines; a rerun updates the layer in place.
+    `data` is boolean (or labels), of the source's shape without channels; with `plane`,
+    one plane of it (as for :func:`add_result`).
+    """
+    from napari.layers import Labels
+
+    existing = find_result(viewer, source, suffix, Labels)
+    data = np.asarray(data).astype(np.uint8)
+    if plane:
+        data = _into_plane(existing, source, data, plane)
+    kwargs = spatial_kwargs(source)
+    meta = {METADATA_KEY: {"source": source.name, **(info or {})}}
+    if existing is not None and existing.ndim == data.ndim:
+        existing.data = data
+        for key, value in kwargs.items():
+            setattr(existing, key, value)
+        existing.metadata = {**existing.metadata, **meta}
+        return existing
+    index = None
+    if existing is not None:
+        index = viewer.layers.index(existing)
+        viewer.layers.remove(existing)
+    layer = viewer.add_labels(data, name=f"{source.name} {suffix}", metadata=meta, opacity=0.8, **kwargs)
+    layer.contour = 1
+    if index is not None:
+        viewer.layers.move(viewer.layers.index(layer), index)
     return layer
