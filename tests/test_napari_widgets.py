@@ -226,3 +226,67 @@ def test_cancel_from_napari_activity_dock(make_napari_viewer, qtbot, tiny_model_
         assert w._pbar.cancel_callback is not None  # the activity dock shows a Cancel button
         w._worker.yielded.connect(lambda p: w._pbar.cancel() if w._pbar is not None and p.done else None)
     assert blocker.args[0] == "cancelled" and "big denoised" not in viewer.layers
+
+
+def test_uncertainty_and_residual_layers_over_the_result(make_napari_viewer, qtbot, tiny_model_files):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(_image(), name="noisy", scale=(0.5, 2.0), translate=(10, -5))
+    w = _dock(viewer, DenoiseWidget, tiny_model_files["denoise"])
+    w._tile_spin.setValue(64)
+    assert not w._samples_spin.isEnabled() and w._samples_spin.value() == 8
+    assert "multiplies the prediction time" in w._uncertainty_check.toolTip()
+    w._uncertainty_check.setChecked(True)
+    assert w._samples_spin.isEnabled()
+    w._samples_spin.setValue(2)
+    assert _run(qtbot, w) == "finished", w._status.text()
+    out = viewer.layers["noisy denoised"]
+    unc = viewer.layers["noisy uncertainty"]
+    res = viewer.layers["noisy residual"]
+    assert unc.data.shape == src.data.shape and unc.data.dtype == np.float32
+    assert np.isfinite(unc.data).all() and (unc.data >= 0).all() and unc.data.max() > 0
+    for layer in (unc, res):
+        np.testing.assert_allclose(layer.scale, (0.5, 2.0))
+        np.testing.assert_allclose(layer.translate, (10, -5))
+    assert unc.blending == "additive" and unc.colormap.name == "magma"
+    assert viewer.layers.index(unc) > viewer.layers.index(out)  # drawn over the result
+    np.testing.assert_allclose(res.data, src.data.astype(np.float32) - out.data.astype(np.float32))
+    assert res.contrast_limits[0] == -res.contrast_limits[1] < 0  # centred on 0
+    assert "structure score" in w._status.text() and "noisy uncertainty" in w._status.text()
+    # again: every layer is updated in place
+    layers = list(viewer.layers)
+    w._image_combo.set_layer("noisy")
+    assert _run(qtbot, w) == "finished", w._status.text()
+    assert list(viewer.layers) == layers and viewer.layers["noisy uncertainty"] is unc
+    np.testing.assert_allclose(res.data, src.data.astype(np.float32) - out.data.astype(np.float32))
+
+
+def test_uncertainty_of_colour_results_and_single_planes(make_napari_viewer, qtbot, tiny_model_files):
+    viewer = make_napari_viewer()
+    gray = viewer.add_image(_image((56, 64), np.uint8), name="gray", translate=(3, 4))
+    w = _dock(viewer, ColorizeWidget, tiny_model_files["colorize"])
+    w._uncertainty_check.setChecked(True)
+    w._samples_spin.setValue(2)
+    assert _run(qtbot, w) == "finished", w._status.text()
+    unc = viewer.layers["gray uncertainty"]  # colour averaged: the gray image's shape
+    assert unc.data.shape == gray.data.shape and (unc.data >= 0).all() and not unc.rgb
+    np.testing.assert_allclose(unc.translate, (3, 4))
+    assert "gray residual" not in viewer.layers  # denoising only
+    # an RGB input: the residual of the colour means
+    photo = viewer.add_image(_image((40, 48, 3), np.uint8), name="photo", rgb=True)
+    d = _dock(viewer, DenoiseWidget, tiny_model_files["denoise"])
+    d._image_combo.set_layer(photo)
+    d._uncertainty_check.setChecked(True)
+    d._samples_spin.setValue(2)
+    assert _run(qtbot, d) == "finished", d._status.text()
+    out = viewer.layers["photo denoised"]
+    assert viewer.layers["photo uncertainty"].data.shape == (40, 48)
+    expected = photo.data.astype(np.float32).mean(-1) - out.data.astype(np.float32).mean(-1)
+    np.testing.assert_allclose(viewer.layers["photo residual"].data, expected, rtol=1e-5, atol=1e-4)
+    # one plane of a stack: the maps are written into that plane
+    stack = viewer.add_image(_image((3, 32, 32)).astype(np.float32), name="stack")
+    d._image_combo.set_layer(stack)
+    d._scope_combo.setCurrentIndex(d._scope_combo.findData("plane"))
+    viewer.dims.set_current_step(0, 1)
+    assert _run(qtbot, d) == "finished", d._status.text()
+    unc = viewer.layers["stack uncertainty"]
+    assert unc.data.shape == (3, 32, 32) and unc.data[1].any() and not unc.data[[0, 2]].any()

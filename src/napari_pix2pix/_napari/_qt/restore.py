@@ -3,6 +3,10 @@
 Each widget reads its choices, checks them (every problem is reported in the widget before
 any work starts), hands plain arrays and settings to :func:`..jobs.predict_job` in a worker
 thread, and shows the result as ``"<input> <suffix>"`` with the input's spatial metadata.
+With "Show uncertainty" the same worker (:func:`..jobs.trust_job`) also computes the
+uncertainty map, shown as ``"<input> uncertainty"`` over the result, and, for denoising,
+the residual ``"<input> residual"`` (input − output) with its structure score and the
+regions it flags (``"<input> flagged"``).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -27,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from ...engine.modelfile import ModelFileError
 from .. import layers as lyr
-from ..jobs import PredictSettings, predict_job
+from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
 from ..models import RECENT, ModelInfo, model_choices, model_info, short_path
 from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open_file
 
@@ -53,6 +59,7 @@ class RestoreWidget(QWidget):
     TITLE: ClassVar[str] = "Denoise"
     HELP: ClassVar[str] = ""
     KEEP_CONTRAST: ClassVar[bool] = True  # results on the input's intensity scale
+    RESIDUAL: ClassVar[bool] = False  # with the uncertainty, also analyse input − output (denoising)
 
     done = Signal(str)  # "finished", "cancelled" or "failed", when a run ends
 
@@ -95,6 +102,21 @@ class RestoreWidget(QWidget):
         self._scope_combo.addItem("Whole stack", "stack")
         self._scope_combo.addItem("Current plane only", "plane")
         self._scope_combo.setToolTip("For stacks: every plane, or only the plane on screen")
+        self._uncertainty_check = QCheckBox("Show uncertainty")
+        self._samples_spin = QSpinBox()
+        self._samples_spin.setRange(2, 32)
+        self._samples_spin.setValue(8)
+        self._samples_spin.setSuffix(" samples")
+        self._samples_spin.setEnabled(False)
+        tip = ("Also compute where the result is unsure: the per-pixel spread of predictions over flips/"
+               "rotations (and dropout samples), shown as “<image> uncertainty” over the result. "
+               "It multiplies the prediction time by the number of samples.")
+        if self.RESIDUAL:
+            tip += (" Also shows the residual “<image> residual” (input − output) and its structure score: "
+                    "≈0 when only noise was removed; regions where it looks like image structure are "
+                    "outlined in “<image> flagged”.")
+        self._uncertainty_check.setToolTip(tip)
+        self._samples_spin.setToolTip(tip)
         self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
         self._cancel_btn = QPushButton("Cancel")
         self._cancel_btn.setEnabled(False)
@@ -115,6 +137,10 @@ class RestoreWidget(QWidget):
         form.addRow("Device", self._device_combo)
         form.addRow("Tile size", self._tile_spin)
         form.addRow("Planes", self._scope_combo)
+        trust_row = QHBoxLayout()
+        trust_row.addWidget(self._uncertainty_check, 1)
+        trust_row.addWidget(self._samples_spin)
+        form.addRow("", trust_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self._run_btn, 1)
         buttons.addWidget(self._cancel_btn)
@@ -130,6 +156,7 @@ class RestoreWidget(QWidget):
         self._cancel_btn.clicked.connect(self._request_cancel)
         self._browse_btn.clicked.connect(self._browse_model)
         self._image_combo.currentIndexChanged.connect(self._update_scope)
+        self._uncertainty_check.toggled.connect(self._samples_spin.setEnabled)
         self._model_combo.currentIndexChanged.connect(self._update_model_note)
         RECENT.changed.connect(self._refresh_models)
         # closing napari deletes docked widgets without closeEvent: stop a running job then too
@@ -247,7 +274,8 @@ class RestoreWidget(QWidget):
             plane = lyr.current_plane(self._viewer, layer)
             image = image[plane]
         mask = self._mask(layer, image, channel_axis, plane)
-        return {"layer": layer, "info": info, "image": image, "mask": mask, "plane": plane,
+        samples = self._samples_spin.value() if self._uncertainty_check.isChecked() else 0
+        return {"layer": layer, "info": info, "image": image, "mask": mask, "plane": plane, "samples": samples,
                 "settings": PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis)}
 
     def _mask(self, layer: Any, image: Any, channel_axis: int | None, plane: tuple[int, ...] | None) -> Any:
@@ -276,9 +304,12 @@ class RestoreWidget(QWidget):
         self._status.info(f"{self.TITLE}: {layer.name} with {job['info'].name}…")
         self._progress_bar.setRange(0, 0)  # busy until the first progress report
         self._pbar = napari_progress(f"{self.TITLE} {layer.name}", on_cancel=self._request_cancel)
+        extra: dict[str, Any] = {}
+        if job.get("samples"):  # the same worker also computes the uncertainty (and the residual)
+            extra = {"samples": job["samples"], "residual": self.RESIDUAL}
         worker = create_worker(
-            predict_job, job["info"].ref, job["image"], job["mask"], settings=job["settings"],
-            cancel=self._cancel, _start_thread=False, _ignore_errors=True,
+            trust_job if extra else predict_job, job["info"].ref, job["image"], job["mask"],
+            settings=job["settings"], cancel=self._cancel, _start_thread=False, _ignore_errors=True, **extra,
         )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
@@ -308,7 +339,8 @@ class RestoreWidget(QWidget):
         if p.total:
             self._progress_bar.setRange(0, p.total)
             self._progress_bar.setValue(p.done)
-            self._status.info(f"{self.TITLE}: {p.done}/{p.total} tiles")
+            what = f" ({p.message})" if p.message else ""
+            self._status.info(f"{self.TITLE}: {p.done}/{p.total} tiles{what}")
             if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
                 # last and rarely: napari's progress bar processes Qt events on every update
                 self._last_pbar = now
@@ -350,18 +382,45 @@ class RestoreWidget(QWidget):
         self.done.emit(state)
 
     def _show_result(self, job: dict[str, Any], result: Any) -> str:
+        trust = result if isinstance(result, TrustResult) else None
+        info = {"task": job["info"].task, "model": job["info"].ref, "plane": job["plane"]}
         try:
             out = lyr.add_result(
-                self._viewer, job["layer"], result, self.SUFFIX, plane=job["plane"],
-                keep_contrast=self.KEEP_CONTRAST,
-                info={"task": job["info"].task, "model": job["info"].ref, "plane": job["plane"]},
+                self._viewer, job["layer"], trust.output if trust else result, self.SUFFIX, plane=job["plane"],
+                keep_contrast=self.KEEP_CONTRAST, info=info,
             )
+            note = self._show_trust(job, trust, {**info, "samples": job["samples"]}) if trust else ""
         except Exception as e:  # shown in the widget, not lost in the event loop
             self._status.error(f"Could not show the result: {e}")
             return "failed"
         where = f" (plane {job['plane']})" if job["plane"] else ""
-        self._status.info(f"Done in {time.perf_counter() - self._started:.1f} s → layer “{out.name}”{where}")
+        self._status.info(f"Done in {time.perf_counter() - self._started:.1f} s → layer “{out.name}”{where}{note}")
         return "finished"
+
+    def _show_trust(self, job: dict[str, Any], trust: TrustResult, info: dict[str, Any]) -> str:
+        """Add the uncertainty (and residual) layers over the result; return a note for the status line."""
+        from napari.layers import Labels
+
+        layer, plane = job["layer"], job["plane"]
+        note = ""
+        if trust.residual is not None:
+            report = trust.residual
+            lyr.add_overlay(self._viewer, layer, report.residual, "residual", colormap="PiYG", blending="translucent",
+                            opacity=1.0, centered=True, visible=False, plane=plane, info=info)
+            share = float(np.mean(report.flagged)) if report.flagged.size else 0.0
+            note = (f". Residual structure score {report.score:.2f} (≈0 = noise only); "
+                    f"{100 * share:.0f}% of the image flagged")
+            if share > 0 or lyr.find_result(self._viewer, layer, "flagged", Labels) is not None:
+                lyr.add_labels_result(self._viewer, layer, report.flagged, "flagged", plane=plane, info=info)
+            if share > 0:
+                from napari.utils.notifications import show_info
+
+                show_info(f"{layer.name}: residual structure score {report.score:.2f} (≈0 = noise only); "
+                          f"{100 * share:.0f}% of the image flagged: check the regions outlined in "
+                          f"“{layer.name} flagged” (the residual is in “{layer.name} residual”).")
+        spread = lyr.add_overlay(self._viewer, layer, trust.uncertainty, "uncertainty", colormap="magma",
+                                 blending="additive", opacity=0.6, plane=plane, info=info)
+        return f"{note}; uncertainty in “{spread.name}”"
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
         """Cancel a running job when the widget closes."""
@@ -376,6 +435,7 @@ class DenoiseWidget(RestoreWidget):
     SUFFIX = "denoised"
     TITLE = "Denoise"
     HELP = "Remove noise from an image layer. The result is a new layer “<image> denoised”."
+    RESIDUAL = True
 
 
 class InpaintWidget(RestoreWidget):
