@@ -12,7 +12,7 @@ from PIL import Image  # noqa: E402
 
 from napari_pix2pix import Pix2PixModel  # noqa: E402
 from napari_pix2pix._napari._qt.restore import DenoiseWidget  # noqa: E402
-from napari_pix2pix._napari._qt.train import PREVIEW_NAME, TrainWidget  # noqa: E402
+from napari_pix2pix._napari._qt.train import PREVIEW_NAME, PREVIEW_UNCERTAINTY_NAME, TrainWidget  # noqa: E402
 from napari_pix2pix.engine import phantoms  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -69,6 +69,12 @@ def test_train_from_layers_saves_and_model_is_listed_at_once(make_napari_viewer,
     assert "validation at step 6" in w._val_label.text()
     preview = viewer.layers[PREVIEW_NAME]
     assert preview.data.shape[0] == 32 and preview.data.shape[1] == 3 * 32 + 8 and preview.data.max() > 0
+    # the validation patch's uncertainty, over the preview's output panel
+    assert "uncertainty" in w._val_label.text()
+    spread = viewer.layers[PREVIEW_UNCERTAINTY_NAME]
+    assert spread.data.shape == (32, 32) and spread.data.dtype == np.float32 and (spread.data >= 0).all()
+    assert viewer.layers.index(spread) > viewer.layers.index(preview) and spread.blending == "additive"
+    np.testing.assert_allclose(spread.translate[-1] - preview.translate[-1], 36 * preview.scale[-1])
     assert w._resume_path.text().endswith("checkpoint.safetensors")
     # the restoration widget lists (and chose) the new model, and it runs
     assert denoise._model_combo.currentData().ref == str(path.resolve())

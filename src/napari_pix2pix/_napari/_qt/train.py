@@ -57,6 +57,8 @@ SOURCES = (
     ("clean_dir", "Folder of clean images (pairs synthesized)"),
 )
 PREVIEW_NAME = "pix2pix preview (input | output | target)"
+PREVIEW_UNCERTAINTY_NAME = "pix2pix preview uncertainty"  # over the preview's output panel
+PREVIEW_GAP = 4  # pixels between the preview's panels
 UI_INTERVAL = 0.25  # seconds between updates of the progress display and curves (repaints cost GUI time)
 PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 MODEL_FILTER = "Pix2Pix models (*.safetensors)"
@@ -455,8 +457,11 @@ class TrainWidget(QWidget):
             self._psnr_plot.add_point("model", ev.step, ev.psnr)
             self._psnr_plot.add_point("input", ev.step, ev.psnr_input)
             base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
-            self._val_label.info(f"validation at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}, SSIM {ev.ssim:.3f}")
+            self._val_label.info(f"validation at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}, SSIM {ev.ssim:.3f}, "
+                                 f"uncertainty {ev.uncertainty:.4f}")
             self._show_preview(ev.preview)
+            if ev.preview_uncertainty is not None:
+                self._preview_uncertainty_layer(ev.preview_uncertainty)
         elif isinstance(ev, CheckpointSaved):
             if ev.kind == "checkpoint":
                 self._resume_path.setText(ev.path)
@@ -468,7 +473,7 @@ class TrainWidget(QWidget):
         for p in preview:
             p = np.repeat(p, 3, axis=0) if chans == 3 and p.shape[0] == 1 else p[:3] if chans >= 3 else p[:1]
             panels.append(np.moveaxis(p, 0, -1) if p.shape[0] == 3 else p[0])
-        gap = np.ones((panels[0].shape[0], 4, *panels[0].shape[2:]), np.float32)
+        gap = np.ones((panels[0].shape[0], PREVIEW_GAP, *panels[0].shape[2:]), np.float32)
         self._preview_layer(np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1).astype(np.float32))
 
     def _preview_layer(self, img: np.ndarray) -> Any:
@@ -493,6 +498,35 @@ class TrainWidget(QWidget):
         return self._viewer.add_image(img, name=PREVIEW_NAME, rgb=rgb, contrast_limits=(0, 1), scale=scale,
                                       translate=translate, colormap="gray" if not rgb else None)
 
+    def _preview_uncertainty_layer(self, spread: np.ndarray) -> Any:
+        """Put the validation patch's uncertainty (h, w) over the preview's output panel (made if needed)."""
+        from napari.layers import Image
+
+        layers = self._viewer.layers
+        if PREVIEW_NAME not in layers:
+            return None
+        preview = layers[PREVIEW_NAME]
+        scale = tuple(float(s) for s in preview.scale[-2:])
+        translate = (float(preview.translate[-2]),
+                     float(preview.translate[-1]) + (spread.shape[1] + PREVIEW_GAP) * scale[1])
+        high = float(np.percentile(spread, 99.5)) if spread.size else 0.0
+        limits = (0.0, high if high > 0 else 1.0)
+        name = PREVIEW_UNCERTAINTY_NAME
+        if name in layers and isinstance(layers[name], Image) and layers[name].ndim == 2 and not layers[name].rgb:
+            layer = layers[name]
+            layer.data = spread
+            if tuple(layer.translate) != translate or tuple(layer.scale) != scale:
+                layer.scale, layer.translate = scale, translate
+            layer.contrast_limits = limits
+        else:
+            if name in layers:
+                layers.remove(name)
+            layer = self._viewer.add_image(spread, name=name, colormap="magma", blending="additive", opacity=0.6,
+                                           contrast_limits=limits, scale=scale, translate=translate)
+        if layers.index(layer) < layers.index(preview):  # the preview was remade on top: stay over it
+            layers.move(layers.index(layer), len(layers))
+        return layer
+
     def _prepare_preview(self, cfg: TrainConfig, data: Any) -> None:
         """Make the preview layer before training starts (adding a layer is the slowest GUI step)."""
         if data is None or cfg.val_fraction <= 0:
@@ -501,8 +535,10 @@ class TrainWidget(QWidget):
         chans = max(img_c, tgt_c, 3 if cfg.task == "colorize" else 1)
         size = cfg.patch_size
         if PREVIEW_NAME not in self._viewer.layers:
-            shape = (size, 3 * size + 8) + ((3,) if chans >= 3 else ())
+            shape = (size, 3 * size + 2 * PREVIEW_GAP) + ((3,) if chans >= 3 else ())
             self._preview_layer(np.zeros(shape, np.float32))
+        if PREVIEW_UNCERTAINTY_NAME not in self._viewer.layers:
+            self._preview_uncertainty_layer(np.zeros((size, size), np.float32))
 
     def _on_returned(self, model: Any) -> None:
         self._outcome = {"model": model}
