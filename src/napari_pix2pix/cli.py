@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--mask-dir", help="inpaint: folder of masks named like the inputs (non-zero = fill)")
     p.add_argument("--channel-axis", type=int, default=None, help="channel axis of the inputs")
-    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--tile-size", type=int, default=1024, help="largest tile side (rounded to the network multiple)")
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: by memory)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

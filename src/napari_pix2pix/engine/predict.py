@@ -143,7 +143,7 @@ def _jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int | None)
     )
 
 
-ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per forward pass when batch_size is automatic
+ACTIVATION_BUDGET = 256 * 2**20  # bytes of activations per forward pass when batch_size is automatic
 
 
 def auto_batch_size(cfg: Any, ty: int, tx: int, limit: int = 4, budget: int = ACTIVATION_BUDGET) -> int:
@@ -165,7 +165,7 @@ def predict_iter(
     mask: Any = None,
     *,
     channel_axis: int | None = None,
-    tile_size: int | None = 512,
+    tile_size: int | None = 1024,
     overlap: int = 64,
     batch_size: int | None = None,
     device: str | torch.device = "auto",

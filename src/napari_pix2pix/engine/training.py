@@ -77,7 +77,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # "auto": bf16 autocast where it is native (AMX/AVX512-BF16, CUDA)
     grad_clip: float | None = None
-    channels_last: bool = True  # memory layout for convolutions (measured in benchmarks/training.py)
+    channels_last: bool = False  # slower for training on an AVX2 CPU (0.75x unet_256, benchmarks/results)
     percentiles: tuple[float, float] = (0.5, 99.9)
     noise: dict[str, Any] | None = None  # NoiseConfig fields for denoise synthesis
 
