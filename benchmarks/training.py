@@ -22,6 +22,7 @@ from torch import nn
 
 from napari_pix2pix.engine import phantoms
 from napari_pix2pix.engine.data import make_data, stack_batch
+from napari_pix2pix.engine.predict import run_to_end
 from napari_pix2pix.engine.training import StepUpdate, TrainConfig, ValidationUpdate, _make_valset, train_iter
 from napari_pix2pix.nn import GANLoss, PatchGANConfig, PatchGANDiscriminator, UNetGenerator, preset_config
 
@@ -64,17 +65,9 @@ def our_loop(preset: str, patch: int, batch: int, steps: int, levels=None, **kw)
     gen = {"levels": levels} if levels else {}
     cfg = TrainConfig(task="denoise", preset=preset, generator=gen, patch_size=patch, batch_size=batch,
                       steps=steps + 2, val_fraction=0, checkpoint_every=10**6, **kw)
-    times = []
-    model = None
-    it = train_iter(clean=CLEAN, config=cfg)
-    while True:
-        try:
-            ev = next(it)
-        except StopIteration as e:
-            model = e.value
-            break
-        if isinstance(ev, StepUpdate):
-            times.append(time.perf_counter())
+    times: list[float] = []
+    model = run_to_end(train_iter(clean=CLEAN, config=cfg),
+                       lambda ev: times.append(time.perf_counter()) if isinstance(ev, StepUpdate) else None)
     return steps / (times[-1] - times[1]), model
 
 

@@ -23,6 +23,7 @@ from skimage import color, data
 
 import napari_pix2pix as p2p
 from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.predict import run_to_end
 from napari_pix2pix.engine.training import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,18 +103,15 @@ def main() -> int:
         kwargs["config"] = cfg
     log = open(run / "train.log", "a")
     t0 = time.time()
-    gen = train_iter(**kwargs)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as done:
-            model = done.value
-            break
+
+    def show(ev) -> None:
         if isinstance(ev, ValidationUpdate) or (isinstance(ev, StepUpdate) and ev.step % 50 == 0):
             line = describe(ev)
             print(line, flush=True)
             log.write(line + "\n")
             log.flush()
+
+    model = run_to_end(train_iter(**kwargs), show)
     minutes = (time.time() - t0) / 60
     model.name = args.task
     model.card = {

@@ -147,27 +147,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_kwargs.update({k: v for k, v in options.items() if k == "steps"})
     else:
         train_kwargs["config"] = TrainConfig(**options)
-    gen = train_iter(**train_kwargs)
-    bar = None
     from tqdm import tqdm
 
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as done:
-                model = done.value
-                break
-            if isinstance(ev, StepUpdate):
-                if bar is None:
-                    bar = tqdm(total=ev.total, initial=ev.step - 1, desc="training", unit="step",
-                               dynamic_ncols=True, file=sys.stderr)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in ev.losses.items()}, refresh=False)
-                if ev.step % args.log_every == 0 or ev.step == ev.total:
-                    tqdm.write(describe(ev), file=sys.stdout)
-            elif isinstance(ev, ValidationUpdate) or args.verbose:
+    from .engine.predict import run_to_end
+
+    gen = train_iter(**train_kwargs)
+    bar = None
+
+    def show(ev: Any) -> None:
+        nonlocal bar
+        if isinstance(ev, StepUpdate):
+            if bar is None:
+                bar = tqdm(total=ev.total, initial=ev.step - 1, desc="training", unit="step",
+                           dynamic_ncols=True, file=sys.stderr)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in ev.losses.items()}, refresh=False)
+            if ev.step % args.log_every == 0 or ev.step == ev.total:
                 tqdm.write(describe(ev), file=sys.stdout)
+        elif isinstance(ev, ValidationUpdate) or args.verbose:
+            tqdm.write(describe(ev), file=sys.stdout)
+
+    try:
+        model = run_to_end(gen, show)
     except KeyboardInterrupt:
         gen.close()  # saves the checkpoint and the model
         print("\ninterrupted: checkpoint and model saved; continue with --resume", file=sys.stderr)
