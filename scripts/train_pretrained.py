@@ -43,7 +43,11 @@ def _load(name: str) -> np.ndarray:
     return np.asarray(im)
 
 
-def gray_images(n_phantoms: int = 24) -> list[np.ndarray]:
+N_PHANTOMS = 48  # procedural fluorescence-like images (nuclei, filaments, membranes mixed)
+N_HISTOLOGY = 24  # procedural H&E-like images
+
+
+def gray_images(n_phantoms: int = N_PHANTOMS) -> list[np.ndarray]:
     """Gray training images: skimage images (as gray and per channel) plus phantoms."""
     out = []
     for name in GRAY_SOURCES:
@@ -53,23 +57,37 @@ def gray_images(n_phantoms: int = 24) -> list[np.ndarray]:
             out += [im[..., c] for c in range(3)]
         else:
             out.append(im)
-    out += [phantoms.fluorescence((384, 384), 1000 + s) for s in range(n_phantoms)]
+    rng = np.random.default_rng(7)
+    for s in range(n_phantoms):
+        side = int(rng.choice([256, 320, 384]))
+        out.append(phantoms.fluorescence((side, side), 1000 + s))
     return [o for o in out if min(o.shape) >= 128]
 
 
-def rgb_images() -> list[np.ndarray]:
-    """RGB training images for colorize (H&E-like histology and natural photographs)."""
-    return [_load(n)[..., :3] for n in RGB_SOURCES]
+def rgb_images(n_histology: int = N_HISTOLOGY) -> list[np.ndarray]:
+    """RGB training images for colorize: photographs and histology from skimage, H&E-like phantoms."""
+    out = [(_load(n)[..., :3] / 255.0).astype(np.float32) for n in RGB_SOURCES]
+    out += [phantoms.histology((320, 320), 2000 + s) for s in range(n_histology)]
+    return out
 
 
+# generator used by all three bundled models: 5 levels, widths 24-384, two extra 3x3 convs per
+# level and a residual output (input + correction): 4.1 M parameters, 8 MB in float16
+GENERATOR = {"levels": 5, "ngf": 24, "block_convs": 2, "residual": True, "dropout": 0.0}
+
+
+# L1 only (gan_weight 0) where the result is judged by PSNR against a ground truth (denoise,
+# inpaint): the adversarial term trades PSNR for texture. Colorize keeps the paper's loss.
 RECIPES = {
-    "denoise": dict(preset="unet_tiny", patch_size=128, batch_size=8, ndf=32, lr=4e-4, lambda_l1=100.0,
-                    noise={"gaussian_sigma": [0.0, 50 / 255], "photons": [5.0, 100.0], "read_noise": [0.0, 0.03],
+    "denoise": dict(preset="unet_tiny", generator=GENERATOR, patch_size=96, batch_size=16, lr=1e-3, beta1=0.9,
+                    gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0,
+                    noise={"gaussian_sigma": [0.0, 60 / 255], "photons": [3.0, 200.0], "read_noise": [0.0, 0.04],
                            "poisson_fraction": 0.5}),
-    "inpaint": dict(preset="unet_tiny", patch_size=128, batch_size=8, ndf=32, lr=4e-4, lambda_l1=100.0),
-    "colorize": dict(preset="unet_tiny", patch_size=128, batch_size=8, ndf=32, lr=4e-4, lambda_l1=100.0),
+    "inpaint": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, lr=1e-3, beta1=0.9,
+                    gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0),
+    "colorize": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, ndf=32, lr=5e-4,
+                     gan_weight=1.0, lambda_l1=100.0, grad_clip=1.0),
 }
-
 CARDS = {
     "denoise": "Noise-level blind denoiser for grayscale images with Gaussian and Poisson-Gaussian noise; "
                "applied per channel to multi-channel images.",
@@ -89,8 +107,8 @@ def main() -> int:
     run = ROOT / "runs" / "pretrained" / args.task
     run.mkdir(parents=True, exist_ok=True)
     recipe = dict(RECIPES[args.task])
-    cfg = TrainConfig(task=args.task, steps=args.steps, val_every=250, checkpoint_every=250, val_fraction=0.1,
-                      seed=0, **recipe)
+    cfg = TrainConfig(task=args.task, steps=args.steps, val_every=500, checkpoint_every=250, val_fraction=0.1,
+                      val_patches=16, seed=0, **recipe)
     source = {"clean": rgb_images() if args.task == "colorize" else gray_images()}
     if args.task == "colorize":
         source["channel_axis"] = -1
@@ -117,13 +135,15 @@ def main() -> int:
     model.card = {
         "summary": CARDS[args.task],
         "data": ("scikit-image bundled images " + ", ".join(RGB_SOURCES if args.task == "colorize" else GRAY_SOURCES)
-                 + ("" if args.task == "colorize" else " (gray and per channel) and 24 procedural fluorescence-like "
-                    "images from napari_pix2pix.engine.phantoms")),
+                 + (f" and {N_HISTOLOGY} procedural H&E-like images (napari_pix2pix.engine.phantoms.histology)"
+                    if args.task == "colorize" else f" (gray and per channel) and {N_PHANTOMS} procedural "
+                    "fluorescence-like images (napari_pix2pix.engine.phantoms.fluorescence)")),
         "licence": "scikit-image data: public domain / CC0 / CC-BY as listed in skimage/data/README.txt; "
                    "phantoms: generated; weights: BSD-3-Clause",
         "recipe": f"python scripts/train_pretrained.py {args.task} --steps {args.steps}; {recipe}",
         "training_minutes_this_run": round(minutes, 1),
-        "limits": "Small CPU-trained network (unet_tiny); see benchmarks/quality results before relying on it.",
+        "limits": "Small network trained on a 2-core CPU from a few dozen images; see the measured quality in "
+                  "benchmarks/results/quality.md before relying on it.",
     }
     best = run / "model.checkpoints" / "best.safetensors"
     final = model.save(run / "final.safetensors")
@@ -132,9 +152,11 @@ def main() -> int:
         dest = ROOT / "src" / "napari_pix2pix" / "models" / f"{args.task}.safetensors"
         src_model = p2p.load_model(best) if best.exists() else model
         src_model.name, src_model.card = args.task, model.card
-        src_model.save(dest)
-        shutil.copy(run / "train.log", ROOT / "scripts" / "pretrained_logs" / f"{args.task}.log") \
-            if (ROOT / "scripts" / "pretrained_logs").exists() else None
+        src_model.save(dest, half=True)
+        logs = ROOT / "scripts" / "pretrained_logs"
+        logs.mkdir(exist_ok=True)
+        shutil.copy(run / "train.log", logs / f"{args.task}.log")
+        shutil.copy(run / "history.json", logs / f"{args.task}.history.json")
         print(f"installed {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
     print(f"done in {minutes:.1f} min: {final}")
     return 0

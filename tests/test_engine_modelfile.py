@@ -155,3 +155,15 @@ def test_import_does_not_pull_qt_or_napari():
     code = f"import sys, napari_pix2pix; print(any(m.split('.')[0] in {gui} for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_half_precision_file_is_smaller_and_predicts_the_same(tmp_path):
+    m = tiny_model("denoise", ngf=8, block_convs=1, residual=True)
+    full = m.save(tmp_path / "full.safetensors")
+    half = m.save(tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    m2 = load_model(half)
+    assert m2.config == m.config and all(p.dtype == torch.float32 for p in m2.generator.parameters())
+    im = smooth_image((64, 80))
+    a, b = m.predict(im, precision="fp32"), m2.predict(im, precision="fp32")
+    assert np.abs(a - b).max() < 2e-3 * np.ptp(a)

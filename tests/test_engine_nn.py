@@ -77,3 +77,47 @@ def test_reference_key_map_covers_every_layer():
     mapping = reference_key_map(cfg)
     ours = {k.rsplit(".", 1)[0] + "." for k in g.state_dict()}
     assert ours == set(mapping.values())
+
+
+@pytest.mark.parametrize("cin,cout", [(1, 1), (2, 1), (1, 3), (3, 3)])
+def test_residual_generator_adds_its_input(cin, cout):
+    cfg = UNetConfig(in_channels=cin, out_channels=cout, levels=3, ngf=8, block_convs=2, residual=True)
+    g = UNetGenerator(cfg).eval()
+    x = torch.randn(2, cin, 32, 40)
+    assert g(x).shape == (2, cout, 32, 40)
+    head = g.up[-1][-1]
+    assert isinstance(head, torch.nn.ConvTranspose2d)  # no Tanh: the output is input + correction
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    expected = x[:, :1].expand(-1, cout, -1, -1) if cin < cout else x[:, :cout]
+    torch.testing.assert_close(g(x), expected)
+
+
+def test_block_convs_add_3x3_layers_at_every_level():
+    plain = UNetGenerator(UNetConfig(levels=4, ngf=8))
+    deep = UNetGenerator(UNetConfig(levels=4, ngf=8, block_convs=2))
+    n3 = [m for m in deep.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert not [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(n3) == 2 * 2 * 3  # 2 per block; 3 encoder + 3 decoder levels (not the innermost / outermost)
+    assert UNetConfig(levels=4, block_convs=1).is_paper is False and UNetConfig().is_paper
+
+
+def test_bad_residual_config_is_named():
+    with pytest.raises(ValueError, match="residual"):
+        UNetConfig(in_channels=2, out_channels=3, residual=True)
+    with pytest.raises(ValueError, match="block_convs"):
+        UNetConfig(block_convs=-1)
+
+
+def test_batchnorm_folding_keeps_the_function_with_block_convs():
+    from napari_pix2pix.engine.device import inference_copy
+
+    g = UNetGenerator(UNetConfig(in_channels=2, out_channels=1, levels=4, ngf=8, block_convs=1, residual=True))
+    g.train()
+    for _ in range(3):  # non-trivial running statistics
+        g(torch.randn(4, 2, 32, 32))
+    g.eval()
+    x = torch.randn(1, 2, 48, 32)
+    fast = inference_copy(g, torch.device("cpu"), torch.float32)
+    assert not [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), g(x), atol=1e-5, rtol=1e-4)

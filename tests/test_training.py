@@ -226,3 +226,18 @@ def _drain(gen):
             yield next(gen)
         except StopIteration:
             return
+
+
+def test_l1_only_training_skips_the_discriminator():
+    clean = [phantoms.nuclei((96, 96), s) for s in range(2)]
+    events = []
+    model = p2p.train(clean=clean, task="denoise", steps=4, gan_weight=0.0, val_fraction=0, progress=events.append,
+                      **TINY)
+    steps = [e for e in events if isinstance(e, StepUpdate)]
+    assert len(steps) == 4 and all(e.losses["D"] == 0 and e.losses["G_GAN"] == 0 for e in steps)
+    assert all(e.losses["G_L1"] > 0 for e in steps)
+    assert model.training["config"]["gan_weight"] == 0.0
+    with pytest.raises(ValueError, match="gan_weight"):
+        TrainConfig(gan_weight=-1)
+    with pytest.raises(ValueError, match="nothing to train"):
+        TrainConfig(gan_weight=0, lambda_l1=0)

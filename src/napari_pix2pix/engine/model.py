@@ -111,18 +111,28 @@ class Pix2PixModel:
         )
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, half: bool = False) -> Path:
         """Save weights (safetensors) and metadata to one file, atomically.
+
+        Parameters
+        ----------
+        path : path
+            Destination (``.safetensors`` is appended when it has no suffix).
+        half : bool
+            Store floating-point weights as float16 (half the size; they are computed in
+            the usual precision again after loading). For shipping models.
 
         Returns
         -------
         Path
-            The written file (``.safetensors`` is appended when `path` has no suffix).
+            The written file.
         """
         path = Path(path)
         if not path.suffix:
             path = path.with_suffix(".safetensors")
         state = {k: v for k, v in self.generator.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         return write_model_file(path, state, self.metadata)
 
     @classmethod
@@ -130,7 +140,7 @@ class Pix2PixModel:
         """Load a model file written by :meth:`save` (never unpickles; refuses tampered files)."""
         tensors, meta = read_model_file(path)
         model = cls.from_metadata(meta)
-        try:
+        try:  # float16-stored weights are copied into the float32 generator
             model.generator.load_state_dict(tensors, strict=True)
         except RuntimeError as e:
             raise ModelFileError(f"{Path(path).name}: weights do not fit the stored architecture ({e})") from e

@@ -87,6 +87,34 @@ def fluorescence(shape: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarr
     return np.clip(img, 0, 1.2).astype(np.float32)
 
 
+# optical densities of haematoxylin and eosin per unit stain (rows of skimage.color.rgb_from_hed)
+_HEMATOXYLIN = np.array([0.65, 0.70, 0.29], np.float32)
+_EOSIN = np.array([0.07, 0.99, 0.11], np.float32)
+
+
+def histology(shape: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
+    """An H&E-like RGB image (H, W, 3) in [0, 1]: haematoxylin nuclei on eosin-stained tissue.
+
+    Stain densities are rendered by Beer-Lambert absorption with the haematoxylin and eosin
+    colour vectors, with random stain strength per image, fibrous stroma, cytoplasm and
+    unstained lumen/background.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    tissue = ndimage.gaussian_filter((_smooth_noise(rng, shape, min(h, w) / 8) > rng.uniform(-1.2, 0.2)).astype(
+        np.float32), 2.0)
+    fibres = filaments(shape, seed + 11, n=int(rng.integers(40, 120) * h * w / 256**2) + 1)
+    stroma = 0.35 + 0.35 * (_smooth_noise(rng, shape, 3) + 2) / 4 + 0.5 * fibres
+    nuc = nuclei(shape, seed + 13, n=int(rng.integers(20, 90) * h * w / 256**2))
+    nuc = np.clip((nuc - np.percentile(nuc, 20)) * 1.6, 0, None)
+    e = tissue * stroma * rng.uniform(0.2, 0.65)
+    hem = (tissue * 0.08 + nuc * tissue) * rng.uniform(0.6, 1.4)
+    od = hem[..., None] * _HEMATOXYLIN + e[..., None] * _EOSIN
+    od = od * (1 + 0.05 * rng.standard_normal(3).astype(np.float32))  # scanner / batch colour shift
+    rgb = np.exp(-2.3 * od) * rng.uniform(0.9, 1.0)
+    return np.clip(ndimage.gaussian_filter(rgb, (0.6, 0.6, 0)), 0, 1).astype(np.float32)
+
+
 def to_uint16(img: np.ndarray, max_value: int = 4000, offset: int = 100) -> np.ndarray:
     """Scale a [0, 1] phantom to a 16-bit camera-like range."""
     return np.clip(np.rint(img * max_value + offset), 0, 65535).astype(np.uint16)

@@ -60,6 +60,7 @@ class TrainConfig:
     n_layers: int = 3  # 3 = the paper's 70x70 PatchGAN
     gan_mode: str = "vanilla"
     lambda_l1: float = 100.0
+    gan_weight: float = 1.0  # weight of the adversarial term; 0 trains the generator on L1 alone (no D)
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -90,6 +91,8 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.lambda_l1 >= 0, f"lambda_l1 must be non-negative, got {self.lambda_l1}"),
+            (self.gan_weight >= 0, f"gan_weight must be non-negative, got {self.gan_weight}"),
+            (self.gan_weight > 0 or self.lambda_l1 > 0, "gan_weight and lambda_l1 are both 0: nothing to train"),
             (self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}"),
         ]
@@ -458,6 +461,7 @@ def train_iter(
         g_net, d_net = DDP(model.generator, device_ids=ids), DDP(disc, device_ids=ids)
     shard = data.planes[rank::world] if len(data.planes) >= world else data.planes
     gan_loss = GANLoss(cfg.gan_mode).to(device)
+    adversarial = cfg.gan_weight > 0  # without it, D is neither run nor trained
     l1 = nn.L1Loss()
     valset = _make_valset(data, cfg, cfg.seed) if rank == 0 else None
 
@@ -506,26 +510,29 @@ def train_iter(
             if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
                 raise TrainingDiverged(f"training data contain NaN or infinite values at step {step + 1}; "
                                        "clean the images (numpy.nan_to_num) and start again")
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+            with autocast:
                 fake = g_net(a)
-                # D step: real pairs -> 1, generated pairs -> 0
-                loss_d = 0.5 * (gan_loss(d_net(a, b), True) + gan_loss(d_net(a, fake.detach()), False))
-            if not torch.isfinite(loss_d):
-                raise TrainingDiverged(f"the discriminator loss became {loss_d.item()} at step {step + 1}")
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
-            opt_d.step()
+            if adversarial:
+                with autocast:  # D step: real pairs -> 1, generated pairs -> 0
+                    loss_d = 0.5 * (gan_loss(d_net(a, b), True) + gan_loss(d_net(a, fake.detach()), False))
+                if not torch.isfinite(loss_d):
+                    raise TrainingDiverged(f"the discriminator loss became {loss_d.item()} at step {step + 1}")
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+                opt_d.step()
+                for p in disc.parameters():
+                    p.requires_grad_(False)
             # G step: fool D and stay close to the target
-            for p in disc.parameters():
-                p.requires_grad_(False)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss_g_gan = gan_loss(d_net(a, fake), True)
+            with autocast:
+                loss_g_gan = gan_loss(d_net(a, fake), True) if adversarial else fake.new_zeros(())
                 loss_g_l1 = l1(fake.float(), b)
-                loss_g = loss_g_gan + cfg.lambda_l1 * loss_g_l1
-            for p in disc.parameters():
-                p.requires_grad_(True)
+                loss_g = cfg.gan_weight * loss_g_gan + cfg.lambda_l1 * loss_g_l1
+            if adversarial:
+                for p in disc.parameters():
+                    p.requires_grad_(True)
             if not torch.isfinite(loss_g):
                 raise TrainingDiverged(f"the generator loss became {loss_g.item()} at step {step + 1}")
             opt_g.zero_grad(set_to_none=True)
@@ -537,7 +544,7 @@ def train_iter(
 
             elapsed = time.perf_counter() - t0
             rate = (step - start_step) / max(elapsed, 1e-9)
-            losses = {"G_GAN": loss_g_gan.item(), "G_L1": loss_g_l1.item(), "D": loss_d.item()}
+            losses = {"G_GAN": loss_g_gan.item(), "G_L1": loss_g_l1.item(), "D": loss_d.item() if adversarial else 0.0}
             yield StepUpdate(step, cfg.steps, losses, lr, elapsed, (cfg.steps - step) / max(rate, 1e-9), rate)
 
             if valset is not None and (step % cfg.val_every == 0 or step == cfg.steps):

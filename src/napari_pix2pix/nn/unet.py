@@ -29,6 +29,8 @@ class UNetConfig:
     norm: str = "batch"  # "batch" | "instance" | "none"; both norms use running stats in eval
     dropout: float = 0.5  # dropout probability in the innermost decoder blocks (0 disables)
     dropout_blocks: int | None = None  # decoder blocks with dropout; None = paper (levels - 5)
+    block_convs: int = 0  # extra 3x3 conv + norm layers at every level, down and up; 0 = paper
+    residual: bool = False  # output = input image + correction (no Tanh); 0/False = paper
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -44,6 +46,13 @@ class UNetConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.block_convs < 0:
+            raise ValueError(f"block_convs must be >= 0, got {self.block_convs}")
+        if self.residual and not (self.in_channels >= self.out_channels or self.in_channels == 1):
+            raise ValueError(
+                f"a residual generator adds its input to its output: it needs in_channels >= out_channels "
+                f"or a single input channel, got {self.in_channels} -> {self.out_channels}"
+            )
 
     @property
     def multiple(self) -> int:
@@ -67,6 +76,11 @@ class UNetConfig:
         """Plain-JSON form for model files."""
         return asdict(self)
 
+    @property
+    def is_paper(self) -> bool:
+        """True for the paper's topology (no extra convolutions, Tanh output)."""
+        return self.block_convs == 0 and not self.residual
+
 
 # Presets: one tiny factory each. `unet_256` and `unet_128` are the paper's networks; the
 # others trade depth and width for speed on CPUs (numbers measured in benchmarks/).
@@ -83,6 +97,15 @@ def preset_config(name: str, **overrides: Any) -> UNetConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return UNetConfig(**{**PRESETS[name], **overrides})
+
+
+def _extra_convs(width: int, n: int, act: Callable[[], nn.Module], norm: Callable[[int], nn.Module],
+                 bias: bool) -> list[nn.Module]:
+    """`n` times (activation, 3x3 conv, norm) at constant width: more capacity per level."""
+    layers: list[nn.Module] = []
+    for _ in range(n):
+        layers += [act(), nn.Conv2d(width, width, 3, 1, 1, bias=bias), norm(width)]
+    return layers
 
 
 def norm_layer(name: str) -> Callable[[int], nn.Module]:
@@ -120,13 +143,24 @@ class UNetGenerator(nn.Module):
         w = config.widths()
         n = config.levels
 
-        down: list[nn.Module] = [nn.Sequential(nn.Conv2d(config.in_channels, w[0], 4, 2, 1, bias=bias))]
+        k = config.block_convs
+
+        def lrelu() -> nn.Module:
+            return nn.LeakyReLU(0.2, True)
+
+        def relu() -> nn.Module:
+            return nn.ReLU(True)
+
+        # encoder: down[i] halves the size and produces w[i] channels
+        first = nn.Conv2d(config.in_channels, w[0], 4, 2, 1, bias=bias)
+        down: list[nn.Module] = [nn.Sequential(first, *_extra_convs(w[0], k, lrelu, norm, bias))]
         for i in range(1, n - 1):
             down.append(
                 nn.Sequential(
                     nn.LeakyReLU(0.2, True),
                     nn.Conv2d(w[i - 1], w[i], 4, 2, 1, bias=bias),
                     norm(w[i]),
+                    *_extra_convs(w[i], k, lrelu, norm, bias),
                 )
             )
         down.append(nn.Sequential(nn.LeakyReLU(0.2, True), nn.Conv2d(w[n - 2], w[n - 1], 4, 2, 1, bias=bias)))
@@ -134,7 +168,8 @@ class UNetGenerator(nn.Module):
 
         # decoder, innermost first: up[j] turns level n-1-j features into level n-2-j ones
         up: list[nn.Module] = [
-            nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(w[n - 1], w[n - 2], 4, 2, 1, bias=bias), norm(w[n - 2]))
+            nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(w[n - 1], w[n - 2], 4, 2, 1, bias=bias), norm(w[n - 2]),
+                          *_extra_convs(w[n - 2], k, relu, norm, bias))
         ]
         for j in range(1, n - 1):
             lvl = n - 1 - j
@@ -142,18 +177,19 @@ class UNetGenerator(nn.Module):
                 nn.ReLU(True),
                 nn.ConvTranspose2d(2 * w[lvl], w[lvl - 1], 4, 2, 1, bias=bias),
                 norm(w[lvl - 1]),
+                *_extra_convs(w[lvl - 1], k, relu, norm, bias),
             ]
             if j <= config.n_dropout:
                 layers.append(nn.Dropout(config.dropout))
             up.append(nn.Sequential(*layers))
-        up.append(
-            nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1), nn.Tanh())
-        )
+        head: list[nn.Module] = [nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1)]
+        up.append(nn.Sequential(*head) if config.residual else nn.Sequential(*head, nn.Tanh()))
         self.up = nn.ModuleList(up)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, in_channels, H, W) in [-1, 1] to (B, out_channels, H, W) in [-1, 1]."""
+        """Map (B, in_channels, H, W) in [-1, 1] to (B, out_channels, H, W) (in [-1, 1] unless residual)."""
+        inp = x
         skips = []
         for block in self.down:  # (B, w[i], H / 2**(i+1), W / 2**(i+1))
             x = block(x)
@@ -161,6 +197,10 @@ class UNetGenerator(nn.Module):
         x = self.up[0](skips.pop())  # innermost: no concatenation
         for block in self.up[1:]:
             x = block(torch.cat([skips.pop(), x], dim=1))  # skip from the mirrored encoder level
+        if self.config.residual:  # input image + learnt correction: (B, out_channels, H, W)
+            cout = self.config.out_channels
+            base = inp[:, :1].expand(-1, cout, -1, -1) if inp.shape[1] < cout else inp[:, :cout]
+            x = base + x
         return x
 
 

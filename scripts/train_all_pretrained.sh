@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Train the three bundled models one after the other (resumable: rerun to continue).
+# Steps were chosen to fit ~3 hours of a 2-core CPU; logs go to runs/pretrained/<task>/train.log
+# and, for finished models, scripts/pretrained_logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+run() {  # task steps
+  local resume=""
+  [ -f "runs/pretrained/$1/model.checkpoints/checkpoint.safetensors" ] && resume="--resume"
+  "$PY" scripts/train_pretrained.py "$1" --steps "$2" $resume
+}
+run denoise "${DENOISE_STEPS:-20000}"
+run inpaint "${INPAINT_STEPS:-10000}"
+run colorize "${COLORIZE_STEPS:-8000}"
