@@ -73,7 +73,8 @@ def load(root: str | Path, size: int = 320) -> dict[str, np.ndarray]:
     dd = raw / "data_store/data"
     imgs = {
         "fluo/dsb2018_nuclei": _pnorm(tifffile.imread(raw / "stardist/data/images/img2d.tif"), 0, 99.9),
-        "fluo/mahotas_nuclear": np.asarray(Image.open(raw / "mahotas/demos/data/nuclear.png"))[..., 0] / np.float32(255),
+        "fluo/mahotas_nuclear": np.asarray(Image.open(raw / "mahotas/demos/data/nuclear.png"))[..., 0]
+        / np.float32(255),
         "fluo/purkinje_mip": _pnorm(tifffile.imread(raw / "flowdec/datasets/neuron-25pct/data.tif").max(0), 0, 99.9),
         "histo/stardist_he": _rgb(raw / "stardist/data/images/histo.jpg"),
         "histo/tiatoolbox_he": _rgb(raw / "tiatoolbox/data/target_image.png"),

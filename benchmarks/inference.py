@@ -35,11 +35,12 @@ torch.manual_seed(0)
 m = Pix2PixModel("denoise", sys.argv[1])
 n = int(sys.argv[2])
 img = (np.random.default_rng(0).random((n, n)) * 60000).astype(np.uint16)
-m.predict(img[:512, :512], tile_size=int(sys.argv[3]))  # warm up: weights prepared, allocator primed
+tile = sys.argv[3] if sys.argv[3] == "auto" else int(sys.argv[3])
+m.predict(img[:512, :512], tile_size=tile)  # warm up: weights prepared, allocator primed
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 base = rss()
-out = m.predict(img, tile_size=int(sys.argv[3]))
+out = m.predict(img, tile_size=tile)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(base, peak, out.shape)
 """
@@ -76,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="unet_256")
     ap.add_argument("--size", type=int, default=4096)
-    ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--tile", default="auto", help="tile size in pixels, or 'auto' (the default of predict)")
     ap.add_argument("--mem-size", type=int, default=8192)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -90,6 +91,14 @@ def main() -> None:
                 mod.running_var.uniform_(0.5, 2.0)
     img = image(args.size)
     mp = img.size / 1e6
+    from napari_pix2pix.engine.predict import auto_tile_size
+    from napari_pix2pix.engine.tiling import plan_axis
+
+    tile = args.tile if args.tile == "auto" else int(args.tile)
+    itemsize = resolve_precision("auto", torch.device("cpu")).itemsize
+    t_px = auto_tile_size(model.config, itemsize) if tile == "auto" else tile
+    plan = plan_axis(args.size, model.config.multiple, t_px, 64)
+    pixels = (len(plan.starts) * plan.tile / args.size) ** 2
     res: dict[str, object] = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "cpu_native_bf16": cpu_has_fast_bf16(),
@@ -98,6 +107,10 @@ def main() -> None:
         "size": args.size,
         "torch": torch.__version__,
         "loadavg_at_start": os.getloadavg()[0],
+        "tile": args.tile,
+        "tile_px": plan.tile,
+        "tiles_per_axis": len(plan.starts),
+        "pixels_computed_per_image_pixel": pixels,
     }
     print(json.dumps(res))
 
@@ -106,13 +119,14 @@ def main() -> None:
     print(f"plain fp32 forward, whole {args.size}²: {t_plain:.1f} s, {mp / t_plain:.3f} MP/s")
 
     t = time.perf_counter()
-    tiled = model.predict(img, tile_size=args.tile)
+    tiled = model.predict(img, tile_size=tile)
     t_tiled = time.perf_counter() - t
     res["tiled_auto_mp_s"] = mp / t_tiled
     res["speedup_vs_plain"] = t_plain / t_tiled
     rng = float(ref.max() - ref.min())
     res["tiled_psnr_vs_plain_fp32"] = psnr(tiled, np.clip(np.rint(ref), 0, 65535), rng)
-    print(f"tiled predict (auto, tile {args.tile}): {t_tiled:.1f} s, {mp / t_tiled:.3f} MP/s, "
+    print(f"tiled predict (auto, tile {args.tile} = {plan.tile} px, {len(plan.starts)}² tiles, "
+          f"{pixels:.2f} pixels computed per pixel): {t_tiled:.1f} s, {mp / t_tiled:.3f} MP/s, "
           f"{t_plain / t_tiled:.2f}x plain; PSNR vs plain fp32 {res['tiled_psnr_vs_plain_fp32']:.1f} dB")
 
     t = time.perf_counter()

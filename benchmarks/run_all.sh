@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 R=benchmarks/results
 mkdir -p $R
-$PY benchmarks/inference.py --preset unet_256 --size 4096 --tile 1024 --mem-size 8192 --json $R/inference_unet_256_t1024.json 2>&1 | tee $R/inference_unet_256_t1024.log
-$PY benchmarks/inference.py --preset unet_tiny --size 4096 --tile 2048 --mem-size 8192 --json $R/inference_unet_tiny_t2048.json 2>&1 | tee $R/inference_unet_tiny_t2048.log
+$PY benchmarks/inference.py --preset unet_256 --size 4096 --tile auto --mem-size 8192 --json $R/inference_unet_256_auto.json 2>&1 | tee $R/inference_unet_256_auto.log
+$PY benchmarks/inference.py --preset unet_tiny --size 4096 --tile auto --mem-size 8192 --json $R/inference_unet_tiny_auto.json 2>&1 | tee $R/inference_unet_tiny_auto.log
 $PY benchmarks/training.py --presets unet_small unet_tiny --json $R/training_small.json 2>&1 | tee $R/training_small.log
 $PY benchmarks/training.py --presets unet_256 --batches 1 --steps 4 --l1-steps 0 --json $R/training_unet_256.json 2>&1 | tee $R/training_unet_256.log

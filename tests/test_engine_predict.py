@@ -198,3 +198,30 @@ def test_precision_fp32_matches_auto_within_40db():
     mse = np.mean((a - b) ** 2)
     psnr = 10 * np.log10(np.ptp(a) ** 2 / mse) if mse else np.inf
     assert psnr > 30  # bf16 storage of a tiny random net; real nets measured in benchmarks/
+
+
+def test_auto_tile_size_fits_the_activation_budget():
+    from napari_pix2pix.engine.predict import ACTIVATION_BUDGET, activation_bytes, auto_tile_size
+    from napari_pix2pix.nn import preset_config
+
+    for name in ("unet_256", "unet_tiny"):
+        cfg = preset_config(name)
+        for itemsize in (2, 4):
+            t = auto_tile_size(cfg, itemsize)
+            assert t % cfg.multiple == 0 and t <= 2048
+            assert activation_bytes(cfg, t, t, itemsize) <= ACTIVATION_BUDGET or t == cfg.multiple
+            if t < 2048:  # the next size up would not fit
+                assert activation_bytes(cfg, t + cfg.multiple, t + cfg.multiple, itemsize) > ACTIVATION_BUDGET
+    cfg = preset_config("unet_256")
+    assert auto_tile_size(cfg, 2) > auto_tile_size(cfg, 4)  # bf16 activations are half the size
+
+
+def test_auto_tile_size_is_the_default_and_bad_values_are_named():
+    m = tiny_model()
+    im = smooth_image((200, 180))
+    from napari_pix2pix.engine.predict import auto_tile_size
+
+    t = auto_tile_size(m.config, 4)
+    np.testing.assert_array_equal(m.predict(im, precision="fp32"), m.predict(im, tile_size=t, precision="fp32"))
+    with pytest.raises(ValueError, match="tile_size must be"):
+        m.predict(im, tile_size="big")
