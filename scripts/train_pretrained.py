@@ -32,6 +32,29 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAY_SOURCES = ["camera", "coins", "moon", "cell", "page", "text", "clock", "brick", "grass", "gravel",
                 "hubble_deep_field", "astronaut", "coffee", "chelsea", "immunohistochemistry", "retina", "rocket",
                 "cat", "microaneurysms"]
+# where each scikit-image image comes from and under which terms (from its docstring in skimage.data;
+# images without a notice of their own are covered by scikit-image's BSD-3-Clause licence)
+SOURCES = {
+    "camera": "photograph by Lav Varshney; CC0",
+    "coins": "Greek coins from Pompeii, Brooklyn Museum collection; no known copyright restrictions",
+    "moon": "surface of the moon; shipped with scikit-image (BSD-3-Clause), no separate notice",
+    "cell": "quantitative phase image of an HL60 cell (Schürmann, Guck et al.); CC0",
+    "page": "scanned page of text; shipped with scikit-image (BSD-3-Clause), no separate notice",
+    "text": "Wikimedia File:Corner.png; public domain",
+    "clock": "motion-blurred wall clock, photograph by Stefan van der Walt; public domain",
+    "brick": "CC0Textures Bricks25; CC0",
+    "grass": "DeviantArt linolafett Grass-01; CC0",
+    "gravel": "CC0Textures Gravel04; CC0",
+    "hubble_deep_field": "Hubble eXtreme Deep Field, NASA; public domain",
+    "astronaut": "Eileen Collins, NASA; public domain",
+    "coffee": "photograph by Rachel Michetti (Pikolo Espresso Bar); CC0",
+    "chelsea": "photograph of a cat by Stefan van der Walt; CC0",
+    "immunohistochemistry": "IHC (DAB + hematoxylin) of colonic glands, CMMI; no known copyright restrictions",
+    "retina": "fundus photograph of a normal left eye, Wikimedia Commons; CC0",
+    "rocket": "SpaceX Falcon 9 photograph; public domain",
+    "cat": "photograph by Stefan van der Walt; CC0",
+    "microaneurysms": "retinal fundus detail, FAU fundus image database (Andreas Maier); CC0",
+}
 RGB_SOURCES = ["immunohistochemistry", "astronaut", "coffee", "chelsea", "retina", "rocket", "hubble_deep_field",
                "cat"]
 
@@ -45,6 +68,7 @@ def _load(name: str) -> np.ndarray:
 
 N_PHANTOMS = 48  # procedural fluorescence-like images (nuclei, filaments, membranes mixed)
 N_HISTOLOGY = 24  # procedural H&E-like images
+N_LANDSCAPES = 24  # procedural landscapes and aerial views (sky, vegetation, soil, water, roads)
 
 
 def gray_images(n_phantoms: int = N_PHANTOMS) -> list[np.ndarray]:
@@ -64,10 +88,11 @@ def gray_images(n_phantoms: int = N_PHANTOMS) -> list[np.ndarray]:
     return [o for o in out if min(o.shape) >= 128]
 
 
-def rgb_images(n_histology: int = N_HISTOLOGY) -> list[np.ndarray]:
-    """RGB training images for colorize: photographs and histology from skimage, H&E-like phantoms."""
+def rgb_images(n_histology: int = N_HISTOLOGY, n_landscapes: int = N_LANDSCAPES) -> list[np.ndarray]:
+    """RGB training images for colorize: photographs and histology from skimage, H&E-like and landscape phantoms."""
     out = [(_load(n)[..., :3] / 255.0).astype(np.float32) for n in RGB_SOURCES]
     out += [phantoms.histology((320, 320), 2000 + s) for s in range(n_histology)]
+    out += [phantoms.landscape((320, 320), 3000 + s) for s in range(n_landscapes)]
     return out
 
 
@@ -135,7 +160,8 @@ def main() -> int:
     model.card = {
         "summary": CARDS[args.task],
         "data": ("scikit-image bundled images " + ", ".join(RGB_SOURCES if args.task == "colorize" else GRAY_SOURCES)
-                 + (f" and {N_HISTOLOGY} procedural H&E-like images (napari_pix2pix.engine.phantoms.histology)"
+                 + (f", {N_HISTOLOGY} procedural H&E-like images (napari_pix2pix.engine.phantoms.histology) and "
+                    f"{N_LANDSCAPES} procedural landscapes (phantoms.landscape)"
                     if args.task == "colorize" else f" (gray and per channel) and {N_PHANTOMS} procedural "
                     "fluorescence-like images (napari_pix2pix.engine.phantoms.fluorescence)")),
         "licence": "scikit-image data: public domain / CC0 / CC-BY as listed in skimage/data/README.txt; "

@@ -115,6 +115,54 @@ def histology(shape: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
     return np.clip(ndimage.gaussian_filter(rgb, (0.6, 0.6, 0)), 0, 1).astype(np.float32)
 
 
+def _palette_mix(rng: np.random.Generator, palette: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-pixel colour: a convex mix of palette rows, jittered per image."""
+    scale = 1 + 0.15 * rng.standard_normal((len(palette), 1)) + 0.04 * rng.standard_normal(palette.shape)
+    jitter = np.clip(palette * scale, 0, 1)
+    return np.tensordot(weights, jitter.astype(np.float32), axes=([0], [0]))
+
+
+def landscape(shape: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
+    """A natural-photo-like RGB image (H, W, 3) in [0, 1]: sky with clouds above textured land.
+
+    Or, for a third of the seeds, an aerial view: fields, woods, water and roads.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    grain = 1 + 0.1 * _smooth_noise(rng, shape, 0.8) + 0.08 * _smooth_noise(rng, shape, 3)
+    land_pal = np.array([[0.22, 0.42, 0.14], [0.10, 0.25, 0.08], [0.45, 0.36, 0.22], [0.62, 0.58, 0.35],
+                         [0.30, 0.30, 0.28]], np.float32)  # grass, wood, soil, dry field, rock
+    if rng.random() < 1 / 3:  # aerial: Voronoi fields
+        k = int(rng.integers(8, 30))
+        pts = np.stack([rng.uniform(0, h, k), rng.uniform(0, w, k)], 1).astype(int)
+        labels = np.zeros(shape, np.int32)
+        labels[pts[:, 0], pts[:, 1]] = np.arange(1, k + 1)
+        _, idx = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        field = labels[idx[0], idx[1]]
+        choice = rng.integers(0, len(land_pal), k + 1)
+        wts = np.stack([(choice[field] == i).astype(np.float32) for i in range(len(land_pal))])
+        img = _palette_mix(rng, land_pal, wts) * grain[..., None]
+        water = ndimage.gaussian_filter(rng.standard_normal(shape), min(h, w) / 10) > 0.5 * rng.uniform(1, 3)
+        img[water] = np.array([0.18, 0.28, 0.35], np.float32) * (1 + 0.05 * _smooth_noise(rng, shape, 2))[water, None]
+        edges = np.abs(np.diff(field, axis=0, prepend=field[:1])) + np.abs(np.diff(field, axis=1, prepend=field[:, :1]))
+        img[edges > 0] = rng.uniform(0.55, 0.75)  # roads and field borders
+    else:  # horizon view
+        horizon = (h * rng.uniform(0.25, 0.6) + h * 0.06 * _smooth_noise(rng, (1, w), w / 8)[0]).astype(int)
+        yy = np.arange(h)[:, None]
+        sky_mask = yy < horizon[None, :]
+        t = np.clip(yy / np.maximum(horizon[None, :], 1), 0, 1)[..., None]
+        top = np.array([0.22, 0.42, 0.78]) * rng.uniform(0.7, 1.1)
+        low = np.array([0.72, 0.82, 0.93])
+        sky = (1 - t) * top + t * low
+        clouds = np.clip(_smooth_noise(rng, shape, rng.uniform(4, 12)) - rng.uniform(0.3, 1.5), 0, 1)[..., None]
+        sky = sky * (1 - clouds) + clouds * rng.uniform(0.85, 1.0)
+        mix = np.stack([np.exp(2 * _smooth_noise(rng, shape, rng.uniform(4, 20))) for _ in land_pal])
+        land = _palette_mix(rng, land_pal, mix / mix.sum(0)) * grain[..., None]
+        img = np.where(sky_mask[..., None], sky, land)
+    img = img * rng.uniform(0.75, 1.1)
+    return np.clip(ndimage.gaussian_filter(img, (0.5, 0.5, 0)), 0, 1).astype(np.float32)
+
+
 def to_uint16(img: np.ndarray, max_value: int = 4000, offset: int = 100) -> np.ndarray:
     """Scale a [0, 1] phantom to a 16-bit camera-like range."""
     return np.clip(np.rint(img * max_value + offset), 0, 65535).astype(np.uint16)
