@@ -10,6 +10,6 @@ run() {  # task steps
   [ -f "runs/pretrained/$1/model.checkpoints/checkpoint.safetensors" ] && resume="--resume"
   "$PY" scripts/train_pretrained.py "$1" --steps "$2" $resume
 }
-run denoise "${DENOISE_STEPS:-20000}"
+run denoise "${DENOISE_STEPS:-16000}"
 run inpaint "${INPAINT_STEPS:-10000}"
 run colorize "${COLORIZE_STEPS:-8000}"

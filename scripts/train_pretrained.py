@@ -96,9 +96,11 @@ def rgb_images(n_histology: int = N_HISTOLOGY, n_landscapes: int = N_LANDSCAPES)
     return out
 
 
-# generator used by all three bundled models: 5 levels, widths 24-384, two extra 3x3 convs per
-# level and a residual output (input + correction): 4.1 M parameters, 8 MB in float16
-GENERATOR = {"levels": 5, "ngf": 24, "block_convs": 2, "residual": True, "dropout": 0.0}
+# generator used by all three bundled models: 5 levels, widths 24-384, two extra 3x3 convs per level,
+# a full-resolution stem and tail of two 3x3 convs each, residual output (input + correction): 4.2 M
+# parameters, 8 MB in float16. The full-resolution convs gained 1.6 dB on held-out images in a 600-step
+# A/B test (denoise, sigma 25/255: mean 29.39 vs 27.79 dB over 6 images, better on each).
+GENERATOR = {"levels": 5, "ngf": 24, "block_convs": 2, "full_res_convs": 2, "residual": True, "dropout": 0.0}
 
 
 # L1 only (gan_weight 0) where the result is judged by PSNR against a ground truth (denoise,

@@ -1,4 +1,4 @@
-"""Command line: ``napari-pix2pix {predict,train,models,info,demo}``."""
+"""Command line: ``napari-pix2pix {predict,train,export,models,info,demo}``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def _progress_bar(total: int, desc: str) -> Any:
 
 
 # ---------------------------------------------------------------------- predict
+def _tile_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tile size must be a number of pixels or 'auto', got {text!r}") from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Apply a model to files and folders."""
     from .engine.io import IMAGE_SUFFIXES, list_images, read_image, write_image
@@ -71,14 +80,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model as a bioimage.io package, ONNX or TorchScript, checked against our prediction."""
+    import numpy as np
+
+    from .engine.export import guess_format
+    from .engine.io import read_image
+    from .engine.registry import load_model
+
+    model = load_model(args.model)
+    fmt = args.format or guess_format(args.out)
+    options: dict[str, Any] = {}
+    if fmt == "bioimageio":
+        if args.test_image:
+            image = np.asarray(read_image(args.test_image), np.float32)
+            c = model.task.image_channels(model.config.in_channels)
+            if image.ndim == 3 and image.shape[-1] == c and image.shape[0] != c:
+                image = np.moveaxis(image, -1, 0)  # colour last (RGB files) -> (C, H, W)
+            options["image"] = image
+        if args.test_mask:
+            options["mask"] = read_image(args.test_mask) != 0
+        if args.author:
+            options["authors"] = args.author
+        if args.license:
+            options["license"] = args.license
+    elif args.test_image or args.test_mask or args.author or args.license:
+        raise ValueError("--test-image, --test-mask, --author and --license apply to bioimage.io packages only")
+    t = time.perf_counter()
+    report = model.export(args.out, fmt, check=not args.no_check, **options)
+    print(f"{report} in {time.perf_counter() - t:.1f} s")
+    if fmt == "bioimageio":
+        print(f"test it with: bioimageio test {report.path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- models / info
 def cmd_models(args: argparse.Namespace) -> int:
     """List bundled models or describe a model file."""
+    from .engine.bioimageio import is_package, package_metadata
     from .engine.modelfile import read_model_file
     from .engine.registry import list_models
 
     if args.file:
-        _, meta = read_model_file(args.file)
+        if Path(args.file).exists() and is_package(args.file):
+            meta = package_metadata(args.file)
+        else:
+            _, meta = read_model_file(args.file)
         meta = {k: v for k, v in meta.items() if k != "training"} | {
             "training": {k: v for k, v in meta.get("training", {}).items() if k != "history"}}
         print(json.dumps(meta, indent=2))
@@ -201,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--mask-dir", help="inpaint: folder of masks named like the inputs (non-zero = fill)")
     p.add_argument("--channel-axis", type=int, default=None, help="channel axis of the inputs")
-    p.add_argument("--tile-size", type=int, default=1024, help="largest tile side (rounded to the network multiple)")
+    p.add_argument("--tile-size", type=_tile_size, default="auto",
+                   help="largest tile side in pixels (rounded to the network multiple), or 'auto' (default: "
+                        "the largest that fits ~512 MB of activations)")
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: by memory)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -243,8 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also log every saved file")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("export", help="export a model: bioimage.io package (.zip), ONNX or TorchScript")
+    p.add_argument("model", help="bundled model name, model file or bioimage.io package")
+    p.add_argument("out", help="file to write (.zip: bioimage.io package, .onnx, .pt: TorchScript)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--bioimageio", dest="format", action="store_const", const="bioimageio",
+                     help="bioimage.io model package (needs: pip install \"napari-pix2pix[bioimageio]\")")
+    fmt.add_argument("--onnx", dest="format", action="store_const", const="onnx",
+                     help="ONNX (network units in and out; needs onnx and onnxruntime)")
+    fmt.add_argument("--torchscript", dest="format", action="store_const", const="torchscript",
+                     help="TorchScript (network units in and out)")
+    p.add_argument("--no-check", action="store_true", help="do not compare the export with our own prediction")
+    p.add_argument("--test-image", help="bioimage.io: test image file (default: the task's sample image)")
+    p.add_argument("--test-mask", help="bioimage.io, inpaint: test mask file (non-zero = fill)")
+    p.add_argument("--author", action="append", help="bioimage.io: author name (repeat for several)")
+    p.add_argument("--license", help="bioimage.io: SPDX licence of the weights (default BSD-3-Clause)")
+    p.set_defaults(func=cmd_export, format=None)
+
     p = sub.add_parser("models", help="list bundled models, or describe a model file")
-    p.add_argument("file", nargs="?", help="a model file to describe")
+    p.add_argument("file", nargs="?", help="a model file (or bioimage.io package) to describe")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("info", help="versions and the device that would be used")
@@ -262,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, LookupError, RuntimeError) as e:
+    except (ValueError, TypeError, FileNotFoundError, LookupError, RuntimeError, ImportError) as e:
         print(f"napari-pix2pix {args.command}: error: {e}", file=sys.stderr)
         return 2
 

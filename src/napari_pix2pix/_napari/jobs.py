@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.data import PairedData, make_data
+from ..engine.export import ExportReport
 from ..engine.model import Pix2PixModel
 from ..engine.normalization import Normalization
 from ..engine.predict import Progress
@@ -270,6 +271,40 @@ def _residual(image: Any, output: Any, channel_axis: int | None) -> ResidualRepo
     if channel_axis is not None:
         a, b = a.mean(axis=channel_axis), b.mean(axis=channel_axis)
     return residual_report(a, b)
+
+
+EXPORT_STEPS = {"bioimageio": "writing the bioimage.io package (three weight formats) and running it with "
+                               "bioimageio.core",
+                "onnx": "writing ONNX and running it with onnxruntime",
+                "torchscript": "writing TorchScript and running it"}
+
+
+def export_job(
+    model: str | os.PathLike[str] | Pix2PixModel,
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    check: bool = True,
+) -> Generator[Progress, None, ExportReport]:
+    """Load `model` and export it (see :meth:`Pix2PixModel.export`), yielding what it is doing.
+
+    Parameters
+    ----------
+    model : str, path or Pix2PixModel
+        A bundled model name, a model file, a bioimage.io package or a model.
+    path : path
+        Destination file.
+    format : {"bioimageio", "onnx", "torchscript"}
+        Export format.
+    check : bool
+        Compare the written file's output with our own prediction on a test image.
+    """
+    _use_threads()
+    yield Progress(0, 0, "loading the model")
+    _wait_for_warm_up()
+    net = load_model_cached(model)
+    yield Progress(0, 0, EXPORT_STEPS.get(format, "exporting"))
+    return net.export(path, format, check=check)
 
 
 def training_data(config: TrainConfig, source: dict[str, Any]) -> PairedData:

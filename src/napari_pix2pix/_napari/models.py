@@ -17,6 +17,7 @@ from typing import Any
 
 from psygnal import Signal
 
+from ..engine.bioimageio import is_package, package_metadata
 from ..engine.modelfile import FORMAT, ModelFileError, atomic_write_bytes
 from ..engine.registry import bundled_paths
 
@@ -35,7 +36,7 @@ def config_dir() -> Path:
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata stored in a napari-pix2pix file, read from its header only.
+    """The metadata stored in a napari-pix2pix file (or bioimage.io package), read from its header only.
 
     Cheap (no weights are read, no checksum is verified): for listing and checking
     choices before work starts. Loading the model verifies the file.
@@ -48,8 +49,10 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         If it is not a napari-pix2pix file.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    if is_package(path):  # a bioimage.io package: its rdf.yaml
+        return package_metadata(path)
     try:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
@@ -143,7 +146,7 @@ class RecentModels:
             items = json.loads(self.file.read_text())["models"]
         except (OSError, ValueError, KeyError, TypeError):
             return []
-        return [Path(p) for p in items if isinstance(p, str) and Path(p).is_file()]
+        return [Path(p) for p in items if isinstance(p, str) and Path(p).exists()]
 
     def add(self, path: str | os.PathLike[str]) -> None:
         """Put `path` first in the list and tell the widgets."""

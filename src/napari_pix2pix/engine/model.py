@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from .modelfile import ModelFileError, read_model_file, write_model_file
 from .normalization import Normalization
 from .predict import Progress, predict_iter, run_to_end
 from .tasks import TASKS, Task, get_task
+
+if TYPE_CHECKING:
+    from .export import ExportReport
 
 
 def _version() -> str:
@@ -137,8 +140,22 @@ class Pix2PixModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Pix2PixModel:
-        """Load a model file written by :meth:`save` (never unpickles; refuses tampered files)."""
-        tensors, meta = read_model_file(path)
+        """Load a model file written by :meth:`save`, or a bioimage.io package of one of our generators.
+
+        Model files are never unpickled and tampered files are refused. bioimage.io packages
+        (a ``.zip``, its folder or its ``rdf.yaml``; see :meth:`export_bioimageio`) have every
+        file checked against its SHA-256 and their weights read with
+        ``torch.load(weights_only=True)``; the package's code is never run.
+        """
+        from .bioimageio import is_package, read_package
+
+        if Path(path).exists() and is_package(path):
+            tensors, meta = read_package(path)
+        elif Path(path).is_dir():
+            raise ModelFileError(f"{Path(path).name} is a folder without an rdf.yaml: neither a model file nor an "
+                                 "unpacked bioimage.io package")
+        else:
+            tensors, meta = read_model_file(path)
         model = cls.from_metadata(meta)
         try:  # float16-stored weights are copied into the float32 generator
             model.generator.load_state_dict(tensors, strict=True)
@@ -165,6 +182,54 @@ class Pix2PixModel:
         model.training = dict(meta.get("training", {}))
         model.card = dict(meta.get("card", {}))
         return model
+
+    # ------------------------------------------------------------------ exchange
+    def export(self, path: str | os.PathLike[str], format: str | None = None, *, check: bool = True,
+               **options: Any) -> ExportReport:
+        """Export to a bioimage.io package, ONNX or TorchScript and check the result.
+
+        Parameters
+        ----------
+        path : path
+            Destination; the format follows its suffix (``.zip``, ``.onnx``, ``.pt``) unless given.
+        format : {"bioimageio", "onnx", "torchscript"}, optional
+            The format.
+        check : bool
+            Run the written file on a test image and report its largest difference to
+            :meth:`predict` (:attr:`ExportReport.max_abs_diff`).
+        **options
+            bioimage.io packages: ``image``, ``mask``, ``authors``, ``license`` (see
+            :meth:`export_bioimageio`).
+
+        Returns
+        -------
+        ExportReport
+            The file written and the measured differences.
+        """
+        from .export import export
+
+        return export(self, path, format, check=check, **options)
+
+    def export_bioimageio(self, path: str | os.PathLike[str], **options: Any) -> ExportReport:
+        """Write a bioimage.io model package (zip, spec 0.5) for deepImageJ, ilastik, QuPath, bioimageio.core.
+
+        Needs ``pip install "napari-pix2pix[bioimageio]"``. The package holds
+        ``pytorch_state_dict`` (with the architecture source), ``torchscript`` and ``onnx``
+        weights, pre/post-processing reproducing the normalization (outputs in normalized
+        units of the input: its ``low``/``high`` percentiles are 0/1), tiling information,
+        a test input/output pair, a cover, the model card and the Pix2Pix citation; this
+        package's :meth:`load` reads it back and predicts exactly as this model does.
+        Options: see :func:`napari_pix2pix.engine.bioimageio.export_bioimageio`.
+        """
+        return self.export(path, "bioimageio", **options)
+
+    def export_onnx(self, path: str | os.PathLike[str], *, check: bool = True) -> ExportReport:
+        """Write the generator as ONNX (inputs and outputs in network units; see :mod:`.export`)."""
+        return self.export(path, "onnx", check=check)
+
+    def export_torchscript(self, path: str | os.PathLike[str], *, check: bool = True) -> ExportReport:
+        """Write the generator as TorchScript (inputs and outputs in network units)."""
+        return self.export(path, "torchscript", check=check)
 
     # ------------------------------------------------------------------ prediction
     def _runner(
@@ -215,7 +280,7 @@ class Pix2PixModel:
         mask: Any = None,
         *,
         channel_axis: int | None = None,
-        tile_size: int | None = 1024,
+        tile_size: int | str | None = "auto",
         overlap: int = 64,
         batch_size: int | None = None,
         device: str = "auto",
@@ -239,17 +304,19 @@ class Pix2PixModel:
             the channel axis, or (Y, X) for every plane. Default: the image's NaN pixels.
         channel_axis : int, optional
             Axis of channels. A single-channel model is applied to each channel in turn.
-        tile_size : int or None
+        tile_size : int, "auto" or None
             Largest tile side (rounded down to the network's size multiple); ``None``
             processes each plane in one piece. Tiles start on the network's size grid so
             that tiled and untiled results agree; the overlap is therefore at least one
-            size multiple (256 px for ``unet_256``), which costs extra compute (see
-            benchmarks/): larger tiles cost less.
+            size multiple (256 px for ``unet_256``), which costs extra compute: larger tiles
+            cost less (see benchmarks/). "auto": the largest tile (up to 2048) whose
+            activations fit in ~512 MB at the compute precision (``unet_256``: 1536 in bf16,
+            1024 in fp32; the bundled models: 2048).
         overlap : int
             Smallest overlap between neighbouring tiles, blended smoothly.
         batch_size : int, optional
             Tiles per forward pass; default: as many (up to 4) as keep activations under
-            ~256 MB (larger batches fragmented memory: 5.3 GB peak on an 8192² image).
+            ~512 MB (larger batches fragmented memory: 5.3 GB peak on an 8192² image).
         device : {"auto", "cpu", "cuda", "mps"}
             "auto" picks CUDA, then Apple MPS, then the CPU.
         precision : {"auto", "fp32", "bf16", "fp16"}

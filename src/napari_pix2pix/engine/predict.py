@@ -158,6 +158,9 @@ def activation_bytes(cfg: Any, ty: int, tx: int, itemsize: int = 4) -> int:
     w = cfg.widths()
     skips = sum(c * (ty >> (i + 1)) * (tx >> (i + 1)) for i, c in enumerate(w))
     top = 2 * w[0] * (ty >> 1) * (tx >> 1)
+    if getattr(cfg, "full_res_convs", 0):  # the stem's features are kept; the tail concatenates two
+        skips += cfg.ngf * ty * tx
+        top = max(top, 2 * cfg.ngf * ty * tx)
     return itemsize * (skips + 2 * top)
 
 

@@ -52,7 +52,11 @@ def default_model_name(task: str) -> str | None:
 
 
 def load_model(name_or_path: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixModel:
-    """Load a bundled model by name (see :func:`list_models`) or a model file by path.
+    """Load a bundled model by name (see :func:`list_models`), a model file, or a bioimage.io package.
+
+    A bioimage.io package (zip, unpacked folder or its rdf.yaml) of one of our generators,
+    written by :meth:`Pix2PixModel.export_bioimageio` (possibly edited since), predicts
+    exactly as the model file it came from.
 
     Raises
     ------
@@ -68,7 +72,7 @@ def load_model(name_or_path: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixMo
     if key in bundled:
         return Pix2PixModel.load(bundled[key])
     path = Path(name_or_path).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a model file, or a bioimage.io package (zip, folder, rdf.yaml)
         return Pix2PixModel.load(path)
     names = ", ".join(sorted(bundled)) or "none bundled yet"
     raise FileNotFoundError(f"no model named {key!r}: not a bundled model ({names}) and no such file")

@@ -31,6 +31,8 @@ class UNetConfig:
     dropout_blocks: int | None = None  # decoder blocks with dropout; None = paper (levels - 5)
     block_convs: int = 0  # extra 3x3 conv + norm layers at every level, down and up; 0 = paper
     residual: bool = False  # output = input image + correction (no Tanh); 0/False = paper
+    full_res_convs: int = 0  # 3x3 conv + norm layers at full resolution before the first halving and after
+    # the last doubling (a stem and a tail joined by a skip); 0 = paper
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -46,8 +48,9 @@ class UNetConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.block_convs < 0:
-            raise ValueError(f"block_convs must be >= 0, got {self.block_convs}")
+        if self.block_convs < 0 or self.full_res_convs < 0:
+            raise ValueError(f"block_convs and full_res_convs must be >= 0, got {self.block_convs}, "
+                             f"{self.full_res_convs}")
         if self.residual and not (self.in_channels >= self.out_channels or self.in_channels == 1):
             raise ValueError(
                 f"a residual generator adds its input to its output: it needs in_channels >= out_channels "
@@ -79,7 +82,7 @@ class UNetConfig:
     @property
     def is_paper(self) -> bool:
         """True for the paper's topology (no extra convolutions, Tanh output)."""
-        return self.block_convs == 0 and not self.residual
+        return self.block_convs == 0 and not self.residual and self.full_res_convs == 0
 
 
 # Presets: one tiny factory each. `unet_256` and `unet_128` are the paper's networks; the
@@ -152,8 +155,13 @@ class UNetGenerator(nn.Module):
             return nn.ReLU(True)
 
         # encoder: down[i] halves the size and produces w[i] channels
-        first = nn.Conv2d(config.in_channels, w[0], 4, 2, 1, bias=bias)
-        down: list[nn.Module] = [nn.Sequential(first, *_extra_convs(w[0], k, lrelu, norm, bias))]
+        f, kf = config.ngf, config.full_res_convs
+        # optional full-resolution stem: kf 3x3 convs before the first halving
+        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, f, 3, 1, 1, bias=bias), norm(f),
+                                  *_extra_convs(f, kf - 1, lrelu, norm, bias)) if kf else None
+        first = [lrelu(), nn.Conv2d(f, w[0], 4, 2, 1, bias=bias)] if kf else [
+            nn.Conv2d(config.in_channels, w[0], 4, 2, 1, bias=bias)]
+        down: list[nn.Module] = [nn.Sequential(*first, *_extra_convs(w[0], k, lrelu, norm, bias))]
         for i in range(1, n - 1):
             down.append(
                 nn.Sequential(
@@ -182,14 +190,24 @@ class UNetGenerator(nn.Module):
             if j <= config.n_dropout:
                 layers.append(nn.Dropout(config.dropout))
             up.append(nn.Sequential(*layers))
-        head: list[nn.Module] = [nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1)]
-        up.append(nn.Sequential(*head) if config.residual else nn.Sequential(*head, nn.Tanh()))
+        out_act: list[nn.Module] = [] if config.residual else [nn.Tanh()]
+        self.tail = None
+        if kf:  # back to full resolution, then kf 3x3 convs on [stem features, upsampled features]
+            up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], f, 4, 2, 1, bias=bias), norm(f)))
+            self.tail = nn.Sequential(nn.ReLU(True), nn.Conv2d(2 * f, f, 3, 1, 1, bias=bias), norm(f),
+                                      *_extra_convs(f, kf - 1, relu, norm, bias), nn.ReLU(True),
+                                      nn.Conv2d(f, config.out_channels, 1), *out_act)
+        else:
+            up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1),
+                                    *out_act))
         self.up = nn.ModuleList(up)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (B, in_channels, H, W) in [-1, 1] to (B, out_channels, H, W) (in [-1, 1] unless residual)."""
         inp = x
+        if self.stem is not None:  # full-resolution features, (B, ngf, H, W)
+            x = top = self.stem(x)
         skips = []
         for block in self.down:  # (B, w[i], H / 2**(i+1), W / 2**(i+1))
             x = block(x)
@@ -197,6 +215,8 @@ class UNetGenerator(nn.Module):
         x = self.up[0](skips.pop())  # innermost: no concatenation
         for block in self.up[1:]:
             x = block(torch.cat([skips.pop(), x], dim=1))  # skip from the mirrored encoder level
+        if self.tail is not None:
+            x = self.tail(torch.cat([top, x], dim=1))  # full-resolution skip from the stem
         if self.config.residual:  # input image + learnt correction: (B, out_channels, H, W)
             cout = self.config.out_channels
             base = inp[:, :1].expand(-1, cout, -1, -1) if inp.shape[1] < cout else inp[:, :cout]
@@ -241,3 +261,36 @@ def reference_key_map(config: UNetConfig) -> dict[str, str]:
     out[inner + "3."] = "up.0.1."
     out[inner + "4."] = "up.0.2."
     return out
+
+
+class ExportGenerator(UNetGenerator):
+    """The generator as exported (bioimage.io, ONNX, TorchScript): built from plain JSON keyword arguments.
+
+    Its parameters are those of :class:`UNetGenerator` (same state-dict keys). For inpainting
+    it takes the image and the mask as two inputs and composes the network input itself, as
+    the engine does: holes set to 0, plus a ``mask * 2 - 1`` channel; pixels outside the
+    mask are returned unchanged. This file imports nothing but torch and the standard
+    library, so a bioimage.io package can ship it as its architecture source.
+
+    Parameters
+    ----------
+    inpaint : bool
+        Take ``(image, mask)`` and keep the unmasked pixels.
+    **config
+        :class:`UNetConfig` fields (``in_channels``, ``out_channels``, ``levels``, ``ngf``, ...).
+    """
+
+    def __init__(self, inpaint: bool = False, **config: Any) -> None:
+        super().__init__(UNetConfig(**config))
+        self.inpaint = inpaint
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) network-range image (and (B, 1, H, W) mask, non-zero = fill) to (B, C_out, H, W)."""
+        if not self.inpaint:
+            return super().forward(image)
+        if mask is None:
+            raise ValueError("this inpainting generator takes two inputs: the image and the mask (non-zero = fill)")
+        fill = mask != 0  # (B, 1, H, W)
+        holes = torch.where(fill, torch.zeros_like(image), image)
+        out = super().forward(torch.cat([holes, fill.to(image.dtype) * 2 - 1], dim=1))
+        return torch.where(fill, out, image)  # every pixel outside the mask unchanged

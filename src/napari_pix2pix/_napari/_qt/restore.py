@@ -40,7 +40,7 @@ from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open
 if TYPE_CHECKING:
     import napari
 
-MODEL_FILTER = "Pix2Pix models (*.safetensors);;All files (*)"
+MODEL_FILTER = "Pix2Pix models (*.safetensors *.zip);;All files (*)"
 UI_INTERVAL = 0.2  # seconds between updates of the widget's progress display (repaints cost GUI time)
 PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 
@@ -88,7 +88,12 @@ class RestoreWidget(QWidget):
         self._model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self._model_combo.setMinimumContentsLength(14)
         self._browse_btn = QPushButton("Choose file…")
-        self._browse_btn.setToolTip("Use a .safetensors model file (e.g. one written by the Train widget)")
+        self._browse_btn.setToolTip("Use a .safetensors model file (e.g. one written by the Train widget) or a "
+                                    "bioimage.io package (.zip) exported by napari-pix2pix")
+        self._export_btn = QPushButton("Export…")
+        self._export_btn.setToolTip("Export a model as a bioimage.io package (Fiji/deepImageJ, ilastik, QuPath), "
+                                    "ONNX or TorchScript")
+        self._export_dialog: Any = None
         self._model_note = QLabel()
         self._model_note.setWordWrap(True)
         self._device_combo = device_combo()
@@ -128,6 +133,7 @@ class RestoreWidget(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self._model_combo, 1)
         model_row.addWidget(self._browse_btn)
+        model_row.addWidget(self._export_btn)
         form = QFormLayout()
         form.addRow("Image", self._image_combo)
         if self._mask_combo is not None:
@@ -155,6 +161,7 @@ class RestoreWidget(QWidget):
         self._run_btn.clicked.connect(self._run)
         self._cancel_btn.clicked.connect(self._request_cancel)
         self._browse_btn.clicked.connect(self._browse_model)
+        self._export_btn.clicked.connect(self.open_export)
         self._image_combo.currentIndexChanged.connect(self._update_scope)
         self._uncertainty_check.toggled.connect(self._samples_spin.setEnabled)
         self._model_combo.currentIndexChanged.connect(self._update_model_note)
@@ -234,6 +241,19 @@ class RestoreWidget(QWidget):
         self._status.info(f"Model: {info.name} ({info.task}, {info.preset})")
         return True
 
+    def open_export(self) -> Any:
+        """Open the Export dialog with the chosen model; return it."""
+        from .export import ExportDialog
+
+        info = self._model_combo.currentData()
+        if self._export_dialog is None:
+            self._export_dialog = ExportDialog(info.ref if info is not None else None, parent=self)
+        elif info is not None:
+            self._export_dialog.set_model(info.ref)
+        self._export_dialog.show()
+        self._export_dialog.raise_()
+        return self._export_dialog
+
     # ------------------------------------------------------------------ choices
     def _update_scope(self, *_: Any) -> None:
         layer = self._image_combo.layer()
@@ -253,7 +273,7 @@ class RestoreWidget(QWidget):
                 f"Choose a model: no {self.TASK} model is bundled with this version. Click “Choose file…” "
                 "to pick a .safetensors model file, or train one with Plugins › Pix2Pix › Train."
             )
-        if not info.bundled and not Path(info.ref).is_file():
+        if not info.bundled and not Path(info.ref).exists():
             RECENT.remove(info.ref)
             raise ValueError(f"The model file {info.ref} no longer exists; choose another one.")
         why = self._accepts(info)

@@ -180,6 +180,11 @@ class TrainWidget(QWidget):
         self._stop_btn.setToolTip("Stop after the current step; the model and a checkpoint are saved")
         self._resume_btn = QPushButton("Resume")
         self._resume_btn.setToolTip("Continue from the checkpoint (with the data chosen above)")
+        self._export_btn = QPushButton("Export…")
+        self._export_btn.setToolTip("Export a model (by default the one trained last) as a bioimage.io package, "
+                                    "ONNX or TorchScript")
+        self._export_dialog: Any = None
+        self._last_model: str | None = None  # the model file saved last
         self._progress_bar = QProgressBar()
         self._progress_bar.setRange(0, 1)
         self._progress_bar.setValue(0)
@@ -217,6 +222,7 @@ class TrainWidget(QWidget):
         buttons.addWidget(self._start_btn, 1)
         buttons.addWidget(self._stop_btn)
         buttons.addWidget(self._resume_btn)
+        buttons.addWidget(self._export_btn)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -233,6 +239,7 @@ class TrainWidget(QWidget):
         self._start_btn.clicked.connect(self._start_clicked)
         self._stop_btn.clicked.connect(self._request_stop)
         self._resume_btn.clicked.connect(self._resume_clicked)
+        self._export_btn.clicked.connect(self.open_export)
         self._on_task()
         # closing napari deletes docked widgets without closeEvent: stop (and save) a running training then too
         self.destroyed.connect(lambda *_, stop=self._stop: stop.set())
@@ -573,6 +580,7 @@ class TrainWidget(QWidget):
                 done = f" after {steps} steps" if steps is not None else ""
                 self._status.info(f"Model saved{done} ({status}): {model_path}. It is now listed in the "
                                   "Denoise/Inpaint/Colorize/Translate widgets.")
+                self._last_model = str(model_path.resolve())
                 self.model_saved.emit(str(model_path))
             else:
                 self._status.info("Training stopped before a model was saved.")
@@ -584,6 +592,18 @@ class TrainWidget(QWidget):
         if pbar is not None:
             pbar.close()
         self.done.emit(state)
+
+    def open_export(self) -> Any:
+        """Open the Export dialog, with the model saved last (if any) chosen; return it."""
+        from .export import ExportDialog
+
+        if self._export_dialog is None:
+            self._export_dialog = ExportDialog(None, parent=self)
+        if self._last_model is not None and Path(self._last_model).exists():
+            self._export_dialog.set_model(self._last_model)
+        self._export_dialog.show()
+        self._export_dialog.raise_()
+        return self._export_dialog
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
         """Stop (and save) a running training when the widget closes."""
