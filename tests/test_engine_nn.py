@@ -79,14 +79,16 @@ def test_reference_key_map_covers_every_layer():
     assert ours == set(mapping.values())
 
 
-@pytest.mark.parametrize("cin,cout", [(1, 1), (2, 1), (1, 3), (3, 3)])
-def test_residual_generator_adds_its_input(cin, cout):
-    cfg = UNetConfig(in_channels=cin, out_channels=cout, levels=3, ngf=8, block_convs=2, residual=True)
+@pytest.mark.parametrize("cin,cout,full_res", [(1, 1, 0), (2, 1, 0), (1, 3, 2), (3, 3, 1)])
+def test_residual_generator_adds_its_input(cin, cout, full_res):
+    cfg = UNetConfig(in_channels=cin, out_channels=cout, levels=3, ngf=8, block_convs=2, residual=True,
+                     full_res_convs=full_res)
     g = UNetGenerator(cfg).eval()
     x = torch.randn(2, cin, 32, 40)
     assert g(x).shape == (2, cout, 32, 40)
-    head = g.up[-1][-1]
-    assert isinstance(head, torch.nn.ConvTranspose2d)  # no Tanh: the output is input + correction
+    head = g.tail[-1] if full_res else g.up[-1][-1]
+    assert isinstance(head, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+    # no Tanh: the output is input + correction
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
     expected = x[:, :1].expand(-1, cout, -1, -1) if cin < cout else x[:, :cout]
@@ -100,6 +102,9 @@ def test_block_convs_add_3x3_layers_at_every_level():
     assert not [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     assert len(n3) == 2 * 2 * 3  # 2 per block; 3 encoder + 3 decoder levels (not the innermost / outermost)
     assert UNetConfig(levels=4, block_convs=1).is_paper is False and UNetConfig().is_paper
+    full = UNetGenerator(UNetConfig(levels=4, ngf=8, full_res_convs=2))
+    assert full.stem is not None and full.tail is not None and plain.stem is None and plain.tail is None
+    assert not UNetConfig(full_res_convs=1).is_paper
 
 
 def test_bad_residual_config_is_named():
@@ -112,7 +117,8 @@ def test_bad_residual_config_is_named():
 def test_batchnorm_folding_keeps_the_function_with_block_convs():
     from napari_pix2pix.engine.device import inference_copy
 
-    g = UNetGenerator(UNetConfig(in_channels=2, out_channels=1, levels=4, ngf=8, block_convs=1, residual=True))
+    g = UNetGenerator(UNetConfig(in_channels=2, out_channels=1, levels=4, ngf=8, block_convs=1, residual=True,
+                                 full_res_convs=2))
     g.train()
     for _ in range(3):  # non-trivial running statistics
         g(torch.randn(4, 2, 32, 32))

@@ -44,6 +44,7 @@ def test_denoise_end_to_end_metadata_and_rerun_in_place(make_napari_viewer, qtbo
     src = viewer.add_image(_image(), name="noisy", scale=(0.5, 2.0), translate=(10, -5))
     before = src.data.copy()
     w = _dock(viewer, DenoiseWidget, tiny_model_files["denoise"])
+    assert w._tile_spin.text() == "auto"  # the default: the largest tile within the memory budget
     w._tile_spin.setValue(64)
     assert _run(qtbot, w) == "finished", w._status.text()
     out = viewer.layers["noisy denoised"]
@@ -61,7 +62,10 @@ def test_denoise_end_to_end_metadata_and_rerun_in_place(make_napari_viewer, qtbo
     assert w._run_btn.isEnabled() and not w._cancel_btn.isEnabled()
 
 
-def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tiny_model_files):
+def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tiny_model_files, monkeypatch):
+    from napari_pix2pix._napari import models
+
+    monkeypatch.setattr(models, "bundled_paths", lambda: {})  # as in a build without pretrained models
     viewer = make_napari_viewer()
     viewer.add_image(_image(), name="x")
     w = _dock(viewer, DenoiseWidget)

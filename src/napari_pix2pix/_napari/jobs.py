@@ -121,7 +121,7 @@ def load_model_cached(ref: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixMode
 class PredictSettings:
     """How to run a prediction (see :meth:`Pix2PixModel.predict`)."""
 
-    tile_size: int = 512
+    tile_size: int | str | None = "auto"  # pixels, "auto" (largest within ~512 MB of activations) or None
     device: str = "auto"
     channel_axis: int | None = None
     overlap: int = 64

@@ -98,11 +98,13 @@ class RestoreWidget(QWidget):
         self._model_note.setWordWrap(True)
         self._device_combo = device_combo()
         self._tile_spin = QSpinBox()
-        self._tile_spin.setRange(32, 8192)
+        self._tile_spin.setRange(0, 8192)
         self._tile_spin.setSingleStep(64)
-        self._tile_spin.setValue(512)
+        self._tile_spin.setSpecialValueText("auto")  # shown for 0: the largest tile within ~512 MB
+        self._tile_spin.setValue(0)
         self._tile_spin.setSuffix(" px")
-        self._tile_spin.setToolTip("Largest tile processed at once: smaller tiles use less memory")
+        self._tile_spin.setToolTip("Largest tile processed at once: smaller tiles use less memory; 'auto' picks "
+                                   "the largest whose activations fit in about 512 MB")
         self._scope_combo = QComboBox()
         self._scope_combo.addItem("Whole stack", "stack")
         self._scope_combo.addItem("Current plane only", "plane")
@@ -279,8 +281,8 @@ class RestoreWidget(QWidget):
         why = self._accepts(info)
         if why:
             raise ValueError(why)
-        tile = self._tile_spin.value()
-        if tile < info.multiple:
+        tile: int | str = self._tile_spin.value() or "auto"
+        if isinstance(tile, int) and tile < info.multiple:
             raise ValueError(f"Tile size {tile} px is smaller than this model's size multiple {info.multiple}; "
                              f"use at least {info.multiple}.")
         device = self._device_combo.currentData()
