@@ -1,9 +1,10 @@
 """``napari-pix2pix demo``: napari with a sample and the widgets, or the same pipeline headless.
 
-With a display it opens napari with the denoise sample, the Train and Denoise widgets
-docked and ready. Without one (or with ``headless=True``) it trains a tiny denoiser on
-the sample's clean image (synthesized noisy/clean pairs) unless a denoiser is bundled,
-restores the noisy sample, and writes a comparison figure and the metrics.
+With a display it opens napari with the denoise sample, the Denoise widget (with the
+bundled denoiser, in front) and the Train widget docked and ready. Without one (or with
+``headless=True``) it restores the noisy sample with the bundled denoiser (or, if none is
+bundled, a tiny one trained on the sample's clean image) and writes a comparison figure
+and the metrics.
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def run_demo(headless: bool = False, out: str | os.PathLike[str] = "pix2pix-demo
 def _gui() -> int:
     import napari
 
+    from .engine.registry import default_model_name
+
+    bundled = default_model_name("denoise") is not None
     viewer = napari.Viewer(title="napari-pix2pix demo")
     viewer.open_sample("napari-pix2pix", "denoise")
-    viewer.window.add_plugin_dock_widget("napari-pix2pix", "Denoise")
-    _, train = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Train", tabify=True)  # tab in front
+    if not bundled:
+        viewer.window.add_plugin_dock_widget("napari-pix2pix", "Denoise")
+    _, train = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Train", tabify=not bundled)
     train._task_combo.setCurrentIndex(train._task_combo.findData("denoise"))
     train._source_combo.setCurrentIndex(train._source_combo.findData("layers"))
     train._input_combo.set_layer("noisy")
@@ -63,6 +68,11 @@ def _gui() -> int:
     train._config_overrides = {"ndf": 32}  # a lighter discriminator: faster on a CPU
     train._status.info("Press Start to train a small denoiser on the sample (one or two minutes on a laptop CPU); "
                        "it then appears in the Denoise tab: choose it there and press Run denoise.")
+    if bundled:  # the bundled denoiser in front, ready to run; training one's own in the next tab
+        _, denoise = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Denoise", tabify=True)
+        denoise._image_combo.set_layer("noisy")
+        denoise._status.info("Press Run denoise to restore the noisy sample with the bundled denoiser; "
+                             "the Train tab trains your own.")
     napari.run()
     return 0
 
