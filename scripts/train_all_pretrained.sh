@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the three bundled models one after the other (resumable: rerun to continue).
-# Steps were chosen to fit ~3 hours of a 2-core CPU; logs go to runs/pretrained/<task>/train.log
+# Steps were chosen to fit ~3.5 hours of a 2-core CPU; logs go to runs/pretrained/<task>/train.log
 # and, for finished models, scripts/pretrained_logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +11,5 @@ run() {  # task steps
   "$PY" scripts/train_pretrained.py "$1" --steps "$2" $resume
 }
 run denoise "${DENOISE_STEPS:-16000}"
-run inpaint "${INPAINT_STEPS:-10000}"
-run colorize "${COLORIZE_STEPS:-8000}"
+run inpaint "${INPAINT_STEPS:-8000}"
+run colorize "${COLORIZE_STEPS:-6000}"

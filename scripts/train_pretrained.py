@@ -141,6 +141,14 @@ def main() -> int:
         source["channel_axis"] = -1
     kwargs = dict(model_path=run / "model.safetensors", **source)
     ckpt = run / "model.checkpoints" / "checkpoint.safetensors"
+    installed = ROOT / "src" / "napari_pix2pix" / "models" / f"{args.task}.safetensors"
+    if args.resume and ckpt.exists() and installed.exists():
+        from napari_pix2pix.engine.training import load_checkpoint
+
+        meta = load_checkpoint(ckpt)[1]
+        if meta.get("status") == "finished" and int(meta["step"]) >= args.steps:
+            print(f"{args.task}: already trained ({meta['step']} steps) and installed; nothing to do")
+            return 0
     if args.resume and ckpt.exists():
         kwargs["resume"] = ckpt
         kwargs["steps"] = args.steps
