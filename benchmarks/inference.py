@@ -41,7 +41,8 @@ def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 base = rss()
 out = m.predict(img, tile_size=tile)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: the peak RSS of this process image (ru_maxrss would carry over the parent's RSS from fork)
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(base, peak, out.shape)
 """
 
