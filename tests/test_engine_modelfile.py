@@ -46,6 +46,19 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "getuid"), reason="POSIX file modes")
+def test_saved_files_get_normal_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tiny_model().save(tmp_path / "m.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
+    os.chmod(path, 0o640)
+    tiny_model(seed=1).save(path)
+    assert path.stat().st_mode & 0o777 == 0o640  # replacing a file keeps its mode
+
+
 class _Evil:
     def __reduce__(self):
         return (exec, ("open(__import__('os').environ['P2P_PWNED'], 'w').write('x')",))

@@ -35,14 +35,14 @@ def _need(task):
 def test_every_task_has_a_bundled_model_with_a_card(task):
     _need(task)
     models = p2p.list_models()
-    for task in [task]:
-        assert models[task]["task"] == task
-        path = Path(models[task]["path"])
-        assert path.stat().st_size <= 15e6
-        model = p2p.load_model(task)
-        for key in ("summary", "data", "licence", "recipe", "quality", "limits"):
-            assert model.card.get(key), f"{task} model card lacks {key!r}"
-        assert model.training["status"] == "finished"
+    assert models[task]["task"] == task
+    path = Path(models[task]["path"])
+    assert path.stat().st_size <= 15e6
+    model = p2p.load_model(task)
+    for key in ("summary", "data", "provenance", "licence", "recipe", "quality", "limits"):
+        assert model.card.get(key), f"{task} model card lacks {key!r}"
+    assert model.training["status"] == "finished"
+    assert (Path(__file__).resolve().parents[1] / model.card["card"]).is_file()
 
 
 def test_denoise_beats_the_noisy_input():
