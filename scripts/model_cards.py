@@ -121,10 +121,11 @@ result = {call}          # or: Plugins ▸ Pix2Pix ▸ {task.capitalize()} in na
 ## Network
 
 U-Net generator (`napari_pix2pix.nn.UNetGenerator`): {c.levels} levels of 4×4 stride-2 convolutions with skip
-connections (widths {c.widths()}), {c.block_convs} extra 3×3 convolutions per level, batch norm (running
-statistics at inference, folded into the convolutions), {"residual output (input + learnt correction)" if c.residual
-else "Tanh output"}; {n_params / 1e6:.2f} M parameters, stored in float16 ({size_mb:.1f} MB). Inputs are normalized
-by the 0.5/99.9 percentiles of each whole plane; outputs return to the input's intensity scale and dtype.
+connections (widths {c.widths()}), {c.block_convs} extra 3×3 convolutions per level, a full-resolution stem and
+tail of {c.full_res_convs} 3×3 convolutions each (joined by a skip), batch norm (running statistics at inference,
+folded into the convolutions), {"residual output (input + learnt correction)" if c.residual else "Tanh output"};
+{n_params / 1e6:.2f} M parameters, stored in float16 ({size_mb:.1f} MB). Inputs are normalized by the 0.5/99.9
+percentiles of each whole plane; outputs return to the input's intensity scale and dtype.
 
 ## Training data
 
@@ -150,7 +151,8 @@ The weights are released under the package's BSD-3-Clause licence.
 {cfg.get("grad_clip")}. Full configuration: the `training.config` entry of the model file's metadata
 (`napari-pix2pix models src/napari_pix2pix/models/{task}.safetensors`).
 
-Steps done: {tr.get("steps_done")} ({tr.get("status")}); last validation (held-out images, synthesized pairs):
+Steps done: {tr.get("steps_done")} ({tr.get("status")}; the final model is shipped); last validation (held-out
+images, synthesized pairs):
 PSNR {last.get("val_psnr", float("nan")):.2f} dB (input {last.get("val_psnr_input") or float("nan"):.2f} dB), SSIM
 {last.get("val_ssim", float("nan")):.3f}. Log: `scripts/pretrained_logs/{task}.log`, history:
 `scripts/pretrained_logs/{task}.history.json`.

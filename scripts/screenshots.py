@@ -4,8 +4,10 @@ Needs a display; on a server run it under Xvfb::
 
     xvfb-run -a python scripts/screenshots.py
 
-Small models are trained first (on the samples' reference images, a few minutes on a CPU)
-and cached in ``~/.cache/napari-pix2pix/screenshots`` so that later runs are quick.
+Denoise, Inpaint and Colorize use the bundled models (the samples were not in their training
+data). For Translate, and for any task without a bundled model, a small model is trained first
+on the sample's reference image (a few minutes on a CPU; it flatters the result) and cached in
+``~/.cache/napari-pix2pix/screenshots`` so that later runs are quick.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ MAX_BYTES = 300_000
 RECIPE = {"preset": "unet_tiny", "patch_size": 64, "batch_size": 8, "lr": 1e-3, "ndf": 32, "val_fraction": 0.0}
 
 
-def train_models(cache: Path, steps: int) -> dict[str, Path]:
-    """Train (or reuse) one model per task on the samples' reference images."""
+def train_models(cache: Path, steps: int) -> dict[str, Path | None]:
+    """Train (or reuse) a model for each task that has no bundled one (None: use the bundled model)."""
     from napari_pix2pix._napari.sample_data import SAMPLES
+    from napari_pix2pix.engine.registry import bundled_paths
     from napari_pix2pix.engine.training import describe, train
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -41,8 +44,11 @@ def train_models(cache: Path, steps: int) -> dict[str, Path]:
         "colorize": {"clean": layers["colorize"]["colour reference"], "channel_axis": -1},
         "translate": {"input": layers["translate"]["widefield"], "target": layers["translate"]["sharp target"]},
     }
-    paths = {}
+    paths: dict[str, Path | None] = {}
     for task, source in sources.items():
+        if task in bundled_paths():
+            paths[task] = None
+            continue
         path = cache / f"{task}-{steps}.safetensors"
         if not path.is_file():
             print(f"training a {task} model ({steps} steps)...", flush=True)
@@ -120,13 +126,15 @@ def grid(viewer: object, names: list[str]) -> None:
     viewer.reset_view()  # type: ignore[attr-defined]
 
 
-def restore_shot(viewer: object, models: dict[str, Path], task: str, sample: str, widget: str,
-                 image: str, reference: str, suffix: str, mask: str | None = None) -> None:
+def restore_shot(viewer: object, models: dict[str, Path | None], task: str, sample: str, widget: str,
+                 image: str, reference: str, suffix: str, mask: str | None = None) -> object:
     w = fresh(viewer, sample, widget)
     w._image_combo.set_layer(image)  # type: ignore[attr-defined]
     if mask is not None:
         w._mask_combo.set_layer(mask)  # type: ignore[attr-defined]
-    assert w.use_model_file(models[task]), w._status.text()  # type: ignore[attr-defined]
+    model = models[task]
+    if model is not None:  # otherwise the bundled model, selected by default
+        assert w.use_model_file(model), w._status.text()  # type: ignore[attr-defined]
     w._run_btn.click()  # type: ignore[attr-defined]
     wait(w)
     out = f"{image} {suffix}"
@@ -134,6 +142,23 @@ def restore_shot(viewer: object, models: dict[str, Path], task: str, sample: str
     grid(viewer, [image, out, reference])
     viewer.layers.selection.active = viewer.layers[out]  # type: ignore[attr-defined]
     shot(viewer, task)
+    return w
+
+
+def export_shot(widget: object) -> None:
+    """The Export dialog opened from a restoration widget's model chooser."""
+    from qtpy.QtWidgets import QApplication, QPushButton
+
+    from napari_pix2pix._napari._qt.export import ExportDialog
+
+    button = next(b for b in widget.findChildren(QPushButton) if "Export" in b.text())  # type: ignore[attr-defined]
+    button.click()
+    settle(1.0)
+    dialog = next(w for w in QApplication.topLevelWidgets() if isinstance(w, ExportDialog) and w.isVisible())
+    path = OUT / "export.png"
+    dialog.grab().save(str(path))
+    dialog.close()
+    print(f"wrote {path}")
 
 
 def train_shot(viewer: object, at_step: int, steps: int) -> None:
@@ -177,7 +202,8 @@ def main() -> None:
     viewer = napari.Viewer(title="napari-pix2pix")
     viewer.window.resize(*SIZE)
     settle(1.0)
-    restore_shot(viewer, models, "denoise", "denoise", "Denoise", "noisy", "clean reference", "denoised")
+    w = restore_shot(viewer, models, "denoise", "denoise", "Denoise", "noisy", "clean reference", "denoised")
+    export_shot(w)
     restore_shot(viewer, models, "inpaint", "inpaint", "Inpaint", "damaged", "intact reference", "inpainted",
                  mask="damage mask")
     restore_shot(viewer, models, "colorize", "colorize", "Colorize", "grayscale", "colour reference", "colorized")
