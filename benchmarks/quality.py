@@ -98,7 +98,8 @@ def classical_denoisers(noisy: np.ndarray, clean: np.ndarray, sigma: float, pois
 
 
 CACHE_FILE = Path("/tmp/p2p-quality-classical-cache.json")
-CACHE: dict = json.loads(CACHE_FILE.read_text()) if CACHE_FILE.exists() else {}
+CACHE: dict = {}  # read in main()
+CLASSICAL_VERSION = 1  # bump when the classical methods or their parameter grids change
 MODELS = {"denoise": "denoise", "inpaint": "inpaint", "colorize": "colorize"}  # bundled names, or --model files
 
 
@@ -119,7 +120,7 @@ def run_denoise(images: dict[str, np.ndarray]) -> list[dict]:
             ours = model.predict(noisy)
             t_ours = time.perf_counter() - t
             r = {"image": name, "noise": noise, "ours_s": t_ours}
-            key = f"{name}|{noise}|{clean.shape}"
+            key = f"{name}|{noise}|{clean.shape}|{SIGMA:.6f}|{PHOTONS}|{READ}|v{CLASSICAL_VERSION}"
             if key not in CACHE:  # the classical results depend only on the (seeded) data
                 scores = {}
                 for m, x in {"noisy": noisy, **classical_denoisers(noisy, clean, sigma, noise == "poisson")}.items():
@@ -297,6 +298,8 @@ def main() -> int:
                     help="evaluate a model file instead of the bundled one")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (quick check)")
     args = ap.parse_args()
+    if CACHE_FILE.exists():
+        CACHE.update(json.loads(CACHE_FILE.read_text()))
     for spec in args.model:
         task, path = spec.split("=", 1)
         MODELS[task] = path

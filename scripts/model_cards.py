@@ -25,13 +25,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import train_pretrained as tp  # noqa: E402
 
-SUMMARIES = {
-    "denoise": "Noise-level blind denoiser for grayscale images with Gaussian or Poisson-Gaussian (photon-limited) "
-               "noise; applied per channel to multi-channel images.",
-    "inpaint": "Fills masked regions (scratches, blobs, boxes, dead pixels) of grayscale images; applied per channel "
-               "to RGB and multi-channel images. Pixels outside the mask are returned unchanged.",
-    "colorize": "Grayscale to RGB for H&E-like histology and natural/aerial photographs.",
-}
 LIMITS = {
     "denoise": "Trained on synthetic noise (Gaussian sigma 0-60/255, Poisson-Gaussian 3-200 photons at full scale "
                "with read noise 0-0.04), independent per pixel: it does not remove structured noise (stripes, "
@@ -111,7 +104,7 @@ def card_markdown(task: str, model: p2p.Pix2PixModel, quality_md: str, size_mb: 
             f"the paper's: vanilla GAN with a 70×70 PatchGAN (ndf {cfg.get('ndf')}) + {cfg.get('lambda_l1')}·L1")
     return f"""# Bundled model `{task}`
 
-{SUMMARIES[task]}
+{tp.CARDS[task]}
 
 ```python
 import napari_pix2pix as p2p
@@ -178,7 +171,7 @@ def main() -> int:
         line, section = _quality(task)
         model.card = {
             **model.card,
-            "summary": SUMMARIES[task],
+            "summary": tp.CARDS[task],
             "data": model.card.get("data", ""),
             "provenance": _provenance(task),
             "licence": "training images: public domain / CC0 / no known copyright restrictions / scikit-image's "

@@ -12,4 +12,4 @@ run() {  # task steps
 }
 run denoise "${DENOISE_STEPS:-16000}"
 run inpaint "${INPAINT_STEPS:-8000}"
-run colorize "${COLORIZE_STEPS:-6000}"
+run colorize "${COLORIZE_STEPS:-4500}"

@@ -60,10 +60,7 @@ RGB_SOURCES = ["immunohistochemistry", "astronaut", "coffee", "chelsea", "retina
 
 
 def _load(name: str) -> np.ndarray:
-    im = getattr(data, name)()
-    if name == "stereo_motorcycle":
-        im = im[0]
-    return np.asarray(im)
+    return np.asarray(getattr(data, name)())
 
 
 N_PHANTOMS = 48  # procedural fluorescence-like images (nuclei, filaments, membranes mixed)
@@ -115,12 +112,12 @@ RECIPES = {
     "colorize": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, ndf=32, lr=5e-4,
                      gan_weight=1.0, lambda_l1=100.0, grad_clip=1.0),
 }
-CARDS = {
-    "denoise": "Noise-level blind denoiser for grayscale images with Gaussian and Poisson-Gaussian noise; "
-               "applied per channel to multi-channel images.",
-    "inpaint": "Fills masked regions (scratches, blobs, boxes, dead pixels) of grayscale images; applied per "
-               "channel to RGB images.",
-    "colorize": "Grayscale to RGB for H&E-like histology and natural photographs.",
+CARDS = {  # one-line summaries: the model cards' first line (scripts/model_cards.py)
+    "denoise": "Noise-level blind denoiser for grayscale images with Gaussian or Poisson-Gaussian (photon-limited) "
+               "noise; applied per channel to multi-channel images.",
+    "inpaint": "Fills masked regions (scratches, blobs, boxes, dead pixels) of grayscale images; applied per channel "
+               "to RGB and multi-channel images. Pixels outside the mask are returned unchanged.",
+    "colorize": "Grayscale to RGB for H&E-like histology and natural/aerial photographs.",
 }
 
 

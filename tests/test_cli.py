@@ -56,6 +56,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert rc == 2 and "not paired by file name" in err and "x.tif" in err and "Traceback" not in err
     rc = main(["predict", str(tmp_path / "nope.safetensors"), str(tmp_path / "a"), "-o", str(tmp_path / "o")])
     assert rc == 2 and "no model named" in capsys.readouterr().err
+    model = tiny_model("denoise").save(tmp_path / "m.safetensors")
+    rc = main(["export", str(model), str(tmp_path / "a" / "x.tif" / "m.pt")])  # the "folder" is a file
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and "Traceback" not in err
 
 
 def test_cli_models_and_info(tmp_path, capsys):

@@ -180,3 +180,9 @@ def test_half_precision_file_is_smaller_and_predicts_the_same(tmp_path):
     im = smooth_image((64, 80))
     a, b = m.predict(im, precision="fp32"), m2.predict(im, precision="fp32")
     assert np.abs(a - b).max() < 2e-3 * np.ptp(a)
+    # a value float16 cannot hold is refused, not silently stored as inf
+    with torch.no_grad():
+        next(b for n, b in m.generator.named_buffers() if n.endswith("running_var")).fill_(1e6)
+    with pytest.raises(ModelFileError, match="float16.*half=False"):
+        m.save(tmp_path / "overflow.safetensors", half=True)
+    assert not (tmp_path / "overflow.safetensors").exists()

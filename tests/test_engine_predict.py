@@ -216,12 +216,19 @@ def test_auto_tile_size_fits_the_activation_budget():
     assert auto_tile_size(cfg, 2) > auto_tile_size(cfg, 4)  # bf16 activations are half the size
 
 
-def test_auto_tile_size_is_the_default_and_bad_values_are_named():
+def test_auto_tile_size_is_the_default_and_bad_values_are_named(monkeypatch):
+    from napari_pix2pix.engine import predict as predict_mod
+
     m = tiny_model()
     im = smooth_image((200, 180))
-    from napari_pix2pix.engine.predict import auto_tile_size
+    monkeypatch.setattr(predict_mod, "MAX_AUTO_TILE", 64)  # auto tiles smaller than the image
 
-    t = auto_tile_size(m.config, 4)
-    np.testing.assert_array_equal(m.predict(im, precision="fp32"), m.predict(im, tile_size=t, precision="fp32"))
+    def tiles(**kw):
+        seen: list[Progress] = []
+        m.predict(im, precision="fp32", progress=seen.append, **kw)
+        return seen[-1].total
+
+    assert tiles() == tiles(tile_size="auto") == tiles(tile_size=64) > 4 and tiles(tile_size=None) == 1
+    np.testing.assert_array_equal(m.predict(im, precision="fp32"), m.predict(im, tile_size=64, precision="fp32"))
     with pytest.raises(ValueError, match="tile_size must be"):
         m.predict(im, tile_size="big")

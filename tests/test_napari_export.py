@@ -18,7 +18,7 @@ TIMEOUT = 120_000
 
 
 def _export(qtbot, dialog) -> str:
-    with qtbot.waitSignal(dialog.done, timeout=TIMEOUT) as blocker:
+    with qtbot.waitSignal(dialog.export_finished, timeout=TIMEOUT) as blocker:
         dialog._export_btn.click()
     return blocker.args[0]
 
@@ -73,3 +73,5 @@ def test_export_from_train_widget_uses_the_last_trained_model(make_napari_viewer
     dialog.set_destination(tmp_path / "colorize.pt")
     assert _export(qtbot, dialog) == "finished", dialog._status.text()
     assert (tmp_path / "colorize.pt").is_file() and dialog.report.max_abs_diff["torchscript"] < 1e-4
+    dialog.reject()  # Esc / the title-bar close: QDialog.done must still be Qt's
+    assert not dialog.isVisible()

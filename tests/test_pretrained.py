@@ -1,7 +1,9 @@
 """The bundled generators: shipped in the wheel, load offline, and beat trivial baselines.
 
 The images here are phantoms drawn with seeds the training script never uses (it uses
-1000-1047 for fluorescence and 2000-2023 for histology), so none was seen in training.
+1000-1047 for fluorescence, 2000-2023 for histology and 3000-3023 for landscapes), so none
+was seen in training; but they come from the same generators, so these are in-distribution
+checks. Real, held-out images are measured by ``benchmarks/quality.py``.
 """
 
 import subprocess

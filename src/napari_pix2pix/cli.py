@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, LookupError, RuntimeError, ImportError) as e:
+    except (ValueError, TypeError, OSError, LookupError, RuntimeError, ImportError) as e:
         print(f"napari-pix2pix {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,6 +345,9 @@ def export_bioimageio(
     if image is None:
         image, mask = test_image(model)
     image = np.asarray(image, np.float32)
+    if not np.isfinite(image).all():
+        raise ValueError("the test image contains NaN or infinite values: give a finite image "
+                         "(the package's test tensors are computed from it)")
     if image.ndim == 2:
         image = image[None]
     c = model.task.image_channels(cfg.in_channels)
@@ -366,6 +370,7 @@ def export_bioimageio(
 
     ids = {"image": "image", "mask": "mask", "output": OUTPUT_IDS[model.task.name]}
     net = export_network(model)
+    rf = receptive_field(cfg)
     norm = model.normalization
     gain, offset = output_affine(model)
     x = package_preprocess(model, image)[None]
@@ -383,8 +388,8 @@ def export_bioimageio(
         torch.save(dict(state), buf)
         (tmp / "pytorch_state_dict.pt").write_bytes(buf.getvalue())
         shutil.copyfile(unet_module.__file__, tmp / "unet.py")
-        write_torchscript(model, tmp / "torchscript.pt")
-        write_onnx(model, tmp / "model.onnx")
+        write_torchscript(model, tmp / "torchscript.pt", net=net)
+        write_onnx(model, tmp / "model.onnx", net=net)
         np.save(tmp / "test_input_image.npy", image[None])
         if mask is not None:
             np.save(tmp / "test_input_mask.npy", mask.astype(np.float32)[None, None])
@@ -397,7 +402,7 @@ def export_bioimageio(
             tifffile.imwrite(tmp / "sample_input_mask.tif", mask.astype(np.float32)[None, None])
         _cover(model, image, test_out[0], tmp / "cover.png")
         (tmp / "README.md").write_text(
-            _documentation(model, multiple=multiple, halo_px=halo_px, rf=receptive_field(cfg), ids=ids))
+            _documentation(model, multiple=multiple, halo_px=halo_px, rf=rf, ids=ids))
 
         def space_in(axis: str) -> Any:
             return SpaceInputAxis(id=AxisId(axis), size=ParameterizedSize(min=2 * multiple, step=multiple))
@@ -483,7 +488,7 @@ def export_bioimageio(
                     architecture_type="U-Net (Pix2Pix generator)",
                     architecture_description=(
                         f"{cfg.levels} levels of 4x4 stride-2 convolutions, width {cfg.ngf}; size multiple "
-                        f"{multiple}; theoretical receptive field {receptive_field(cfg)} px"),
+                        f"{multiple}; theoretical receptive field {rf} px"),
                     model_parameter_count=sum(p.numel() for p in net.parameters()),
                     training=TrainingDetails(
                         training_batch_size=tcfg.get("batch_size"), initial_learning_rate=tcfg.get("lr"),
@@ -492,10 +497,10 @@ def export_bioimageio(
                     ),
                 ),
                 **{CONFIG_KEY: _json_safe({**model.metadata, "size_multiple": multiple,
-                                           "receptive_field": receptive_field(cfg), "halo": halo_px})},
+                                           "receptive_field": rf, "halo": halo_px})},
             ),
         )
-        out_tmp = path.parent / f".{path.name}.{os.getpid()}.tmp.zip"
+        out_tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp.zip"  # unique: concurrent exports
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             save_bioimageio_package(descr, output_path=out_tmp)
@@ -706,8 +711,8 @@ def read_package(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
         weights_src = rdf["weights"]["pytorch_state_dict"].get("source")
         if not isinstance(weights_src, str):
             raise ModelFileError(f"{path.name}: pytorch_state_dict weights have no source")
-        checked = set()
-        for where, src, sha in _file_entries(rdf):
+        weights: bytes | None = None
+        for where, src, sha in _file_entries(rdf):  # every file, not only the weights: other tools run them
             if sha is None:
                 continue
             data = pkg.read(src)
@@ -715,12 +720,13 @@ def read_package(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
                 raise ModelFileError(
                     f"{path.name}: {src} ({where}) does not match its sha256 in {pkg.rdf_name}: the package was "
                     "modified or corrupted after it was written; refusing to load it")
-            checked.add(src)
-        if weights_src not in checked:
+            if src == weights_src:
+                weights = data
+        if weights is None:
             raise ModelFileError(f"{path.name}: the pytorch_state_dict weights have no sha256 in {pkg.rdf_name}; "
                                  "re-save the package with bioimageio.spec so that they can be verified")
         try:
-            state = torch.load(io.BytesIO(pkg.read(weights_src)), map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling refusal or corruption
             raise ModelFileError(f"{path.name}: {weights_src} is not a weights-only state dict ({e})") from e
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

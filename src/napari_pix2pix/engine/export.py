@@ -132,9 +132,12 @@ def metadata_json(model: Pix2PixModel) -> str:
 
 
 # ---------------------------------------------------------------------- writers
-def write_torchscript(model: Pix2PixModel, path: str | os.PathLike[str]) -> Path:
-    """Write the network as TorchScript (traced; any batch size, any multiple of the size multiple)."""
-    net = export_network(model)
+def write_torchscript(model: Pix2PixModel, path: str | os.PathLike[str], net: ExportGenerator | None = None) -> Path:
+    """Write the network as TorchScript (traced; any batch size, any multiple of the size multiple).
+
+    `net`: the model's :func:`export_network`, when the caller has built it already.
+    """
+    net = net or export_network(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about constant channel counts
         traced = torch.jit.trace(net, example_inputs(model), check_trace=False)
@@ -143,14 +146,15 @@ def write_torchscript(model: Pix2PixModel, path: str | os.PathLike[str]) -> Path
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def write_onnx(model: Pix2PixModel, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:
+def write_onnx(model: Pix2PixModel, path: str | os.PathLike[str], opset: int = ONNX_OPSET,
+               net: ExportGenerator | None = None) -> Path:
     """Write the network as ONNX with dynamic batch, height and width (needs the ``onnx`` package).
 
     Uses PyTorch's TorchScript-based exporter (``dynamo=False``): the dynamo exporter needs
     the extra package onnxscript and gave no benefit for this convolutional network.
     """
     onnx = require("onnx", "ONNX export")
-    net = export_network(model)
+    net = net or export_network(model)
     inputs = example_inputs(model)
     names = ["image", "mask"][: len(inputs)]
     dynamic = {n: {0: "batch", 2: "y", 3: "x"} for n in [*names, "output"]}

@@ -136,6 +136,12 @@ class Pix2PixModel:
         state = {k: v for k, v in self.generator.state_dict().items()}
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise ModelFileError(
+                    f"cannot store this model in float16: {', '.join(bad[:3])} overflow(s) float16's "
+                    "range (|x| > 65504); save it with half=False"
+                )
         return write_model_file(path, state, self.metadata)
 
     @classmethod
@@ -242,7 +248,8 @@ class Pix2PixModel:
         with self._lock:
             net = self._runners.get(key)
             if net is None:
-                self._runners.clear()
+                while len(self._runners) >= 2:  # keep the last two (e.g. the widgets' bf16 and an export check's fp32)
+                    self._runners.pop(next(iter(self._runners)))
                 net = inference_copy(self.generator, dev, dtype, keep_dropout=mc_dropout)
                 self._runners[key] = net
         autocast = dev.type == "cuda" and dtype != torch.float32
@@ -311,7 +318,7 @@ class Pix2PixModel:
             size multiple (256 px for ``unet_256``), which costs extra compute: larger tiles
             cost less (see benchmarks/). "auto": the largest tile (up to 2048) whose
             activations fit in ~512 MB at the compute precision (``unet_256``: 1536 in bf16,
-            1024 in fp32; the bundled models: 2048).
+            1024 in fp32; the bundled models: 1408 in bf16, 992 in fp32).
         overlap : int
             Smallest overlap between neighbouring tiles, blended smoothly.
         batch_size : int, optional

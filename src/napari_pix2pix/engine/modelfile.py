@@ -7,6 +7,7 @@ bytes; a file whose content no longer matches it is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,8 +36,9 @@ def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
     return h.hexdigest()
 
 
+@functools.cache
 def _umask() -> int:
-    """The process's umask (from /proc where it can be read without changing it)."""
+    """The process's umask, read once (from /proc where it can be read without changing it)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -268,7 +268,7 @@ def predict_iter(
     multiple = cfg.multiple
     itemsize = resolve_precision(precision, resolve_device(device)).itemsize
     if tile_size == "auto":
-        tile_size = auto_tile_size(cfg, itemsize)
+        tile_size = auto_tile_size(cfg, itemsize, ACTIVATION_BUDGET, MAX_AUTO_TILE)
     elif tile_size is not None and not isinstance(tile_size, (int, np.integer)):
         raise ValueError(f"tile_size must be a number of pixels, 'auto' or None, got {tile_size!r}")
     size_limit = tile_size if tile_size is not None else 10**9

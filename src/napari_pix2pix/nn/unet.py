@@ -30,7 +30,8 @@ class UNetConfig:
     dropout: float = 0.5  # dropout probability in the innermost decoder blocks (0 disables)
     dropout_blocks: int | None = None  # decoder blocks with dropout; None = paper (levels - 5)
     block_convs: int = 0  # extra 3x3 conv + norm layers at every level, down and up; 0 = paper
-    residual: bool = False  # output = input image + correction (no Tanh); 0/False = paper
+    residual: bool = False  # output = input image + correction (no Tanh); 0/False = paper. The input's
+    # first out_channels channels are the base (or its one channel, repeated, when in_channels is 1)
     full_res_convs: int = 0  # 3x3 conv + norm layers at full resolution before the first halving and after
     # the last doubling (a stem and a tail joined by a skip); 0 = paper
 

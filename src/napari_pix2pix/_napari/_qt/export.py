@@ -65,7 +65,7 @@ class ExportDialog(QDialog):
         The widget that opened it.
     """
 
-    done = Signal(str)  # "finished" or "failed"
+    export_finished = Signal(str)  # "finished" or "failed" (not `done`: that is QDialog.done)
 
     def __init__(self, model_ref: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -264,7 +264,7 @@ class ExportDialog(QDialog):
             self._progress_bar.setValue(0)
             error = outcome.get("error", "stopped")
             self._status.error(f"Export failed: {error}", notify=False)  # napari notifies worker errors
-            self.done.emit("failed")
+            self.export_finished.emit("failed")
             return
         self.report = report = outcome["report"]
         self._progress_bar.setValue(1)
@@ -278,4 +278,4 @@ class ExportDialog(QDialog):
             show_info(text)
         except Exception:  # noqa: BLE001 - a notification is a nicety
             pass
-        self.done.emit("finished")
+        self.export_finished.emit("finished")
