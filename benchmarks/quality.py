@@ -229,7 +229,10 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 def markdown(res: dict) -> str:
-    out = [f"# Quality of the bundled models\n\n{res['machine']}\n"]
+    out = ["# Quality of the bundled models\n"]
+    for t in ("denoise", "inpaint", "colorize", "speed"):
+        if t in res:
+            out.append(f"- {t}: {res.get('machine_' + t, res.get('machine', ''))}")
     if "denoise" in res:
         rows = res["denoise"]
         meth = ["noisy", "tv", "wavelet", "nl_means", "bm3d", "bm3d_gat", "ours"]
@@ -325,6 +328,7 @@ def main() -> int:
                "colorize": lambda: run_colorize(images), "speed": run_speed}
     for t in args.tasks:
         res[t] = runners[t]()
+        res["machine_" + t] = res["machine"]  # runs of different tasks may differ (threads, date)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}

@@ -32,11 +32,22 @@ LIMITS = {
                "an hour on a 2-core CPU from a few dozen images: see the measured comparison with BM3D and NL-means "
                "below before relying on it for quantitative work; train your own on your data for best results.",
     "inpaint": "Holes are filled with plausible content, not measured data: never quantify inside an inpainted region. "
-               "Large holes (more than ~1/4 of the 128-px training patch) come out blurry. RGB images are filled one "
+               "Large holes (more than ~1/4 of the 128-px training patch) come out blurry. Large holes that touch the "
+               "image border in a flat, dark background can be filled too bright (the network sees mid-gray there): on "
+               "the benchmark's MR brain slice this cost 26 dB against biharmonic inpainting, which is near-perfect in "
+               "flat regions; for such holes use skimage.restoration.inpaint_biharmonic. On smooth, sparse "
+               "fluorescence (mahotas nuclei) biharmonic is also better (-5.7 dB). RGB images are filled one "
                "channel at a time.",
     "colorize": "Colours are a guess from gray levels and texture learnt from few images (8 photographs/scans and "
-                "procedural H&E and landscape images): plausible for H&E-like histology, approximate for photographs. "
-                "Not for diagnosis or any use where the true colour matters.",
+                "procedural H&E and landscape images). On real H&E sections it does NOT work yet: it paints them in "
+                "the brown/yellow-green of the immunohistochemistry training image, and its colour error (mean "
+                "CIEDE2000 on 3 held-out H&E images) is 1.54x that of the gray image itself: worse than no colour. "
+                "The procedural H&E images it learnt from are sparser and smoother than real sections; a run on "
+                "denser, textured phantoms without the IHC image (L1 only) was worse still (1.76x; "
+                "benchmarks/results/quality_colorize_attempt_l1_dense_phantoms.log). On photographs it is 1.18x the "
+                "gray image's error on average, better on 4 of 14 (flowers, fruit, a portrait, plants). For your "
+                "stain, train your own colorizer on a few of your RGB images (Train widget, task colorize). Not for "
+                "diagnosis or any use where the true colour matters.",
 }
 
 
@@ -48,7 +59,7 @@ def _quality(task: str) -> tuple[str, str]:
     res = json.loads(qpath.read_text())
     import quality
 
-    md = quality.markdown({k: v for k, v in res.items() if k in (task, "machine")})
+    md = quality.markdown({k: v for k, v in res.items() if k in (task, "machine", "machine_" + task)})
     section = md.split("\n", 2)[2].replace("\n## ", "\n### ")
     rows = res.get(task, [])
     if not rows:

@@ -109,6 +109,8 @@ RECIPES = {
                            "poisson_fraction": 0.5}),
     "inpaint": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, lr=1e-3, beta1=0.9,
                     gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0),
+    # the paper's GAN term. Tried instead (benchmarks/results/quality_colorize_attempt_l1_dense_phantoms.log): L1
+    # only, without immunohistochemistry, 2500 steps, on denser textured H&E phantoms: worse on the held-out images
     "colorize": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, ndf=32, lr=5e-4,
                      gan_weight=1.0, lambda_l1=100.0, grad_clip=1.0),
 }

@@ -180,9 +180,10 @@ def test_half_precision_file_is_smaller_and_predicts_the_same(tmp_path):
     im = smooth_image((64, 80))
     a, b = m.predict(im, precision="fp32"), m2.predict(im, precision="fp32")
     assert np.abs(a - b).max() < 2e-3 * np.ptp(a)
-    # a value float16 cannot hold is refused, not silently stored as inf
+    # a value float16 cannot hold stays float32 (a BatchNorm variance above 65504 once became inf)
     with torch.no_grad():
-        next(b for n, b in m.generator.named_buffers() if n.endswith("running_var")).fill_(1e6)
-    with pytest.raises(ModelFileError, match="float16.*half=False"):
-        m.save(tmp_path / "overflow.safetensors", half=True)
-    assert not (tmp_path / "overflow.safetensors").exists()
+        var = next(b for n, b in m.generator.named_buffers() if n.endswith("running_var"))
+        var[0] = 7e4
+    m3 = load_model(m.save(tmp_path / "wide.safetensors", half=True))
+    var3 = next(b for n, b in m3.generator.named_buffers() if n.endswith("running_var"))
+    assert torch.isfinite(var3).all() and float(var3[0]) == 7e4

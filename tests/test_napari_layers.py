@@ -110,12 +110,13 @@ def test_recent_models_are_filtered_by_task_and_persisted(tiny_model_files, _pix
     assert len(seen) == 2
     stored = json.loads((_pix2pix_config_dir / "recent_models.json").read_text())["models"]
     assert stored[0].endswith("tiny-inpaint.safetensors")
-    assert [i.task for i in model_choices("denoise")] == ["denoise"]
-    assert {i.task for i in model_choices(None)} == {"denoise", "inpaint"}
+    assert [i.task for i in model_choices("denoise") if not i.bundled] == ["denoise"]
+    assert {i.task for i in model_choices(None) if not i.bundled} == {"denoise", "inpaint"}
+    assert [i.bundled for i in model_choices(None)] == sorted((i.bundled for i in model_choices(None)), reverse=True)
     info = model_info(tiny_model_files["denoise"])
     assert info.multiple == 8 and info.name == "tiny-denoise" and "denoise" in info.label
     RECENT.remove(tiny_model_files["denoise"])
-    assert [i.task for i in model_choices("denoise")] == []
+    assert [i.task for i in model_choices("denoise") if not i.bundled] == []
 
 
 def test_read_header_refuses_other_files(tmp_path):

@@ -123,7 +123,8 @@ class Pix2PixModel:
             Destination (``.safetensors`` is appended when it has no suffix).
         half : bool
             Store floating-point weights as float16 (half the size; they are computed in
-            the usual precision again after loading). For shipping models.
+            the usual precision again after loading). For shipping models. Tensors with
+            values beyond float16's range stay float32.
 
         Returns
         -------
@@ -134,14 +135,8 @@ class Pix2PixModel:
         if not path.suffix:
             path = path.with_suffix(".safetensors")
         state = {k: v for k, v in self.generator.state_dict().items()}
-        if half:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-            bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-            if bad:
-                raise ModelFileError(
-                    f"cannot store this model in float16: {', '.join(bad[:3])} overflow(s) float16's "
-                    "range (|x| > 65504); save it with half=False"
-                )
+        if half:  # float16, except tensors float16 cannot hold (|x| > 65504, e.g. a BatchNorm variance)
+            state = {k: _half_if_it_fits(v) for k, v in state.items()}
         return write_model_file(path, state, self.metadata)
 
     @classmethod
@@ -446,3 +441,11 @@ def import_reference_checkpoint(
     model.source = str(path)
     model.card["imported_from"] = Path(path).name
     return model
+
+
+def _half_if_it_fits(v: torch.Tensor) -> torch.Tensor:
+    """`v` as float16 if it is floating point and float16 holds every value (else unchanged)."""
+    if not v.is_floating_point():
+        return v
+    h = v.half()
+    return h if bool(torch.isfinite(h).all()) or not bool(torch.isfinite(v).all()) else v

@@ -185,14 +185,23 @@ class RestoreWidget(QWidget):
         return model_choices(self.TASK)
 
     def _refresh_models(self) -> None:
-        """Re-list bundled and remembered models, keeping the current choice if it is still there."""
+        """Re-list bundled and remembered models, keeping the current choice if it is still there.
+
+        A model file that was not listed before (just trained, or opened in another widget)
+        becomes the choice.
+        """
         try:
             current = self._model_combo.currentData()
         except RuntimeError:  # widget closed: stop listening
             RECENT.changed.disconnect(self._refresh_models)
             return
         ref = current.ref if isinstance(current, ModelInfo) else None
+        listed = {self._model_combo.itemData(i).ref for i in range(self._model_combo.count())
+                  if isinstance(self._model_combo.itemData(i), ModelInfo)}
         infos = self._choices()
+        added = [i.ref for i in infos if not i.bundled and i.ref not in listed]
+        if listed and added:  # a model just trained or opened elsewhere: choose it
+            ref = added[0]
         self._model_combo.blockSignals(True)
         self._model_combo.clear()
         for info in infos:
@@ -513,7 +522,8 @@ class TranslateWidget(RestoreWidget):
     KEEP_CONTRAST = False
 
     def _choices(self) -> list[ModelInfo]:
-        return model_choices(None)
+        # the user's models (bundled ones have their own widgets; inpainting needs a mask)
+        return [i for i in model_choices(None) if not i.bundled and i.task != "inpaint"]
 
     def _accepts(self, info: ModelInfo) -> str | None:
         if info.task == "inpaint":
