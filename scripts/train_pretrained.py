@@ -119,7 +119,8 @@ CARDS = {  # one-line summaries: the model cards' first line (scripts/model_card
                "noise; applied per channel to multi-channel images.",
     "inpaint": "Fills masked regions (scratches, blobs, boxes, dead pixels) of grayscale images; applied per channel "
                "to RGB and multi-channel images. Pixels outside the mask are returned unchanged.",
-    "colorize": "Grayscale to RGB for H&E-like histology and natural/aerial photographs.",
+    "colorize": "Grayscale to RGB, learnt from photographs and procedural H&E-like images. Experimental: on real "
+                "H&E sections its colours are wrong (see its model card); train your own for your stain.",
 }
 
 
