@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the three bundled models one after the other (resumable: rerun to continue).
+# Train the four bundled models one after the other (resumable: rerun to continue).
 # Steps were chosen to fit ~3.5 hours of a 2-core CPU; logs go to runs/pretrained/<task>/train.log
 # and, for finished models, scripts/pretrained_logs/.
 set -euo pipefail
@@ -13,3 +13,4 @@ run() {  # task steps
 run denoise "${DENOISE_STEPS:-16000}"
 run inpaint "${INPAINT_STEPS:-8000}"
 run colorize "${COLORIZE_STEPS:-4500}"
+run colorize-he "${COLORIZE_HE_STEPS:-3000}"

@@ -150,6 +150,17 @@ def test_task_functions_without_bundled_model(monkeypatch):
         p2p.denoise(np.zeros((8, 8)))
 
 
+def test_default_model_is_the_one_named_after_its_task(monkeypatch):
+    from napari_pix2pix.engine import registry
+
+    both = {"colorize-he": {"task": "colorize"}, "colorize": {"task": "colorize"}, "denoise": {"task": "denoise"}}
+    monkeypatch.setattr(registry, "list_models", lambda: both)  # sorted by file name: colorize-he first
+    assert registry.default_model_name("colorize") == "colorize"
+    assert registry.default_model_name("denoise") == "denoise" and registry.default_model_name("inpaint") is None
+    monkeypatch.setattr(registry, "list_models", lambda: {"colorize-he": {"task": "colorize"}})
+    assert registry.default_model_name("colorize") == "colorize-he"
+
+
 def test_task_functions_with_model_file(tmp_path):
     path = tiny_model("denoise").save(tmp_path / "d.safetensors")
     im = smooth_image((40, 40), np.uint16)

@@ -1,7 +1,8 @@
 """The bundled generators: shipped in the wheel, load offline, and beat trivial baselines.
 
 The images here are phantoms drawn with seeds the training script never uses (it uses
-1000-1047 for fluorescence, 2000-2023 for histology and 3000-3023 for landscapes), so none
+1000-1047 for fluorescence, 2000-2023 for histology, 3000-3023 for landscapes and 4000-4095 for
+the varied H&E sections of colorize-he), so none
 was seen in training; but they come from the same generators, so these are in-distribution
 checks. Real, held-out images are measured by ``benchmarks/quality.py``.
 """
@@ -21,6 +22,7 @@ from napari_pix2pix.engine.registry import bundled_paths
 from napari_pix2pix.engine.synthesis import add_noise, random_mask
 
 TASKS = ("denoise", "inpaint", "colorize")
+NAMES = ("denoise", "inpaint", "colorize", "colorize-he")  # every bundled model
 
 
 def _psnr(ref, x, where=None):
@@ -33,16 +35,17 @@ def _need(task):
         pytest.skip(f"no bundled {task} model in this build")
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_every_task_has_a_bundled_model_with_a_card(task):
-    _need(task)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_bundled_model_has_a_card(name):
+    _need(name)
     models = p2p.list_models()
-    assert models[task]["task"] == task
-    path = Path(models[task]["path"])
+    task = name.split("-")[0]
+    assert models[name]["task"] == task
+    path = Path(models[name]["path"])
     assert path.stat().st_size <= 15e6
-    model = p2p.load_model(task)
+    model = p2p.load_model(name)
     for key in ("summary", "data", "provenance", "licence", "recipe", "quality", "limits"):
-        assert model.card.get(key), f"{task} model card lacks {key!r}"
+        assert model.card.get(key), f"{name} model card lacks {key!r}"
     assert model.training["status"] == "finished"
     assert (Path(__file__).resolve().parents[1] / model.card["card"]).is_file()
 
@@ -91,6 +94,23 @@ def test_colorize_beats_the_gray_image_on_histology():
     de_ours = color.deltaE_ciede2000(lab, color.rgb2lab(out)).mean()
     de_gray = color.deltaE_ciede2000(lab, color.rgb2lab(np.repeat(gray[..., None], 3, -1))).mean()
     assert de_ours < 0.5 * de_gray
+
+
+def test_colorize_he_paints_h_and_e_and_is_not_the_default():
+    _need("colorize-he")
+    assert p2p.load_model("colorize-he").task.name == "colorize"
+    if "colorize" in bundled_paths():  # colorize() without a model: the general colorizer
+        from napari_pix2pix.engine.registry import default_model_name
+
+        assert default_model_name("colorize") == "colorize"
+    for seed in (9003, 9004):  # varied sections, seeds the training never used
+        rgb = phantoms.histology((192, 192), seed=seed, varied=True)
+        gray = color.rgb2gray(rgb).astype(np.float32)
+        out = np.clip(p2p.colorize(gray, model="colorize-he"), 0, 1)
+        lab = color.rgb2lab(rgb)
+        de_ours = color.deltaE_ciede2000(lab, color.rgb2lab(out)).mean()
+        de_gray = color.deltaE_ciede2000(lab, color.rgb2lab(np.repeat(gray[..., None], 3, -1))).mean()
+        assert de_ours < 0.5 * de_gray, seed
 
 
 @pytest.mark.slow

@@ -172,7 +172,11 @@ RECENT = RecentModels()
 
 
 def model_choices(task: str | None = None) -> list[ModelInfo]:
-    """Models to offer for `task` (None: every task): bundled ones first, then recent files."""
+    """Models to offer for `task` (None: every task): bundled ones first, then recent files.
+
+    Among the bundled ones, each task's general model (named after the task, e.g. ``colorize``)
+    comes before its specialised ones (``colorize-he``), so it is the widgets' default.
+    """
     out: list[ModelInfo] = []
     for name, path in bundled_paths().items():
         try:
@@ -181,6 +185,7 @@ def model_choices(task: str | None = None) -> list[ModelInfo]:
             continue
         if task is None or info.task == task:
             out.append(info)
+    out.sort(key=lambda i: i.name != i.task)  # stable: otherwise by name
     for path in RECENT.paths():
         try:
             info = model_info(path)

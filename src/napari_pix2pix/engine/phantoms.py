@@ -92,13 +92,21 @@ _HEMATOXYLIN = np.array([0.65, 0.70, 0.29], np.float32)
 _EOSIN = np.array([0.07, 0.99, 0.11], np.float32)
 
 
-def histology(shape: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
+def histology(shape: tuple[int, int] = (256, 256), seed: int = 0, *, varied: bool = False) -> np.ndarray:
     """An H&E-like RGB image (H, W, 3) in [0, 1]: haematoxylin nuclei on eosin-stained tissue.
 
     Stain densities are rendered by Beer-Lambert absorption with the haematoxylin and eosin
     colour vectors, with random stain strength per image, fibrous stroma, cytoplasm and
     unstained lumen/background.
+
+    With ``varied=True`` the image also varies the way real sections from different labs and
+    scanners do: stain colour vectors (hue of haematoxylin from blue to purple, of eosin from
+    pink to red), stain strengths, magnification (structures 0.6-1.8x), nucleus density,
+    tissue texture, focus, white level and sensor noise. (``varied=False`` reproduces the
+    images the first bundled colorizer was trained on, seed for seed.)
     """
+    if varied:
+        return _histology_varied(shape, seed)
     rng = np.random.default_rng(seed)
     h, w = shape
     tissue = ndimage.gaussian_filter((_smooth_noise(rng, shape, min(h, w) / 8) > rng.uniform(-1.2, 0.2)).astype(
@@ -113,6 +121,41 @@ def histology(shape: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
     od = od * (1 + 0.05 * rng.standard_normal(3).astype(np.float32))  # scanner / batch colour shift
     rgb = np.exp(-2.3 * od) * rng.uniform(0.9, 1.0)
     return np.clip(ndimage.gaussian_filter(rgb, (0.6, 0.6, 0)), 0, 1).astype(np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _histology_varied(shape: tuple[int, int], seed: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    rng = np.random.default_rng([seed, 41])
+    zoom = float(rng.uniform(0.6, 1.8))  # > 1: higher magnification, larger structures
+    h, w = shape
+    sh = (max(int(round(h / zoom)), 32), max(int(round(w / zoom)), 32))
+    tissue = ndimage.gaussian_filter((_smooth_noise(rng, sh, min(sh) / rng.uniform(4, 12))
+                                      > rng.uniform(-1.5, 0.3)).astype(np.float32), 2.0)
+    fibres = filaments(sh, seed + 11, n=int(rng.integers(20, 160) * sh[0] * sh[1] / 256**2) + 1)
+    stroma = 0.3 + 0.35 * (_smooth_noise(rng, sh, rng.uniform(1, 4)) + 2) / 4 + rng.uniform(0.2, 0.7) * fibres
+    stroma *= 1 + rng.uniform(0.05, 0.3) * _smooth_noise(rng, sh, 0.7)  # fine tissue grain
+    nuc = nuclei(sh, seed + 13, n=int(rng.integers(15, 200) * sh[0] * sh[1] / 256**2))
+    nuc = np.clip((nuc - np.percentile(nuc, 20)) * 1.6, 0, None)
+    e = tissue * np.clip(stroma, 0, None) * rng.uniform(0.15, 0.8)
+    hem = (tissue * rng.uniform(0.03, 0.15) + nuc * tissue) * rng.uniform(0.5, 1.6)
+    # stain vectors around the standard ones (Ruifrok & Johnston) within the spread that stain
+    # estimation (Macenko et al.) finds across labs
+    h_noise = rng.normal(0, 0.08, 3).astype(np.float32)
+    h_vec = _unit(_HEMATOXYLIN + h_noise + np.array([0, 0, rng.uniform(0, 0.15)], np.float32))  # towards blue
+    e_noise = rng.normal(0, 0.06, 3).astype(np.float32)
+    e_vec = _unit(_EOSIN + e_noise + np.array([rng.uniform(0, 0.2), 0, rng.uniform(0, 0.25)], np.float32))
+    od = hem[..., None] * np.abs(h_vec) + e[..., None] * np.abs(e_vec)
+    if sh != (h, w):
+        od = resize(od, (h, w, 3), order=1, anti_aliasing=zoom < 1).astype(np.float32)
+    rgb = np.exp(-2.3 * od) * rng.uniform(0.82, 1.0) * (1 + rng.normal(0, 0.02, 3)).astype(np.float32)
+    rgb = ndimage.gaussian_filter(rgb, (rng.uniform(0.3, 1.5),) * 2 + (0,))
+    rgb = rgb + rng.normal(0, rng.uniform(0, 0.02), rgb.shape)
+    return np.clip(rgb, 0, 1).astype(np.float32)
 
 
 def _palette_mix(rng: np.random.Generator, palette: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -44,11 +44,13 @@ def list_models() -> dict[str, dict[str, Any]]:
 
 
 def default_model_name(task: str) -> str | None:
-    """Name of the bundled model for `task`, or None when none is bundled."""
-    for name, info in list_models().items():
-        if info["task"] == task:
-            return name
-    return None
+    """Name of the bundled model for `task`, or None when none is bundled.
+
+    The model named after the task (``colorize``) comes before specialised ones of the same
+    task (``colorize-he``).
+    """
+    names = [name for name, info in list_models().items() if info["task"] == task]
+    return task if task in names else (names[0] if names else None)
 
 
 def load_model(name_or_path: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixModel:

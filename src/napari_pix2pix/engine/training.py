@@ -37,7 +37,7 @@ from .modelfile import ModelFileError, read_model_file, write_model_file
 from .normalization import Normalization, safe_range
 from .predict import run_to_end
 from .synthesis import NoiseConfig
-from .tasks import TASKS
+from .tasks import TASKS, get_task
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
@@ -99,7 +99,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
-        multiple = self.generator_config(1, 1).multiple
+        multiple = self.generator_config(*get_task(self.task).network_channels(1, 1)).multiple  # checks overrides
         if self.patch_size < 32 or self.patch_size % multiple:
             raise ValueError(
                 f"patch_size {self.patch_size} must be a multiple of {multiple} (the size multiple of "
