@@ -138,9 +138,7 @@ result = {call}          # or: Plugins ▸ Pix2Pix ▸ {widget} in napari
 U-Net generator (`napari_pix2pix.nn.UNetGenerator`): {c.levels} levels of 4×4 stride-2 convolutions with skip
 connections (widths {c.widths()}), {c.block_convs} extra 3×3 convolutions per level, a full-resolution stem and
 tail of {c.full_res_convs} 3×3 convolutions each (joined by a skip), batch norm (running statistics at inference,
-folded into the convolutions), {"residual output (input + learnt correction)" if c.residual else "Tanh output"}{
-"; holes are first filled by push-pull interpolation of their surroundings (`hole_fill`), which the network then "
-"corrects" if getattr(c, "hole_fill", False) else ""};
+folded into the convolutions), {"residual output (input + learnt correction)" if c.residual else "Tanh output"};
 {n_params / 1e6:.2f} M parameters, stored in float16 ({size_mb:.1f} MB). Inputs are normalized by the 0.5/99.9
 percentiles of each whole plane; outputs return to the input's intensity scale and dtype.
 

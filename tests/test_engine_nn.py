@@ -8,7 +8,6 @@ from napari_pix2pix.nn import (
     PatchGANDiscriminator,
     UNetConfig,
     UNetGenerator,
-    fill_holes,
     preset_config,
     reference_key_map,
 )
@@ -94,39 +93,6 @@ def test_residual_generator_adds_its_input(cin, cout, full_res):
     torch.nn.init.zeros_(head.bias)
     expected = x[:, :1].expand(-1, cout, -1, -1) if cin < cout else x[:, :cout]
     torch.testing.assert_close(g(x), expected)
-
-
-def test_fill_holes_interpolates_from_the_surroundings():
-    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
-    ramp = (0.02 * xx + 0.01 * yy)[None, None].repeat(2, 3, 1, 1)  # (2, 3, 48, 64)
-    valid = torch.ones(2, 1, 48, 64, dtype=torch.bool)
-    valid[0, :, 10:30, 20:50] = False  # a box
-    valid[1, :, :, :12] = False  # a band along the border
-    out = fill_holes(torch.where(valid, ramp, torch.tensor(9.0)), valid)
-    assert torch.equal(out[valid.expand_as(out)], ramp[valid.expand_as(ramp)])  # valid pixels untouched
-    box, band = ~valid[0].expand(3, -1, -1), ~valid[1].expand(3, -1, -1)
-    assert (out[0] - ramp[0])[box].abs().max() < 0.05  # interpolated across the box
-    near = ramp[1][:, :, 12:16]  # a band at the border: continued from its nearest valid pixels
-    assert near.min() - 0.05 < out[1][band].min() and out[1][band].max() < near.max() + 0.05
-    const = fill_holes(torch.full((1, 1, 33, 17), 0.4), torch.rand(1, 1, 33, 17) > 0.8)  # odd sizes
-    torch.testing.assert_close(const, torch.full_like(const, 0.4))
-    empty = fill_holes(torch.randn(1, 2, 8, 8), torch.zeros(1, 1, 8, 8, dtype=torch.bool))
-    assert torch.isfinite(empty).all()
-
-
-def test_hole_fill_generator_sees_the_filled_image():
-    with pytest.raises(ValueError, match="hole_fill"):
-        UNetConfig(in_channels=1, hole_fill=True)
-    assert not UNetConfig(in_channels=2, hole_fill=True).is_paper
-    g = UNetGenerator(UNetConfig(in_channels=2, out_channels=1, levels=3, ngf=8, residual=True, hole_fill=True))
-    g.eval()
-    torch.nn.init.zeros_(g.up[-1][-1].weight)
-    torch.nn.init.zeros_(g.up[-1][-1].bias)
-    img = torch.full((1, 1, 32, 32), 0.3)
-    mask = torch.zeros(1, 1, 32, 32)
-    mask[..., 8:20, 8:20] = 1
-    x = torch.cat([torch.where(mask > 0, torch.tensor(0.0), img), mask * 2 - 1], dim=1)
-    torch.testing.assert_close(g(x), img)  # zero correction: the push-pull fill of a flat image is flat
 
 
 def test_block_convs_add_3x3_layers_at_every_level():

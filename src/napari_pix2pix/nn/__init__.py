@@ -2,7 +2,7 @@
 
 from .losses import GANLoss
 from .patchgan import PatchGANConfig, PatchGANDiscriminator
-from .unet import PRESETS, UNetConfig, UNetGenerator, fill_holes, preset_config, reference_key_map
+from .unet import PRESETS, UNetConfig, UNetGenerator, preset_config, reference_key_map
 
 __all__ = [
     "PRESETS",
@@ -11,7 +11,6 @@ __all__ = [
     "PatchGANDiscriminator",
     "UNetConfig",
     "UNetGenerator",
-    "fill_holes",
     "preset_config",
     "reference_key_map",
 ]

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 NORMS = ("batch", "instance", "none")
 
@@ -35,8 +34,6 @@ class UNetConfig:
     # first out_channels channels are the base (or its one channel, repeated, when in_channels is 1)
     full_res_convs: int = 0  # 3x3 conv + norm layers at full resolution before the first halving and after
     # the last doubling (a stem and a tail joined by a skip); 0 = paper
-    hole_fill: bool = False  # inpainting: the last input channel is the mask (> 0: hole); holes in the other
-    # channels are first filled by push-pull interpolation (fill_holes) and the net corrects that fill
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -55,9 +52,6 @@ class UNetConfig:
         if self.block_convs < 0 or self.full_res_convs < 0:
             raise ValueError(f"block_convs and full_res_convs must be >= 0, got {self.block_convs}, "
                              f"{self.full_res_convs}")
-        if self.hole_fill and self.in_channels < 2:
-            raise ValueError("hole_fill needs the image and a mask channel (in_channels >= 2), "
-                             f"got in_channels {self.in_channels}")
         if self.residual and not (self.in_channels >= self.out_channels or self.in_channels == 1):
             raise ValueError(
                 f"a residual generator adds its input to its output: it needs in_channels >= out_channels "
@@ -89,7 +83,7 @@ class UNetConfig:
     @property
     def is_paper(self) -> bool:
         """True for the paper's topology (no extra convolutions, Tanh output)."""
-        return self.block_convs == 0 and not self.residual and self.full_res_convs == 0 and not self.hole_fill
+        return self.block_convs == 0 and not self.residual and self.full_res_convs == 0
 
 
 # Presets: one tiny factory each. `unet_256` and `unet_128` are the paper's networks; the
@@ -212,8 +206,6 @@ class UNetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (B, in_channels, H, W) in [-1, 1] to (B, out_channels, H, W) (in [-1, 1] unless residual)."""
-        if self.config.hole_fill:  # (B, C + 1, H, W): image with holes, then the mask as -1/+1
-            x = torch.cat([fill_holes(x[:, :-1], x[:, -1:] <= 0), x[:, -1:]], dim=1)
         inp = x
         if self.stem is not None:  # full-resolution features, (B, ngf, H, W)
             x = top = self.stem(x)
@@ -231,31 +223,6 @@ class UNetGenerator(nn.Module):
             base = inp[:, :1].expand(-1, cout, -1, -1) if inp.shape[1] < cout else inp[:, :cout]
             x = base + x
         return x
-
-
-def fill_holes(image: torch.Tensor, valid: torch.Tensor, levels: int = 14) -> torch.Tensor:
-    """Fill the invalid pixels of `image` (B, C, H, W) by push-pull interpolation of the valid ones.
-
-    Push: a pyramid of 2×2 means of ``image * valid`` and of ``valid`` (the valid fraction w of
-    each cell). Pull: from the coarsest level down, a cell takes the mean of its valid pixels
-    with weight a = min(1, 4 w) and the bilinearly upsampled coarser estimate with 1 - a (a
-    cell with a quarter of its pixels valid is trusted fully, the saturation of the Lumigraph's
-    push-pull, Gortler et al. 1996, which keeps far-away pixels out of holes at the border).
-    Valid pixels are returned unchanged; a hole gets a smooth blend of its nearest surroundings.
-    A fixed number of levels (enough for 16384-px inputs) keeps exported graphs free of
-    shape-dependent loops; a level of 1×1 pools to itself. Uses torch only (bioimage.io source).
-    """
-    w = valid.to(image.dtype)
-    sums, weights = [image * w], [w]
-    for _ in range(levels):
-        sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True))
-        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
-    est = sums[-1] / weights[-1].clamp_min(1e-6)
-    for s, wt in zip(reversed(sums[:-1]), reversed(weights[:-1])):
-        up = F.interpolate(est, size=s.shape[-2:], mode="bilinear", align_corners=False)
-        a = (4 * wt).clamp(max=1)
-        est = a * (s / wt.clamp_min(1e-6)) + (1 - a) * up
-    return torch.where(valid, image, est)
 
 
 def init_weights(module: nn.Module, gain: float = 0.02) -> None:
