@@ -196,6 +196,9 @@ def run_colorize(images: dict[str, np.ndarray], key: str = "colorize") -> list[d
              "deltaE_gray": float(color.deltaE_ciede2000(lab, color.rgb2lab(base)).mean()),
              "psnr_ours": psnr(clean, ours), "psnr_gray": psnr(clean, base)}
         r["deltaE_ratio"] = r["deltaE_ours"] / r["deltaE_gray"]
+        lab_ours = color.rgb2lab(ours)  # mean colour (CIELAB a*, b*): is the hue off, and which way?
+        r["mean_ab_true"] = [float(lab[..., 1].mean()), float(lab[..., 2].mean())]
+        r["mean_ab_ours"] = [float(lab_ours[..., 1].mean()), float(lab_ours[..., 2].mean())]
         rows.append(r)
         print(f"{key} {name:22s} dE ours {r['deltaE_ours']:.2f} gray {r['deltaE_gray']:.2f} "
               f"ratio {r['deltaE_ratio']:.2f} | PSNR ours {r['psnr_ours']:.2f} gray {r['psnr_gray']:.2f}", flush=True)
@@ -275,17 +278,19 @@ def markdown(res: dict) -> str:
             continue
         rs = res[key]
         out.append(f"\n## {title}: mean CIEDE2000 and PSNR (input: luminance)\n")
-        out.append("| image | ΔE gray | ΔE ours | ratio | PSNR gray | PSNR ours |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| image | ΔE gray | ΔE ours | ratio | PSNR gray | PSNR ours | mean a*, b*: true / ours |")
+        out.append("|---|---|---|---|---|---|---|")
         for r in rs:
+            ab = (f"{r['mean_ab_true'][0]:.1f}, {r['mean_ab_true'][1]:.1f} / {r['mean_ab_ours'][0]:.1f}, "
+                  f"{r['mean_ab_ours'][1]:.1f}" if "mean_ab_ours" in r else "")
             out.append(f"| {r['image']} | {r['deltaE_gray']:.2f} | {r['deltaE_ours']:.2f} | {r['deltaE_ratio']:.2f} | "
-                       f"{r['psnr_gray']:.2f} | {r['psnr_ours']:.2f} |")
+                       f"{r['psnr_gray']:.2f} | {r['psnr_ours']:.2f} | {ab} |")
         for grp, label in (("histo/", "histology"), ("nat/", "photographs")):
             g = [r for r in rs if r["image"].startswith(grp)]
             if g:
                 out.append(f"| **mean {label}** | {_mean(g, 'deltaE_gray'):.2f} | {_mean(g, 'deltaE_ours'):.2f} | "
                            f"{_mean(g, 'deltaE_ours') / _mean(g, 'deltaE_gray'):.2f} | {_mean(g, 'psnr_gray'):.2f} | "
-                           f"{_mean(g, 'psnr_ours'):.2f} |")
+                           f"{_mean(g, 'psnr_ours'):.2f} | |")
         out.append("\nTarget: ΔE at most 0.7× the gray image's on histology" +
                    (", clearly lower on photographs." if key == "colorize" else
                     " (an H&E-only model: the photographs show what it does outside its domain)."))
@@ -340,6 +345,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    old.setdefault("models", {}).update(res.pop("models"))  # which file each task's numbers came from
     old.update(res)
     out.with_suffix(".json").write_text(json.dumps(old, indent=1))
     out.with_suffix(".md").write_text(markdown(old))

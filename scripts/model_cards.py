@@ -1,4 +1,4 @@
-"""Write the model cards of the bundled models (docs/models/<task>.md and each file's metadata).
+"""Write the model cards of the bundled models (docs/models/<name>.md and each file's metadata).
 
 Run after ``scripts/train_all_pretrained.sh`` and ``benchmarks/quality.py``: the card takes the
 training configuration and history from the model file, the provenance and licence of every
@@ -37,7 +37,11 @@ LIMITS = {
                "the benchmark's MR brain slice this cost 26 dB against biharmonic inpainting, which is near-perfect in "
                "flat regions; for such holes use skimage.restoration.inpaint_biharmonic. On smooth, sparse "
                "fluorescence (mahotas nuclei) biharmonic is also better (-5.7 dB). RGB images are filled one "
-               "channel at a time.",
+               "channel at a time. Tried for the border failure and not shipped: pre-filling the holes by push-pull "
+               "interpolation inside the network, so that it corrects a smooth fill. Its validation PSNR stayed flat "
+               "at 28.4-28.5 dB from step 500 to 3000 (the shipped recipe: 25.8 dB at 3000, 30.15 dB at 8000) with "
+               "a near-zero correction; stopped at 3000 steps for lack of time, so inconclusive "
+               "(scripts/pretrained_logs/inpaint_attempt_hole_fill.log).",
     "colorize": "Colours are a guess from gray levels and texture learnt from few images (8 photographs/scans and "
                 "procedural H&E and landscape images). On real H&E sections it does NOT work yet: it paints them in "
                 "the brown/yellow-green of the immunohistochemistry training image, and its colour error (mean "

@@ -1,10 +1,10 @@
-"""Train the bundled generators (denoise, inpaint, colorize) from offline, redistributable data.
+"""Train the bundled generators (denoise, inpaint, colorize, colorize-he) from offline, redistributable data.
 
 Data: scikit-image's bundled images that load without a download (public domain or
 CC0/CC-BY, see the model cards) and procedural microscopy-like images
 (``napari_pix2pix.engine.phantoms``). Pairs are synthesized per task. Each run writes a
-model file, its checkpoints and a log under ``runs/pretrained/<task>/``; a finished model is
-copied into ``src/napari_pix2pix/models/<task>.safetensors`` with its model card.
+model file, its checkpoints and a log under ``runs/pretrained/<name>/``; a finished model is
+copied into ``src/napari_pix2pix/models/<name>.safetensors`` with its model card.
 
 Usage: python scripts/train_pretrained.py denoise [--steps 3000] [--resume]
 """
@@ -102,7 +102,7 @@ def he_images(n: int = N_HE) -> list[np.ndarray]:
             for i, s in enumerate(rng.choice([256, 320, 384], n))]
 
 
-# generator used by all three bundled models: 5 levels, widths 24-192, two extra 3x3 convs per level,
+# generator used by all the bundled models: 5 levels, widths 24-192, two extra 3x3 convs per level,
 # a full-resolution stem and tail of two 3x3 convs each, residual output (input + correction): 4.2 M
 # parameters, 8 MB in float16. The full-resolution convs gained 1.6 dB on held-out images in a 600-step
 # A/B test (denoise, sigma 25/255: mean 29.39 vs 27.79 dB over 6 images, better on each).
@@ -116,9 +116,11 @@ RECIPES = {
                     gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0,
                     noise={"gaussian_sigma": [0.0, 60 / 255], "photons": [3.0, 200.0], "read_noise": [0.0, 0.04],
                            "poisson_fraction": 0.5}),
-    # Tried: holes pre-filled by push-pull interpolation inside the network, the net learning a correction of
-    # that fill (scripts/pretrained_logs/inpaint_attempt_hole_fill.log): the correction collapsed to ~0 and the
-    # validation PSNR stayed at the fill's 28.4-28.5 dB for 3000 steps (this recipe: 30.15 dB at 8000)
+    # Tried (inconclusive, stopped for time): holes pre-filled by push-pull interpolation inside the network, the
+    # net learning a correction of that fill (scripts/pretrained_logs/inpaint_attempt_hole_fill.log). Validation
+    # PSNR was flat at 28.4-28.5 dB from step 500 to 3000 at constant lr (this recipe: 25.79 dB at step 3000,
+    # 30.15 dB at 8000); at step 3000 the net's mean |correction| in the holes of a test phantom was 0.006
+    # against the fill's mean error 0.128 (network units): it had stopped learning.
     "inpaint": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, lr=1e-3, beta1=0.9,
                     gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0),
     # the paper's GAN term. Tried instead (benchmarks/results/quality_colorize_attempt_l1_dense_phantoms.log): L1

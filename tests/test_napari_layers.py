@@ -119,6 +119,16 @@ def test_recent_models_are_filtered_by_task_and_persisted(tiny_model_files, _pix
     assert [i.task for i in model_choices("denoise") if not i.bundled] == []
 
 
+def test_the_general_bundled_model_is_offered_first(monkeypatch, tmp_path):
+    from napari_pix2pix._napari import models as mdl
+
+    from ._helpers import tiny_model
+
+    files = {n: tiny_model("colorize").save(tmp_path / f"{n}.safetensors") for n in ("colorize-he", "colorize")}
+    monkeypatch.setattr(mdl, "bundled_paths", lambda: dict(sorted(files.items())))  # file order: colorize-he first
+    assert [i.ref for i in model_choices("colorize") if i.bundled] == ["colorize", "colorize-he"]
+
+
 def test_read_header_refuses_other_files(tmp_path):
     bad = tmp_path / "x.safetensors"
     bad.write_bytes(b"\x80\x04not a model")

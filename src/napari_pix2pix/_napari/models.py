@@ -185,7 +185,7 @@ def model_choices(task: str | None = None) -> list[ModelInfo]:
             continue
         if task is None or info.task == task:
             out.append(info)
-    out.sort(key=lambda i: i.name != i.task)  # stable: otherwise by name
+    out.sort(key=lambda i: i.ref != i.task)  # stable: otherwise by file name, as default_model_name
     for path in RECENT.paths():
         try:
             info = model_info(path)

@@ -469,6 +469,7 @@ def export_bioimageio(
         training = {k: v for k, v in (model.training or {}).items() if k != "history"}
         tcfg = training.get("config", {}) if isinstance(training.get("config"), dict) else {}
         summary = str(card.get("summary") or f"Pix2Pix U-Net {model.task.name} model (napari-pix2pix)")
+        gan = float(tcfg.get("gan_weight", 1.0) or 0) > 0  # trained with the adversarial term (unknown: assume so)
         descr = ModelDescr(
             name=_safe_name(model.name, model.task.name),
             description=summary[:512],
@@ -477,7 +478,7 @@ def export_bioimageio(
             license=licence_id,
             documentation=FileDescr(source=tmp / "README.md"),
             covers=[FileDescr(source=tmp / "cover.png")],
-            tags=["pix2pix", "unet", "gan", "2d", "pytorch", "napari-pix2pix", model.task.name,
+            tags=["pix2pix", "unet", *(["gan"] if gan else []), "2d", "pytorch", "napari-pix2pix", model.task.name,
                   {"denoise": "denoising", "inpaint": "inpainting", "colorize": "colorization",
                    "translate": "image-to-image"}[model.task.name]],
             inputs=inputs_descr,
@@ -492,7 +493,7 @@ def export_bioimageio(
                     model_parameter_count=sum(p.numel() for p in net.parameters()),
                     training=TrainingDetails(
                         training_batch_size=tcfg.get("batch_size"), initial_learning_rate=tcfg.get("lr"),
-                        loss_function="conditional GAN (PatchGAN) + lambda * L1",
+                        loss_function="conditional GAN (PatchGAN) + lambda * L1" if gan else "L1",
                         optimizer="Adam",
                     ),
                 ),

@@ -146,7 +146,7 @@ def _histology_varied(shape: tuple[int, int], seed: int) -> np.ndarray:
     # stain vectors around the standard ones (Ruifrok & Johnston) within the spread that stain
     # estimation (Macenko et al.) finds across labs
     h_noise = rng.normal(0, 0.08, 3).astype(np.float32)
-    h_vec = _unit(_HEMATOXYLIN + h_noise + np.array([0, 0, rng.uniform(0, 0.15)], np.float32))  # towards blue
+    h_vec = _unit(_HEMATOXYLIN + h_noise + np.array([0, 0, rng.uniform(0, 0.15)], np.float32))
     e_noise = rng.normal(0, 0.06, 3).astype(np.float32)
     e_vec = _unit(_EOSIN + e_noise + np.array([rng.uniform(0, 0.2), 0, rng.uniform(0, 0.25)], np.float32))
     od = hem[..., None] * np.abs(h_vec) + e[..., None] * np.abs(e_vec)

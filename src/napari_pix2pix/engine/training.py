@@ -99,7 +99,8 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
-        multiple = self.generator_config(*get_task(self.task).network_channels(1, 1)).multiple  # checks overrides
+        # builds the generator config for this task's channels: invalid overrides fail here, not at step 0
+        multiple = self.generator_config(*get_task(self.task).network_channels(1, 1)).multiple
         if self.patch_size < 32 or self.patch_size % multiple:
             raise ValueError(
                 f"patch_size {self.patch_size} must be a multiple of {multiple} (the size multiple of "
