@@ -4,7 +4,7 @@ Rows: crops of the stardist and tiatoolbox H&E images (BSD-3-Clause packages; se
 benchmarks/EVAL_DATA.md), never seen in training. Columns: the gray input (luminance),
 ``colorize-he``, the general ``colorize``, the true colours.
 
-Usage: python scripts/figure_colorize_he.py /tmp/p2p-evaldata [docs/images/colorize_he.png]
+Usage: python scripts/figure_colorize_he.py /tmp/p2p-evaldata [docs/images/colorize_he.jpg]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import napari_pix2pix as p2p  # noqa: E402
 
 def main() -> int:
     data = sys.argv[1] if len(sys.argv) > 1 else "/tmp/p2p-evaldata"
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "images" / "colorize_he.png"
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "images" / "colorize_he.jpg"
     images = eval_data.load(data, 320)
     rows = []
     for name in ("histo/stardist_he", "histo/tiatoolbox_he"):
@@ -36,7 +36,7 @@ def main() -> int:
                                     for c in cols], 1))
     fig = (np.concatenate(rows, 0) * 255 + 0.5).astype(np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(fig).save(out, optimize=True)
+    Image.fromarray(fig).save(out, quality=88, optimize=True)
     print(f"wrote {out} {fig.shape}")
     return 0
 

@@ -42,20 +42,21 @@ LIMITS = {
                "at 28.4-28.5 dB from step 500 to 3000 (the shipped recipe: 25.8 dB at 3000, 30.15 dB at 8000) with "
                "a near-zero correction; stopped at 3000 steps for lack of time, so inconclusive "
                "(scripts/pretrained_logs/inpaint_attempt_hole_fill.log).",
-    "colorize": "Colours are a guess from gray levels and texture learnt from few images (8 photographs/scans and "
-                "procedural H&E and landscape images). On real H&E sections it does NOT work yet: it paints them in "
-                "the brown/yellow-green of the immunohistochemistry training image, and its colour error (mean "
-                "CIEDE2000 on 3 held-out H&E images) is 1.54x that of the gray image itself: worse than no colour. "
-                "The procedural H&E images it learnt from are sparser and smoother than real sections; a run on "
-                "denser, textured phantoms without the IHC image (L1 only) was worse still (1.76x; "
-                "benchmarks/results/quality_colorize_attempt_l1_dense_phantoms.log). On photographs it is 1.18x the "
-                "gray image's error on average, better on 4 of 14 (flowers, fruit, a portrait, plants). For your "
-                "stain, train your own colorizer on a few of your RGB images (Train widget, task colorize). Not for "
-                "diagnosis or any use where the true colour matters.",
+    "colorize": "Colours are a guess from gray levels and texture learnt from few images (7 photographs/scans and "
+                "procedural H&E sections and landscapes). On the 3 held-out real H&E images: right on 2 (0.38x and "
+                "0.36x the gray image's colour error), wrong on the third (slideflow, 1.80x: painted yellow-brown); "
+                "for H&E use colorize-he, which is right on all 3. On photographs it is worse than the gray image "
+                "on average (1.34x its mean colour error; better on 4 of 14: flowers, fruit, a room, plants): "
+                "colourizing photographs from a handful of training photographs is not solved here. The first "
+                "version (GAN with the IHC image, benchmarks/results/quality_colorize_v1_gan_ihc.log) painted real "
+                "H&E DAB-brown (1.54x) and was 1.18x on photographs. For your stain or scenes, train your own on a "
+                "few RGB images (Train widget, task colorize). Not for diagnosis or any use where the true colour "
+                "matters.",
     "colorize-he": "Only for H&E: it has seen nothing else and paints any image in haematoxylin purple and eosin "
                    "pink (on the benchmark's 14 photographs its mean colour error is 2.2x the gray image's). It "
-                   "learnt from procedural sections only; on the 3 held-out real H&E images it comes out slightly "
-                   "more purple and less pink than the true stain. Other stains (IHC/DAB, PAS, trichrome) need a "
+                   "learnt from procedural sections only; on the 3 held-out real H&E images its mean colour is "
+                   "less red (a* 4-10 lower) and bluer (b* 4-12 lower) than the true stain's: more purple, less "
+                   "pink. Other stains (IHC/DAB, PAS, trichrome) need a "
                    "model of their own (Train widget, task colorize, on a few RGB images of that stain). The "
                    "colours are a prediction from gray levels and texture, not a measurement: not for diagnosis.",
 }

@@ -5,7 +5,8 @@ Needs a display; on a server run it under Xvfb::
     xvfb-run -a python scripts/screenshots.py
 
 Denoise, Inpaint and Colorize use the bundled models (the denoise and inpaint samples were not
-in their training data; the colorize sample, scikit-image's IHC image, was). For Translate, and
+in their training data; the colorize sample, scikit-image's IHC image, is a stain - DAB - that
+neither bundled colorizer learnt). For Translate, and
 for any task without a bundled model, a small model is trained first on the sample's reference
 image (a few minutes on a CPU; it flatters the result) and cached in
 ``~/.cache/napari-pix2pix/screenshots`` so that later runs are quick.

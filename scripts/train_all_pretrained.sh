@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the four bundled models one after the other (resumable: rerun to continue).
-# Steps were chosen to fit ~3.5 hours of a 2-core CPU; logs go to runs/pretrained/<task>/train.log
+# About 4 hours of a 2-core CPU (denoise 100 min, inpaint ~65, colorize 47, colorize-he 27); logs go to
+# runs/pretrained/<name>/train.log
 # and, for finished models, scripts/pretrained_logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -123,8 +123,10 @@ RECIPES = {
     # against the fill's mean error 0.128 (network units): it had stopped learning.
     "inpaint": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, lr=1e-3, beta1=0.9,
                     gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0),
-    # the paper's GAN term. Tried instead (benchmarks/results/quality_colorize_attempt_l1_dense_phantoms.log): L1
-    # only, without immunohistochemistry, 2500 steps, on denser textured H&E phantoms: worse on the held-out images
+    # the paper's GAN term, on photographs, landscapes and varied H&E sections (no IHC image). Earlier versions
+    # (benchmarks/results/): v1, the same loss with the IHC image and 24 uniform H&E phantoms, painted real H&E
+    # brown (quality_colorize_v1_gan_ihc.log); L1 only on denser uniform phantoms was worse still
+    # (quality_colorize_attempt_l1_dense_phantoms.log)
     "colorize": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, ndf=32, lr=5e-4,
                      gan_weight=1.0, lambda_l1=100.0, grad_clip=1.0),
     # H&E only: a colorizer that has seen only H&E cannot paint a section in a photograph's colours, the
@@ -138,8 +140,9 @@ CARDS = {  # one-line summaries: the model cards' first line (scripts/model_card
                "noise; applied per channel to multi-channel images.",
     "inpaint": "Fills masked regions (scratches, blobs, boxes, dead pixels) of grayscale images; applied per channel "
                "to RGB and multi-channel images. Pixels outside the mask are returned unchanged.",
-    "colorize": "Grayscale to RGB, learnt from photographs and procedural H&E-like images. Experimental: on real "
-                "H&E sections its colours are wrong (see its model card): use colorize-he there.",
+    "colorize": "Grayscale to RGB, learnt from photographs and procedural H&E sections and landscapes. "
+                "Experimental: better than no colour on 2 of 3 real H&E sections and on 4 of 14 photographs (see "
+                "its model card); for H&E use colorize-he.",
     "colorize-he": "Grayscale to RGB for H&E-stained histology (brightfield): haematoxylin-purple nuclei, "
                    "eosin-pink stroma and cytoplasm, white background; learnt from procedural H&E sections with "
                    "lab-to-lab stain variation. Only for H&E: it paints anything in H&E colours.",

@@ -1,8 +1,8 @@
 """The bundled generators: shipped in the wheel, load offline, and beat trivial baselines.
 
 The images here are phantoms drawn with seeds the training script never uses (it uses
-1000-1047 for fluorescence, 2000-2023 for histology, 3000-3023 for landscapes and 4000-4095 for
-the varied H&E sections of colorize-he), so none
+1000-1047 for fluorescence, 3000-3023 for landscapes and 4000-4095 for the varied H&E sections
+of colorize and colorize-he; the first colorizer used 2000-2023), so none
 was seen in training; but they come from the same generators, so these are in-distribution
 checks. Real, held-out images are measured by ``benchmarks/quality.py``.
 """
