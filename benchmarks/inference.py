@@ -97,7 +97,7 @@ def main() -> None:
 
     tile = args.tile if args.tile == "auto" else int(args.tile)
     itemsize = resolve_precision("auto", torch.device("cpu")).itemsize
-    t_px = auto_tile_size(model.config, itemsize) if tile == "auto" else tile
+    t_px = auto_tile_size(model.config, itemsize)[-1] if tile == "auto" else tile
     plan = plan_axis(args.size, model.config.multiple, t_px, 64)
     pixels = (len(plan.starts) * plan.tile / args.size) ** 2
     res: dict[str, object] = {

@@ -22,8 +22,9 @@ from torch import nn
 
 from napari_pix2pix.engine import phantoms
 from napari_pix2pix.engine.data import make_data, stack_batch
-from napari_pix2pix.engine.predict import run_to_end
-from napari_pix2pix.engine.training import StepUpdate, TrainConfig, ValidationUpdate, _make_valset, train_iter
+from napari_pix2pix.engine.progress import run_to_end
+from napari_pix2pix.engine.training import StepUpdate, TrainConfig, ValidationUpdate, train_iter
+from napari_pix2pix.engine.validation import make_valset, validate
 from napari_pix2pix.nn import GANLoss, PatchGANConfig, PatchGANDiscriminator, UNetGenerator, preset_config
 
 CLEAN = [phantoms.fluorescence((384, 384), s) for s in range(4)]
@@ -104,15 +105,14 @@ def main() -> None:
     data = make_data("denoise", clean=CLEAN, patch_size=128, val_fraction=0.25, seed=0)
     cfg = TrainConfig(task="denoise", preset="unet_tiny", patch_size=128, batch_size=4, steps=n, val_every=n,
                       checkpoint_every=10**6, val_fraction=0.25)
-    vs = _make_valset(data, cfg, 0)
+    vs = make_valset(data, cfg.patch_size, cfg.val_patches, 0)
     _, g_plain = plain_loop("unet_tiny", 128, 4, n - 2, data=data)
     vals = [e for e in train_iter(data=data, config=cfg) if isinstance(e, ValidationUpdate)]
     from napari_pix2pix import Pix2PixModel
-    from napari_pix2pix.engine.training import _validate
 
     pm = Pix2PixModel("denoise", "unet_tiny")
     pm.generator.load_state_dict(g_plain.state_dict())
-    v_plain = _validate(pm, vs, torch.device("cpu"), n, "denoise")
+    v_plain = validate(pm, vs, torch.device("cpu"), n, "denoise")
     quality = {"steps": n, "val_l1_plain": v_plain.l1, "val_l1_ours": vals[-1].l1,
                "val_psnr_plain": v_plain.psnr, "val_psnr_ours": vals[-1].psnr}
     print(json.dumps(quality))

@@ -23,7 +23,7 @@ from skimage import color, data
 
 import napari_pix2pix as p2p
 from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.predict import run_to_end
+from napari_pix2pix.engine.progress import run_to_end
 from napari_pix2pix.engine.training import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]

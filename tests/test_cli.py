@@ -43,6 +43,14 @@ def test_cli_trains_on_16bit_folders_and_predicts(tmp_path, capsys):
                "-o", str(model_path)])
     assert rc == 0
     assert p2p.load_model(model_path).training["steps_done"] == 12
+    # the same command with a setting that differs from the checkpoint's: one line naming it, nothing trained
+    capsys.readouterr()
+    rc = main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
+               "--resume", str(tmp_path / "model.checkpoints" / "checkpoint.safetensors"), "--steps", "14",
+               "--patch-size", "64", "-o", str(model_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "patch_size (checkpoint 32, given 64)" in err and len(err.strip().splitlines()) == 1
+    assert p2p.load_model(model_path).training["steps_done"] == 12
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

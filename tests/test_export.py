@@ -19,7 +19,6 @@ import yaml
 
 import napari_pix2pix as p2p
 from napari_pix2pix.cli import main
-from napari_pix2pix.engine.bioimageio import halo, receptive_field
 from napari_pix2pix.engine.export import MissingExtraError
 from napari_pix2pix.nn import unet as unet_module
 from napari_pix2pix.nn.unet import UNetConfig, UNetGenerator
@@ -282,8 +281,8 @@ def test_receptive_field_matches_gradient_support():
             if not rows.size:  # every ReLU on this output's path happened to be off
                 continue
             widest = max(widest, int(rows.max() - rows.min() + 1))
-        assert widest == receptive_field(cfg)
-        assert 2 * halo(cfg) % cfg.multiple == 0 and 2 * cfg.multiple - 2 * halo(cfg) >= 1
+        assert (widest, widest) == cfg.receptive_field
+        assert all(2 * h % m == 0 and 2 * m - 2 * h >= 1 for h, m in zip(cfg.halo, cfg.size_multiple))
 
 
 def test_architecture_source_is_self_contained():

@@ -59,7 +59,7 @@ def test_export_from_model_chooser_then_use_the_package(make_napari_viewer, qtbo
     # problems are reported in the dialog before any work
     dialog.set_destination("")
     dialog._export_btn.click()
-    assert dialog._status.is_error and "Choose where" in dialog._status.text() and dialog._worker is None
+    assert dialog._status.is_error and "Choose where" in dialog._status.text() and not dialog._runner.running
 
 
 def test_export_from_train_widget_uses_the_last_trained_model(make_napari_viewer, qtbot, tiny_model_files, tmp_path):

@@ -15,7 +15,7 @@ from napari.components import ViewerModel  # noqa: E402
 
 from napari_pix2pix._napari import jobs  # noqa: E402
 from napari_pix2pix._napari import layers as lyr  # noqa: E402
-from napari_pix2pix._napari.models import RECENT, model_choices, model_info, read_header  # noqa: E402
+from napari_pix2pix._napari.choices import RECENT, model_choices, model_info, read_header  # noqa: E402
 from napari_pix2pix._napari.sample_data import SAMPLES, sample_path  # noqa: E402
 from napari_pix2pix.engine.modelfile import ModelFileError  # noqa: E402
 
@@ -120,7 +120,7 @@ def test_recent_models_are_filtered_by_task_and_persisted(tiny_model_files, _pix
 
 
 def test_the_general_bundled_model_is_offered_first(monkeypatch, tmp_path):
-    from napari_pix2pix._napari import models as mdl
+    from napari_pix2pix._napari import choices as mdl
 
     from ._helpers import tiny_model
 

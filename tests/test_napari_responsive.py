@@ -77,7 +77,7 @@ def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, 
     denoise._tile_spin.setValue(64)
     with qtbot.waitSignal(denoise.done, timeout=120_000):
         denoise._run_btn.click()
-        _watch(denoise._worker, meter)
+        _watch(denoise._runner.worker, meter)
     predict_ms, n_predict = meter.worst_ms, len(meter.gaps)
 
     # training, in a viewer that shows its data (and the preview)
@@ -97,7 +97,7 @@ def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, 
     meter.gaps.clear()
     with qtbot.waitSignal(train.done, timeout=120_000) as blocker:
         train._start_btn.click()
-        _watch(train._worker, meter)
+        _watch(train._runner.worker, meter)
     assert blocker.args[0] == "finished", train._status.text()
     train_ms, n_train = meter.worst_ms, len(meter.gaps)
     meter.timer.stop()

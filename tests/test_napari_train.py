@@ -94,7 +94,7 @@ def test_stop_saves_and_resume_continues(make_napari_viewer, qtbot, tmp_path):
     with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
         w._start_btn.click()
         assert w._stop_btn.isEnabled() and not w._start_btn.isEnabled()
-        w._worker.yielded.connect(lambda ev: w._stop_btn.click() if getattr(ev, "step", 0) >= 3 else None)
+        w._runner.worker.yielded.connect(lambda ev: w._stop_btn.click() if getattr(ev, "step", 0) >= 3 else None)
     assert blocker.args[0] == "stopped", w._status.text()
     path = tmp_path / "denoise.safetensors"
     stopped = Pix2PixModel.load(path).training
@@ -149,7 +149,7 @@ def test_bad_choices_are_reported_before_any_work(make_napari_viewer, qtbot, tmp
 
     def expect(message: str, button=None) -> None:
         (button or w._start_btn).click()
-        assert w._worker is None, message
+        assert not w._runner.running, message
         assert w._status.is_error and message in w._status.text(), w._status.text()
 
     w._input_combo.set_layer("a")
@@ -168,7 +168,7 @@ def test_bad_choices_are_reported_before_any_work(make_napari_viewer, qtbot, tmp
     expect("too small to hold out 10% for validation")
     w._val_spin.setValue(0)
     w._patch_spin.setValue(64)
-    expect("larger than image")
+    expect("is larger than clean image 1")
     w._val_spin.setValue(0.1)
     w._patch_spin.setValue(32)
     w._config_overrides = {}
@@ -215,7 +215,7 @@ def test_quit_from_napari_still_saves_the_run(make_napari_viewer, qtbot, tmp_pat
     w._target_combo.set_layer("clean")
     with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
         w._start_btn.click()
-        worker = w._worker
+        worker = w._runner.worker
         worker.yielded.connect(lambda ev: worker.quit() if getattr(ev, "step", 0) >= 2 else None)
     assert blocker.args[0] == "stopped", w._status.text()
     saved = Pix2PixModel.load(tmp_path / "denoise.safetensors").training

@@ -14,7 +14,7 @@ from napari_pix2pix._napari._qt.restore import (  # noqa: E402
     InpaintWidget,
     TranslateWidget,
 )
-from napari_pix2pix._napari.models import RECENT  # noqa: E402
+from napari_pix2pix._napari.choices import RECENT  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 60_000
@@ -63,7 +63,7 @@ def test_denoise_end_to_end_metadata_and_rerun_in_place(make_napari_viewer, qtbo
 
 
 def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tiny_model_files, monkeypatch):
-    from napari_pix2pix._napari import models
+    from napari_pix2pix._napari import choices as models
 
     monkeypatch.setattr(models, "bundled_paths", lambda: {})  # as in a build without pretrained models
     viewer = make_napari_viewer()
@@ -71,7 +71,7 @@ def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tin
     w = _dock(viewer, DenoiseWidget)
     assert "No pretrained denoise model is bundled" in w._model_note.text()
     w._run_btn.click()
-    assert w._status.is_error and "Choose a model" in w._status.text() and w._worker is None
+    assert w._status.is_error and "Choose a model" in w._status.text() and not w._runner.running
     # a model of another task is refused with a clear message
     assert not w.use_model_file(tiny_model_files["inpaint"])
     assert "inpaint model" in w._status.text()
@@ -96,7 +96,7 @@ def test_bad_choices_are_reported_before_work(make_napari_viewer, qtbot, tiny_mo
     w._tile_spin.setValue(32)
     w._run_btn.click()
     assert w._status.is_error and "smaller than this model's size multiple 64" in w._status.text()
-    assert w._worker is None and "x denoised" not in viewer.layers
+    assert not w._runner.running and "x denoised" not in viewer.layers
 
 
 def test_worker_errors_are_shown(make_napari_viewer, qtbot, tiny_model_files):
@@ -140,7 +140,7 @@ def test_cancel_leaves_everything_unchanged(make_napari_viewer, qtbot, tiny_mode
     w._tile_spin.setValue(32)
     with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
         w._run_btn.click()
-        w._worker.yielded.connect(lambda p: w._cancel_btn.click() if p.total and p.done else None)
+        w._runner.worker.yielded.connect(lambda p: w._cancel_btn.click() if p.total and p.done else None)
     assert blocker.args[0] == "cancelled"
     assert "Cancelled" in w._status.text() and "big denoised" not in viewer.layers
     assert w._run_btn.isEnabled()
@@ -228,7 +228,7 @@ def test_cancel_from_napari_activity_dock(make_napari_viewer, qtbot, tiny_model_
     with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
         w._run_btn.click()
         assert w._pbar.cancel_callback is not None  # the activity dock shows a Cancel button
-        w._worker.yielded.connect(lambda p: w._pbar.cancel() if w._pbar is not None and p.done else None)
+        w._runner.worker.yielded.connect(lambda p: w._pbar.cancel() if w._pbar is not None and p.done else None)
     assert blocker.args[0] == "cancelled" and "big denoised" not in viewer.layers
 
 

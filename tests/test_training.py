@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -74,6 +75,50 @@ def test_stop_then_resume_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(wf[k], wr[k], rtol=1e-5, atol=1e-6)
 
 
+def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
+    from napari_pix2pix.engine.train_config import RESUMABLE, resume_config
+
+    clean = [phantoms.nuclei((96, 96), s) for s in range(2)]
+    cfg = TrainConfig(task="denoise", steps=4, val_fraction=0, checkpoint_every=100, **TINY)
+    p2p.train(clean=clean, config=cfg, model_path=tmp_path / "m.safetensors")
+    ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
+    # a setting that defines the run differs: refused, naming it and what may change
+    with pytest.raises(ValueError, match=r"patch_size \(checkpoint 32, given 64\).*only steps, device"):
+        p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=64)
+    # the same value (a command rerun with --resume added) and the resumable fields are accepted
+    resumed = p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=32, val_every=2, precision="fp32",
+                        model_path=tmp_path / "m.safetensors")
+    assert resumed.training["steps_done"] == 6
+    assert resumed.training["config"]["val_every"] == 2 and resumed.training["config"]["precision"] == "fp32"
+    assert set(RESUMABLE) == {"steps", "device", "precision", "val_every", "checkpoint_every"}
+    # a full config given with resume: only its resumable fields apply
+    got = resume_config(cfg, {k: getattr(replace(cfg, steps=9, lr=1.0), k) for k in RESUMABLE})
+    assert got.steps == 9 and got.lr == cfg.lr
+
+
+def test_train_iter_reports_its_status(tmp_path):
+    from napari_pix2pix.engine.progress import StatusUpdate, TrainingStatus
+
+    clean = [phantoms.nuclei((64, 64), 0)]
+    events = list(train_iter(clean=clean, config=TrainConfig(task="denoise", steps=3, val_fraction=0, **TINY)))
+    status = [e.status for e in events if isinstance(e, StatusUpdate)]
+    assert status == [TrainingStatus.RUNNING, TrainingStatus.FINISHED]
+    assert isinstance(events[0], StatusUpdate) and isinstance(events[-1], StatusUpdate)
+    assert str(TrainingStatus.FINISHED) == "finished"  # stored as its plain value in files
+
+
+def test_a_cancelled_training_raises_the_neutral_cancelled(tmp_path):
+    from napari_pix2pix.engine.progress import run_to_end
+
+    clean = [phantoms.nuclei((64, 64), 0)]
+    gen = train_iter(clean=clean, task="denoise", steps=50, val_fraction=0, model_path=tmp_path / "m.safetensors",
+                     **TINY)
+    with pytest.raises(p2p.Cancelled, match="training was cancelled"):
+        run_to_end(gen, cancel=lambda: True, what="training")
+    assert p2p.PredictionCancelled is p2p.Cancelled  # the 0.1.0 name still catches it
+    assert p2p.load_model(tmp_path / "m.safetensors").training["status"] == "stopped"  # closed: saved
+
+
 def test_closing_the_generator_saves(tmp_path):
     clean = [phantoms.nuclei((96, 96), 0)]
     gen = train_iter(clean=clean, config=TrainConfig(task="inpaint", steps=50, val_fraction=0, **TINY),
@@ -137,7 +182,7 @@ def test_mismatched_folders_fail_before_training(tmp_path):
     "kwargs,match",
     [
         (dict(input=np.zeros((64, 64)), target=np.zeros((64, 60))), "differ in shape"),
-        (dict(input=np.ones((40, 40)), target=np.ones((40, 40)), patch_size=64), "larger than image"),
+        (dict(input=np.ones((40, 40)), target=np.ones((40, 40)), patch_size=64), "is larger than the image pair"),
         (dict(clean=np.ones((64, 64)), task="translate"), "cannot be synthesized"),
         (dict(input=[np.ones((64, 64))], target=[]), "as many input as target"),
         (dict(), "exactly one data source"),

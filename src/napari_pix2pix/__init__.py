@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .engine.api import NoBundledModelError, colorize, denoise, inpaint, translate
 from .engine.model import Pix2PixModel, import_reference_checkpoint
 from .engine.modelfile import ModelFileError
 from .engine.normalization import Normalization
-from .engine.predict import PredictionCancelled, Progress
+from .engine.progress import Cancelled, PredictionCancelled, Progress
 from .engine.registry import list_models, load_model
 
 __all__ = [
+    "Cancelled",
     "ModelFileError",
     "NoBundledModelError",
     "Normalization",

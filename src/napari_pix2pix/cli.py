@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
+from .engine.device import DEVICES, PRECISIONS
+from .engine.tasks import TASKS
+from .nn.losses import GAN_MODES
+from .nn.unet import PRESETS
 
 
 def _progress_bar(total: int, desc: str) -> Any:
@@ -118,8 +122,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- models / info
 def cmd_models(args: argparse.Namespace) -> int:
     """List bundled models or describe a model file."""
-    from .engine.bioimageio import is_package, package_metadata
     from .engine.modelfile import read_model_file
+    from .engine.package import is_package, package_metadata
     from .engine.registry import list_models
 
     if args.file:
@@ -190,14 +194,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.channel_axis is not None:
         sources["channel_axis"] = args.channel_axis
     train_kwargs: dict[str, Any] = dict(model_path=args.out, checkpoint_dir=args.checkpoint_dir, **sources)
-    if args.resume:
+    if args.resume:  # the checkpoint's settings; only the resumable ones may differ (engine.train_config)
         train_kwargs["resume"] = args.resume
-        train_kwargs.update({k: v for k, v in options.items() if k == "steps"})
+        train_kwargs.update(options)
     else:
         train_kwargs["config"] = TrainConfig(**options)
     from tqdm import tqdm
 
-    from .engine.predict import run_to_end
+    from .engine.progress import run_to_end
 
     gen = train_iter(**train_kwargs)
     bar = None
@@ -254,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the largest that fits ~512 MB of activations)")
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: by memory)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.set_defaults(func=cmd_predict)
 
@@ -270,12 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="default: <out>.checkpoints beside the model")
     p.add_argument("--resume", help="checkpoint.safetensors to continue from")
     p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options override it)")
-    p.add_argument("--task", choices=["denoise", "inpaint", "colorize", "translate"])
-    p.add_argument("--preset", choices=["unet_256", "unet_128", "unet_small", "unet_tiny"])
+    p.add_argument("--task", choices=TASKS)
+    p.add_argument("--preset", choices=list(PRESETS))
     p.add_argument("--ngf", type=int)
     p.add_argument("--levels", type=int)
     p.add_argument("--ndf", type=int)
-    p.add_argument("--gan-mode", choices=["vanilla", "lsgan"])
+    p.add_argument("--gan-mode", choices=GAN_MODES)
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--patch-size", type=int)
@@ -287,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--noise-sigma", type=float, help="denoise synthesis: fixed Gaussian sigma (0-255 units)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--device", choices=DEVICES)
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("-v", "--verbose", action="store_true", help="also log every saved file")
     p.set_defaults(func=cmd_train)

@@ -10,7 +10,7 @@ Modules
 layers
     Layers to arrays and back (``add_result`` keeps the input's spatial metadata; ``add_overlay``
     and ``add_labels_result`` show maps about a result over it).
-models
+choices
     Model choices per task: bundled models and the remembered model files.
 jobs
     The generator functions the widgets run in worker threads.

@@ -10,21 +10,19 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..engine.data import PairedData, make_data
+from ..engine.data import PairedData
 from ..engine.export import ExportReport
 from ..engine.model import Pix2PixModel
-from ..engine.normalization import Normalization
-from ..engine.predict import Progress
+from ..engine.progress import Progress, TrainEvent, relay
 from ..engine.registry import load_model
-from ..engine.synthesis import NoiseConfig
-from ..engine.training import TrainConfig, TrainEvent, train_iter
+from ..engine.training import TrainConfig, train_iter, training_data
 from ..engine.uncertainty import ResidualReport, residual_report, uncertainty_iter
 
 _CACHE: OrderedDict[tuple[Any, ...], Pix2PixModel] = OrderedDict()
@@ -156,28 +154,12 @@ def predict_job(
     _wait_for_warm_up()
     net = load_model_cached(model)
     gen = net.predict_iter(image, mask, **_predict_kwargs(settings))
-    return (yield from _until_cancelled(gen, cancel))
+    return (yield from relay(gen, cancel))
 
 
 def _predict_kwargs(settings: PredictSettings) -> dict[str, Any]:
     return dict(channel_axis=settings.channel_axis, tile_size=settings.tile_size, overlap=settings.overlap,
                 batch_size=settings.batch_size, device=settings.device)
-
-
-def _until_cancelled(gen: Generator[Progress, None, Any], cancel: threading.Event | None
-                     ) -> Generator[Progress, None, Any]:
-    """Run `gen` to its end (returning its value), or return None as soon as `cancel` is set."""
-    try:
-        while True:
-            if cancel is not None and cancel.is_set():
-                return None
-            try:
-                update = next(gen)
-            except StopIteration as done:
-                return done.value
-            yield update
-    finally:
-        gen.close()
 
 
 @dataclass(frozen=True)
@@ -230,17 +212,15 @@ def trust_job(
     """
     if samples < 2:
         raise ValueError(f"the uncertainty needs at least 2 samples, got {samples}")
-    output = yield from _recount(predict_job(model, image, mask, settings=settings, cancel=cancel),
-                                 lambda p: Progress(p.done, p.total * (1 + samples), p.message))
+    output = yield from relay(predict_job(model, image, mask, settings=settings, cancel=cancel),
+                              recount=lambda p: Progress(p.done, p.total * (1 + samples), p.message) if p.total else p)
     if output is None:
         return None
     net = load_model_cached(model)
     spread_iter = uncertainty_iter(net, image, mask, samples=samples, **_predict_kwargs(settings))
     # its total counts `samples` predictions: after the first one, out of 1 + samples
-    spread = yield from _recount(
-        _until_cancelled(spread_iter, cancel),
-        lambda p: Progress(p.total // samples + p.done, p.total // samples * (1 + samples), p.message),
-    )
+    spread = yield from relay(spread_iter, cancel, recount=lambda p: Progress(
+        p.total // samples + p.done, p.total // samples * (1 + samples), p.message) if p.total else p)
     if spread is None:
         return None
     report = None
@@ -248,20 +228,6 @@ def trust_job(
         yield Progress(0, 0, "residual")
         report = _residual(image, output, settings.channel_axis)
     return TrustResult(output, spread, report)
-
-
-def _recount(gen: Generator[Progress, None, Any], recount: Callable[[Progress], Progress]
-             ) -> Generator[Progress, None, Any]:
-    """Yield `gen`'s tile counts through `recount` (as part of a longer job); return its value."""
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as done:
-                return done.value
-            yield recount(p) if p.total else p
-    finally:
-        gen.close()
 
 
 def _residual(image: Any, output: Any, channel_axis: int | None) -> ResidualReport:
@@ -307,20 +273,6 @@ def export_job(
     return net.export(path, format, check=check)
 
 
-def training_data(config: TrainConfig, source: dict[str, Any]) -> PairedData:
-    """Training pairs for `config` from one source (``input``/``target``, ``clean``, folders, ...).
-
-    Raises the engine's ValueError/TypeError for bad choices (shapes that differ, an empty
-    folder, a patch larger than an image, ...), before any training.
-    """
-    noise = NoiseConfig(**config.noise) if config.noise else None
-    return make_data(
-        config.task, **source, normalization=Normalization(*config.percentiles), noise=noise,
-        val_fraction=config.val_fraction, val_split=config.val_split, patch_size=config.patch_size,
-        seed=config.seed,
-    )
-
-
 def train_job(
     config: TrainConfig,
     *,
@@ -336,7 +288,7 @@ def train_job(
     ----------
     config : TrainConfig
         The run's settings. When resuming, the checkpoint's settings are used, with this
-        config's ``steps``, ``device`` and ``val_every``.
+        config's resumable fields (:data:`~napari_pix2pix.engine.train_config.RESUMABLE`).
     model_path : path
         Where the model file is written when training finishes or is stopped.
     data : PairedData, optional
@@ -352,9 +304,4 @@ def train_job(
     _wait_for_warm_up()
     if data is None:
         data = training_data(config, source or {})
-    if resume is not None:
-        gen = train_iter(data=data, model_path=model_path, resume=resume, stop=stop,
-                         steps=config.steps, device=config.device, val_every=config.val_every)
-    else:
-        gen = train_iter(data=data, config=config, model_path=model_path, stop=stop)
-    return (yield from gen)
+    return (yield from train_iter(data=data, config=config, model_path=model_path, resume=resume, stop=stop))

@@ -74,9 +74,10 @@ def inpaint(image: Any, mask: Any = None, model: ModelLike = None, *, channel_ax
     model : str, path or Pix2PixModel, optional
         Default the bundled inpainter.
     channel_axis : int, optional
-        Channel axis.
+        Channel axis; the mask applies to every channel.
     **kwargs
-        Passed to :meth:`Pix2PixModel.predict`.
+        Passed to :meth:`Pix2PixModel.predict` (``uncertainty=True`` returns the spread,
+        zero outside the mask, too).
 
     Returns
     -------
@@ -117,15 +118,17 @@ def translate(image: Any, model: ModelLike, *, channel_axis: int | None = None, 
     image : array-like
         Input image, stack or multi-channel image.
     model : str, path or Pix2PixModel
-        The trained model (any task).
+        The trained model (any task): a model file, a bioimage.io package, a bundled name.
     channel_axis : int, optional
-        Channel axis.
+        Channel axis of multi-channel images; a single-channel model is applied to each.
     **kwargs
-        Passed to :meth:`Pix2PixModel.predict`.
+        Passed to :meth:`Pix2PixModel.predict` (tile_size, device, out, progress, ...).
 
     Returns
     -------
     numpy.ndarray
+        The input's dtype and scale, or float32 on the training targets' scale for models
+        trained between modalities.
     """
     if model is None:
         raise ValueError("translate needs a model: a model file trained with napari_pix2pix.train")

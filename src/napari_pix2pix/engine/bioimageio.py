@@ -1,4 +1,4 @@
-"""bioimage.io model packages: export (spec 0.5, via ``bioimageio.spec``) and import (no extra needed).
+"""bioimage.io model packages: export (spec 0.5, via ``bioimageio.spec``; the ``bioimageio`` extra).
 
 A package holds the generator three times — ``pytorch_state_dict`` with its architecture
 source (``nn/unet.py``, callable :class:`~napari_pix2pix.nn.unet.ExportGenerator`),
@@ -16,14 +16,11 @@ ilastik, QuPath or bioimageio.core run):
   input's own percentile range. Models with a fixed output range (``translate`` with
   ``output="fixed"``) output exactly our intensities.
 
-Importing (:func:`read_package`) reads ``rdf.yaml`` with a safe YAML loader, verifies the
-SHA-256 of every packaged file, loads the state dict with ``torch.load(weights_only=True)``
-and never imports the packaged source: predictions equal those of the original model file.
+Reading packages back is :mod:`napari_pix2pix.engine.package` (no extra needed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -31,79 +28,35 @@ import re
 import shutil
 import tempfile
 import uuid
-import zipfile
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .export import ExportReport, export_kwargs, export_network, reference_prediction, require
-from .modelfile import ModelFileError
+from .export import (
+    ONNX_OPSET,
+    ExportReport,
+    export_kwargs,
+    export_network,
+    reference_prediction,
+    require,
+    test_image,
+    write_onnx,
+    write_torchscript,
+)
 from .normalization import SCALE, safe_range
+from .package import ARCHITECTURE_CALLABLE, CONFIG_KEY
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
 
-RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
-ARCHITECTURE_CALLABLE = "ExportGenerator"
-CONFIG_KEY = "napari_pix2pix"
 PIX2PIX_CITATION = ("Isola P, Zhu J-Y, Zhou T, Efros AA. Image-to-Image Translation with Conditional Adversarial "
                     "Networks. CVPR 2017.")
 PIX2PIX_DOI = "10.1109/CVPR.2017.632"
 OUTPUT_IDS = {"denoise": "denoised", "inpaint": "inpainted", "colorize": "colorized", "translate": "translated"}
-
-
-# ---------------------------------------------------------------------- geometry
-def receptive_field(config: Any) -> int:
-    """Theoretical receptive field (pixels along y or x) of a U-Net generator's output pixels.
-
-    The input interval each output pixel depends on, traced back through every layer and
-    skip connection (4x4 stride-2 convolutions, their transposes, extra 3x3 convolutions, the
-    full-resolution stem and tail); the widest over the output positions of one size multiple.
-    """
-    n, k, kf = config.levels, config.block_convs, getattr(config, "full_res_convs", 0)
-
-    def stem(a: int, b: int) -> tuple[int, int]:  # full-resolution 3x3 convolutions before level 0
-        return a - kf, b + kf
-
-    def down(i: int, a: int, b: int) -> tuple[int, int]:  # encoder level i over [a, b] -> input pixels
-        if i < n - 1:
-            a, b = a - k, b + k  # extra 3x3 convolutions
-        a, b = 2 * a - 1, 2 * b + 2  # 4x4 stride-2 convolution, padding 1
-        return stem(a, b) if i == 0 else down(i - 1, a, b)
-
-    def transposed(a: int, b: int) -> tuple[int, int]:  # 4x4 stride-2 transposed convolution, padding 1
-        return -((2 - a) // 2), (b + 1) // 2
-
-    def up(j: int, a: int, b: int) -> tuple[int, int]:  # decoder block j over [a, b] -> input pixels
-        a, b = transposed(a - k, b + k)
-        if j == 0:
-            return down(n - 1, a, b)
-        d, u = down(n - 1 - j, a, b), up(j - 1, a, b)  # skip and deeper path
-        return min(d[0], u[0]), max(d[1], u[1])
-
-    widest = 0
-    for o in range(config.multiple):
-        lo, hi = o - kf, o + kf  # the tail's 3x3 convolutions (none without a full-resolution tail)
-        a, b = transposed(lo, hi)  # the head, from the concatenation of level 0 and the decoder
-        d, u = down(0, a, b), up(n - 2, a, b)
-        ends = [d, u, stem(lo, hi)] if kf else [d, u]  # with a tail: also the stem's skip
-        widest = max(widest, max(e[1] for e in ends) - min(e[0] for e in ends) + 1)
-    return widest
-
-
-def halo(config: Any) -> int:
-    """Pixels to crop from each side of an output tile: half the size multiple.
-
-    bioimage.io consumers pad an input by the halo on each side before running the network,
-    so the halo keeps padded sizes on the network's grid only if twice the halo is a
-    multiple of the size multiple; the smallest tile is then twice the size multiple. The
-    theoretical receptive field (:func:`receptive_field`) is far larger than what matters
-    in practice.
-    """
-    return config.multiple // 2
+TAGS = {"denoise": "denoising", "inpaint": "inpainting", "colorize": "colorization", "translate": "image-to-image"}
 
 
 # ---------------------------------------------------------------------- export
@@ -257,6 +210,194 @@ def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int,
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """The network's tiling facts as a package states them (along y and x)."""
+
+    multiple: int
+    halo: int
+    receptive_field: int
+
+
+def _test_tensors(model: Pix2PixModel, image: np.ndarray | None, mask: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The package's test image (C, h, w) cropped to the size grid, and its mask (inpaint); checked."""
+    multiple = model.config.multiple
+    if image is None:
+        image, mask = test_image(model)
+    image = np.asarray(image, np.float32)
+    if not np.isfinite(image).all():
+        raise ValueError("the test image contains NaN or infinite values: give a finite image "
+                         "(the package's test tensors are computed from it)")
+    if image.ndim == 2:
+        image = image[None]
+    c = model.task.image_channels(model.config.in_channels)
+    if image.ndim != 3 or image.shape[0] != c or min(image.shape[1:]) < 2 * multiple:
+        raise ValueError(f"the test image must be (H, W) or ({c}, H, W) with H and W at least {2 * multiple} "
+                         f"(twice the network's size multiple: the package's smallest tile); got shape {image.shape}")
+    full = image.shape[1:]
+    h, w = full[0] - full[0] % multiple, full[1] - full[1] % multiple
+    image = np.ascontiguousarray(image[:, :h, :w])  # top-left crop to the size grid
+    if not model.task.needs_mask:
+        return image, None
+    m = None if mask is None else np.asarray(mask) != 0
+    if m is None or m.shape != full:
+        raise ValueError(f"an inpainting test needs a mask of the test image's size {full} (non-zero = fill)")
+    if not m[:h, :w].any():
+        raise ValueError("the test mask is empty inside the test image (cropped to a multiple of "
+                         f"{multiple}); mark pixels to fill")
+    return image, m[:h, :w]
+
+
+def _write_files(tmp: Path, model: Pix2PixModel, net: Any, image: np.ndarray, mask: np.ndarray | None,
+                 geometry: _Geometry, ids: dict[str, str]) -> None:
+    """Every file of the package: weights three ways, architecture source, test/sample tensors, cover, README."""
+    import tifffile  # sample tensors: TIFF, which bioimage.io's website can show
+
+    from ..nn import unet as unet_module
+
+    gain, offset = output_affine(model)
+    inputs = [torch.from_numpy(package_preprocess(model, image)[None])]
+    if mask is not None:
+        inputs.append(torch.from_numpy(mask.astype(np.float32)[None, None]))
+    with torch.no_grad():
+        test_out = (net(*inputs).numpy() * np.float32(gain) + np.float32(offset)).astype(np.float32)
+    buf = io.BytesIO()
+    torch.save(dict(net.state_dict()), buf)
+    (tmp / "pytorch_state_dict.pt").write_bytes(buf.getvalue())
+    shutil.copyfile(unet_module.__file__, tmp / "unet.py")
+    write_torchscript(model, tmp / "torchscript.pt", net=net)
+    write_onnx(model, tmp / "model.onnx", net=net)
+    np.save(tmp / "test_input_image.npy", image[None])
+    tifffile.imwrite(tmp / "sample_input_image.tif", image[None])
+    if mask is not None:
+        np.save(tmp / "test_input_mask.npy", mask.astype(np.float32)[None, None])
+        tifffile.imwrite(tmp / "sample_input_mask.tif", mask.astype(np.float32)[None, None])
+    np.save(tmp / "test_output.npy", test_out)
+    tifffile.imwrite(tmp / "sample_output.tif", test_out)
+    _cover(model, image, test_out[0], tmp / "cover.png")
+    (tmp / "README.md").write_text(_documentation(model, multiple=geometry.multiple, halo_px=geometry.halo,
+                                                  rf=geometry.receptive_field, ids=ids))
+
+
+def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Geometry, ids: dict[str, str]
+                   ) -> tuple[list[Any], Any]:
+    """The input tensors (image, and mask for inpainting) and the output tensor of the package."""
+    from bioimageio.spec.model import v0_5 as bio
+
+    norm, cfg, multiple = model.normalization, model.config, geometry.multiple
+    image_id = bio.TensorId(ids["image"])
+
+    def same_as_image(axis: str) -> Any:
+        return bio.SizeReference(tensor_id=image_id, axis_id=bio.AxisId(axis))
+
+    space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=2 * multiple, step=multiple))
+             for a in ("y", "x")]
+    inputs = [bio.InputTensorDescr(
+        id=image_id,
+        description=f"image to {model.task.name}; y and x multiples of {multiple}",
+        axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=_channel_names(model.task.image_channels(
+            cfg.in_channels))), *space],
+        test_tensor=bio.FileDescr(source=tmp / "test_input_image.npy"),
+        sample_tensor=bio.FileDescr(source=tmp / "sample_input_image.tif"),
+        data=bio.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[
+            bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(axes=[bio.AxisId("channel"), bio.AxisId("y"),
+                                                                  bio.AxisId("x")],
+                                                            min_percentile=norm.low, max_percentile=norm.high)),
+            bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=2 * SCALE, offset=-SCALE)),
+        ],
+    )]
+    if has_mask:
+        inputs.append(bio.InputTensorDescr(
+            id=bio.TensorId(ids["mask"]),
+            description="non-zero where pixels are to be filled",
+            axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=["mask"]),
+                  *(bio.SpaceInputAxis(id=bio.AxisId(a), size=same_as_image(a)) for a in ("y", "x"))],
+            test_tensor=bio.FileDescr(source=tmp / "test_input_mask.npy"),
+            sample_tensor=bio.FileDescr(source=tmp / "sample_input_mask.tif"),
+            data=bio.IntervalOrRatioDataDescr(type="float32"),
+        ))
+    units = ("intensities on the training targets' scale" if norm.output == "fixed"
+             else f"normalized units of the input ({norm.low}/{norm.high} percentiles = 0/1)")
+    gain, offset = output_affine(model)
+    output = bio.OutputTensorDescr(
+        id=bio.TensorId(ids["output"]),
+        description=units,
+        axes=[bio.BatchAxis(),
+              bio.ChannelAxis(channel_names=_channel_names(cfg.out_channels, model.task.name == "colorize")),
+              *(bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=geometry.halo, size=same_as_image(a))
+                for a in ("y", "x"))],
+        test_tensor=bio.FileDescr(source=tmp / "test_output.npy"),
+        sample_tensor=bio.FileDescr(source=tmp / "sample_output.tif"),
+        data=bio.IntervalOrRatioDataDescr(type="float32"),
+        postprocessing=[bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=gain, offset=offset))],
+    )
+    return inputs, output
+
+
+def _weights_descr(tmp: Path, model: Pix2PixModel) -> Any:
+    from bioimageio.spec.model import v0_5 as bio
+
+    torch_version = bio.Version(torch.__version__.split("+")[0])
+    return bio.WeightsDescr(
+        pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+            source=tmp / "pytorch_state_dict.pt",
+            architecture=bio.ArchitectureFromFileDescr(
+                source=tmp / "unet.py", callable=bio.Identifier(ARCHITECTURE_CALLABLE), kwargs=export_kwargs(model)),
+            pytorch_version=torch_version,
+        ),
+        torchscript=bio.TorchscriptWeightsDescr(source=tmp / "torchscript.pt", pytorch_version=torch_version,
+                                                parent="pytorch_state_dict"),
+        onnx=bio.OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=ONNX_OPSET, parent="pytorch_state_dict"),
+    )
+
+
+def _model_descr(tmp: Path, model: Pix2PixModel, net: Any, has_mask: bool, geometry: _Geometry,
+                 ids: dict[str, str], authors: list[str] | None, licence: Any) -> Any:
+    """The package's rdf: names, card, citation, tensors, weights, and our metadata under config."""
+    from bioimageio.spec.model import v0_5 as bio
+
+    cfg, card = model.config, model.card or {}
+    names = authors or ([str(a) for a in card["authors"]] if isinstance(card.get("authors"), list)
+                        else ["napari-pix2pix"])
+    training = {k: v for k, v in (model.training or {}).items() if k != "history"}
+    tcfg = training.get("config", {}) if isinstance(training.get("config"), dict) else {}
+    summary = str(card.get("summary") or f"Pix2Pix U-Net {model.task.name} model (napari-pix2pix)")
+    gan = float(tcfg.get("gan_weight", 1.0) or 0) > 0  # trained with the adversarial term (unknown: assume so)
+    inputs, output = _tensor_descrs(tmp, model, has_mask, geometry, ids)
+    return bio.ModelDescr(
+        name=_safe_name(model.name, model.task.name),
+        description=summary[:512],
+        authors=[bio.Author(name=n) for n in names],
+        cite=[bio.CiteEntry(text=PIX2PIX_CITATION, doi=bio.Doi(PIX2PIX_DOI))],
+        license=licence,
+        documentation=bio.FileDescr(source=tmp / "README.md"),
+        covers=[bio.FileDescr(source=tmp / "cover.png")],
+        tags=["pix2pix", "unet", *(["gan"] if gan else []), f"{cfg.spatial_dims}d", "pytorch", "napari-pix2pix",
+              model.task.name, TAGS[model.task.name]],
+        inputs=inputs,
+        outputs=[output],
+        weights=_weights_descr(tmp, model),
+        config=bio.Config(
+            bioimageio=bio.BioimageioConfig(
+                architecture_type="U-Net (Pix2Pix generator)",
+                architecture_description=(
+                    f"{cfg.levels} levels of 4x4 stride-2 convolutions, width {cfg.ngf}; size multiple "
+                    f"{geometry.multiple}; theoretical receptive field {geometry.receptive_field} px"),
+                model_parameter_count=sum(p.numel() for p in net.parameters()),
+                training=bio.TrainingDetails(
+                    training_batch_size=tcfg.get("batch_size"), initial_learning_rate=tcfg.get("lr"),
+                    loss_function="conditional GAN (PatchGAN) + lambda * L1" if gan else "L1",
+                    optimizer="Adam",
+                ),
+            ),
+            **{CONFIG_KEY: _json_safe({**model.metadata, "size_multiple": geometry.multiple,
+                                       "receptive_field": geometry.receptive_field, "halo": geometry.halo})},
+        ),
+    )
+
+
 def export_bioimageio(
     model: Pix2PixModel,
     path: str | os.PathLike[str],
@@ -297,210 +438,23 @@ def export_bioimageio(
     require("bioimageio.spec", "bioimage.io export")
     require("onnx", "bioimage.io export (ONNX weights)")
     from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.model.v0_5 import (
-        ArchitectureFromFileDescr,
-        Author,
-        AxisId,
-        BatchAxis,
-        BioimageioConfig,
-        ChannelAxis,
-        CiteEntry,
-        Config,
-        Doi,
-        FileDescr,
-        Identifier,
-        InputTensorDescr,
-        IntervalOrRatioDataDescr,
-        LicenseId,
-        ModelDescr,
-        OnnxWeightsDescr,
-        OutputTensorDescr,
-        ParameterizedSize,
-        PytorchStateDictWeightsDescr,
-        ScaleLinearDescr,
-        ScaleLinearKwargs,
-        ScaleRangeDescr,
-        ScaleRangeKwargs,
-        SizeReference,
-        SpaceInputAxis,
-        SpaceOutputAxisWithHalo,
-        TensorId,
-        TorchscriptWeightsDescr,
-        TrainingDetails,
-        Version,
-        WeightsDescr,
-    )
-
-    from ..nn import unet as unet_module
-    from .export import ONNX_OPSET, test_image, write_onnx, write_torchscript
+    from bioimageio.spec.model.v0_5 import LicenseId
 
     cfg = model.config
-    multiple, halo_px = cfg.multiple, halo(cfg)
-    card = model.card or {}
-    licence = license or str(card.get("license_id") or "BSD-3-Clause")
+    licence = license or str((model.card or {}).get("license_id") or "BSD-3-Clause")
     try:
         licence_id = LicenseId(licence)
     except ValueError:
         raise ValueError(f"{licence!r} is not an SPDX licence identifier (e.g. BSD-3-Clause, MIT, CC-BY-4.0)") from None
-    if image is None:
-        image, mask = test_image(model)
-    image = np.asarray(image, np.float32)
-    if not np.isfinite(image).all():
-        raise ValueError("the test image contains NaN or infinite values: give a finite image "
-                         "(the package's test tensors are computed from it)")
-    if image.ndim == 2:
-        image = image[None]
-    c = model.task.image_channels(cfg.in_channels)
-    if image.ndim != 3 or image.shape[0] != c or min(image.shape[1:]) < 2 * multiple:
-        raise ValueError(f"the test image must be (H, W) or ({c}, H, W) with H and W at least {2 * multiple} "
-                         f"(twice the network's size multiple: the package's smallest tile); got shape {image.shape}")
-    full = image.shape[1:]
-    h, w = full[0] - full[0] % multiple, full[1] - full[1] % multiple
-    image = np.ascontiguousarray(image[:, :h, :w])  # top-left crop to the size grid
-    if model.task.needs_mask:
-        m = None if mask is None else np.asarray(mask) != 0
-        if m is None or m.shape != full:
-            raise ValueError(f"an inpainting test needs a mask of the test image's size {full} (non-zero = fill)")
-        mask = m[:h, :w]
-        if not mask.any():
-            raise ValueError("the test mask is empty inside the test image (cropped to a multiple of "
-                             f"{multiple}); mark pixels to fill")
-    else:
-        mask = None
-
+    image, mask = _test_tensors(model, image, mask)
+    geometry = _Geometry(cfg.size_multiple[-1], cfg.halo[-1], cfg.receptive_field[-1])
     ids = {"image": "image", "mask": "mask", "output": OUTPUT_IDS[model.task.name]}
     net = export_network(model)
-    rf = receptive_field(cfg)
-    norm = model.normalization
-    gain, offset = output_affine(model)
-    x = package_preprocess(model, image)[None]
-    with torch.no_grad():
-        inputs = [torch.from_numpy(x)] + ([torch.from_numpy(mask.astype(np.float32)[None, None])] if mask is not None
-                                          else [])
-        y = net(*inputs).numpy()
-    test_out = (y * np.float32(gain) + np.float32(offset)).astype(np.float32)
-
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        state = net.state_dict()
-        buf = io.BytesIO()
-        torch.save(dict(state), buf)
-        (tmp / "pytorch_state_dict.pt").write_bytes(buf.getvalue())
-        shutil.copyfile(unet_module.__file__, tmp / "unet.py")
-        write_torchscript(model, tmp / "torchscript.pt", net=net)
-        write_onnx(model, tmp / "model.onnx", net=net)
-        np.save(tmp / "test_input_image.npy", image[None])
-        if mask is not None:
-            np.save(tmp / "test_input_mask.npy", mask.astype(np.float32)[None, None])
-        np.save(tmp / "test_output.npy", test_out)
-        import tifffile  # sample tensors: TIFF, which bioimage.io's website can show
-
-        tifffile.imwrite(tmp / "sample_input_image.tif", image[None])
-        tifffile.imwrite(tmp / "sample_output.tif", test_out)
-        if mask is not None:
-            tifffile.imwrite(tmp / "sample_input_mask.tif", mask.astype(np.float32)[None, None])
-        _cover(model, image, test_out[0], tmp / "cover.png")
-        (tmp / "README.md").write_text(
-            _documentation(model, multiple=multiple, halo_px=halo_px, rf=rf, ids=ids))
-
-        def space_in(axis: str) -> Any:
-            return SpaceInputAxis(id=AxisId(axis), size=ParameterizedSize(min=2 * multiple, step=multiple))
-
-        image_descr = InputTensorDescr(
-            id=TensorId(ids["image"]),
-            description=f"image to {model.task.name}; y and x multiples of {multiple}",
-            axes=[BatchAxis(), ChannelAxis(channel_names=_channel_names(c)), space_in("y"), space_in("x")],
-            test_tensor=FileDescr(source=tmp / "test_input_image.npy"),
-            sample_tensor=FileDescr(source=tmp / "sample_input_image.tif"),
-            data=IntervalOrRatioDataDescr(type="float32"),
-            preprocessing=[
-                ScaleRangeDescr(kwargs=ScaleRangeKwargs(axes=[AxisId("channel"), AxisId("y"), AxisId("x")],
-                                                        min_percentile=norm.low, max_percentile=norm.high)),
-                ScaleLinearDescr(kwargs=ScaleLinearKwargs(gain=2 * SCALE, offset=-SCALE)),
-            ],
-        )
-        inputs_descr = [image_descr]
-        if mask is not None:
-            inputs_descr.append(InputTensorDescr(
-                id=TensorId(ids["mask"]),
-                description="non-zero where pixels are to be filled",
-                axes=[BatchAxis(), ChannelAxis(channel_names=["mask"]),
-                      SpaceInputAxis(id=AxisId("y"), size=SizeReference(tensor_id=TensorId(ids["image"]),
-                                                                         axis_id=AxisId("y"))),
-                      SpaceInputAxis(id=AxisId("x"), size=SizeReference(tensor_id=TensorId(ids["image"]),
-                                                                         axis_id=AxisId("x")))],
-                test_tensor=FileDescr(source=tmp / "test_input_mask.npy"),
-                sample_tensor=FileDescr(source=tmp / "sample_input_mask.tif"),
-                data=IntervalOrRatioDataDescr(type="float32"),
-            ))
-
-        def space_out(axis: str) -> Any:
-            return SpaceOutputAxisWithHalo(id=AxisId(axis), halo=halo_px,
-                                           size=SizeReference(tensor_id=TensorId(ids["image"]), axis_id=AxisId(axis)))
-
-        units = ("intensities on the training targets' scale" if norm.output == "fixed"
-                 else f"normalized units of the input ({norm.low}/{norm.high} percentiles = 0/1)")
-        output_descr = OutputTensorDescr(
-            id=TensorId(ids["output"]),
-            description=units,
-            axes=[BatchAxis(), ChannelAxis(channel_names=_channel_names(cfg.out_channels,
-                                                                        model.task.name == "colorize")),
-                  space_out("y"), space_out("x")],
-            test_tensor=FileDescr(source=tmp / "test_output.npy"),
-            sample_tensor=FileDescr(source=tmp / "sample_output.tif"),
-            data=IntervalOrRatioDataDescr(type="float32"),
-            postprocessing=[ScaleLinearDescr(kwargs=ScaleLinearKwargs(gain=gain, offset=offset))],
-        )
-        torch_version = Version(torch.__version__.split("+")[0])
-        weights = WeightsDescr(
-            pytorch_state_dict=PytorchStateDictWeightsDescr(
-                source=tmp / "pytorch_state_dict.pt",
-                architecture=ArchitectureFromFileDescr(
-                    source=tmp / "unet.py", callable=Identifier(ARCHITECTURE_CALLABLE), kwargs=export_kwargs(model)),
-                pytorch_version=torch_version,
-            ),
-            torchscript=TorchscriptWeightsDescr(source=tmp / "torchscript.pt", pytorch_version=torch_version,
-                                                parent="pytorch_state_dict"),
-            onnx=OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=ONNX_OPSET, parent="pytorch_state_dict"),
-        )
-        names = authors or ([str(a) for a in card["authors"]] if isinstance(card.get("authors"), list)
-                            else ["napari-pix2pix"])
-        training = {k: v for k, v in (model.training or {}).items() if k != "history"}
-        tcfg = training.get("config", {}) if isinstance(training.get("config"), dict) else {}
-        summary = str(card.get("summary") or f"Pix2Pix U-Net {model.task.name} model (napari-pix2pix)")
-        gan = float(tcfg.get("gan_weight", 1.0) or 0) > 0  # trained with the adversarial term (unknown: assume so)
-        descr = ModelDescr(
-            name=_safe_name(model.name, model.task.name),
-            description=summary[:512],
-            authors=[Author(name=n) for n in names],
-            cite=[CiteEntry(text=PIX2PIX_CITATION, doi=Doi(PIX2PIX_DOI))],
-            license=licence_id,
-            documentation=FileDescr(source=tmp / "README.md"),
-            covers=[FileDescr(source=tmp / "cover.png")],
-            tags=["pix2pix", "unet", *(["gan"] if gan else []), "2d", "pytorch", "napari-pix2pix", model.task.name,
-                  {"denoise": "denoising", "inpaint": "inpainting", "colorize": "colorization",
-                   "translate": "image-to-image"}[model.task.name]],
-            inputs=inputs_descr,
-            outputs=[output_descr],
-            weights=weights,
-            config=Config(
-                bioimageio=BioimageioConfig(
-                    architecture_type="U-Net (Pix2Pix generator)",
-                    architecture_description=(
-                        f"{cfg.levels} levels of 4x4 stride-2 convolutions, width {cfg.ngf}; size multiple "
-                        f"{multiple}; theoretical receptive field {rf} px"),
-                    model_parameter_count=sum(p.numel() for p in net.parameters()),
-                    training=TrainingDetails(
-                        training_batch_size=tcfg.get("batch_size"), initial_learning_rate=tcfg.get("lr"),
-                        loss_function="conditional GAN (PatchGAN) + lambda * L1" if gan else "L1",
-                        optimizer="Adam",
-                    ),
-                ),
-                **{CONFIG_KEY: _json_safe({**model.metadata, "size_multiple": multiple,
-                                           "receptive_field": rf, "halo": halo_px})},
-            ),
-        )
+        _write_files(tmp, model, net, image, mask, geometry, ids)
+        descr = _model_descr(tmp, model, net, mask is not None, geometry, ids, authors, licence_id)
         out_tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp.zip"  # unique: concurrent exports
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -545,196 +499,4 @@ def check_package(model: Pix2PixModel, path: str | os.PathLike[str], image: np.n
     return out
 
 
-# ---------------------------------------------------------------------- import
-class _Package:
-    """Files of a package: a zip, a folder, or the folder of an rdf.yaml."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._zip: zipfile.ZipFile | None = None
-        if path.is_dir():
-            self.root: Path | None = path
-            names = [n for n in RDF_NAMES if (path / n).is_file()]
-            if not names:
-                raise ModelFileError(f"{path.name} holds no rdf.yaml: not a bioimage.io package")
-            self.rdf_name = names[0]
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            self.root, self.rdf_name = path.parent, path.name
-        else:
-            self.root = None
-            try:
-                self._zip = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise ModelFileError(f"{path.name} is not a readable zip (corrupted or truncated?): {e}") from e
-            names = [n for n in self._zip.namelist() if n in RDF_NAMES or n.endswith(".bioimageio.yaml")]
-            if not names:
-                raise ModelFileError(f"{path.name} holds no rdf.yaml: not a bioimage.io package")
-            self.rdf_name = names[0]
-
-    def read(self, name: str) -> bytes:
-        if name.startswith(("http://", "https://")) or ".." in Path(name).parts or Path(name).is_absolute():
-            raise ModelFileError(f"{self.path.name}: {name!r} is not a file inside the package")
-        try:
-            if self._zip is not None:
-                return self._zip.read(name)
-            return (Path(self.root or ".") / name).read_bytes()
-        except KeyError as e:
-            raise ModelFileError(f"{self.path.name}: {name!r} is listed in rdf.yaml but missing") from e
-        except FileNotFoundError as e:
-            raise ModelFileError(f"{self.path.name}: {name!r} is listed in rdf.yaml but missing") from e
-        except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC errors, truncation
-            raise ModelFileError(f"{self.path.name}: {name!r} is corrupted ({e})") from e
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-
-
-def is_package(path: str | os.PathLike[str]) -> bool:
-    """True if `path` is to be read as a bioimage.io package.
-
-    That is a folder with an rdf.yaml, a ``.yaml`` file, a ``.zip`` file (a damaged one is
-    then refused with a message saying so) or any zip holding an rdf.yaml.
-    """
-    p = Path(path)
-    if p.is_dir():
-        return any((p / n).is_file() for n in RDF_NAMES)
-    if p.suffix.lower() in (".yaml", ".yml", ".zip"):
-        return p.is_file()
-    if not zipfile.is_zipfile(p):
-        return False
-    try:
-        with zipfile.ZipFile(p) as z:
-            return any(n in RDF_NAMES or n.endswith(".bioimageio.yaml") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def _file_entries(node: Any, where: str = "") -> Iterator[tuple[str, str, str | None]]:
-    """(location, source, sha256) of every file reference in an rdf."""
-    if isinstance(node, dict):
-        src = node.get("source")
-        if isinstance(src, str) and not src.startswith(("http://", "https://")):
-            yield where or "rdf", src, node.get("sha256")
-        for k, v in node.items():
-            if k != CONFIG_KEY:
-                yield from _file_entries(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _file_entries(v, f"{where}[{i}]")
-
-
-def _read_rdf(pkg: _Package) -> dict[str, Any]:
-    import yaml
-
-    try:
-        rdf = yaml.safe_load(pkg.read(pkg.rdf_name).decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{pkg.path.name}: {pkg.rdf_name} is not valid YAML ({e})") from e
-    if not isinstance(rdf, dict) or rdf.get("type") != "model":
-        raise ModelFileError(f"{pkg.path.name}: {pkg.rdf_name} does not describe a bioimage.io model")
-    return rdf
-
-
-def _metadata_from_rdf(rdf: dict[str, Any], name: str) -> dict[str, Any]:
-    """Our metadata from an rdf: the stored napari-pix2pix metadata, updated by the rdf's own fields."""
-    weights = rdf.get("weights") or {}
-    psd = weights.get("pytorch_state_dict") if isinstance(weights, dict) else None
-    if not isinstance(psd, dict):
-        raise ModelFileError(f"{name} has no pytorch_state_dict weights: napari-pix2pix reads those")
-    arch = psd.get("architecture") or {}
-    if not isinstance(arch, dict) or arch.get("callable") != ARCHITECTURE_CALLABLE:
-        raise ModelFileError(
-            f"{name} is a bioimage.io model but not a napari-pix2pix generator (its architecture is "
-            f"{arch.get('callable') if isinstance(arch, dict) else arch!r}, not {ARCHITECTURE_CALLABLE})")
-    kwargs = dict(arch.get("kwargs") or {})
-    inpaint = bool(kwargs.pop("inpaint", False))
-    stored = (rdf.get("config") or {}).get(CONFIG_KEY)
-    meta: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}
-    task = meta.get("task") or ("inpaint" if inpaint else "translate")
-    if (task == "inpaint") != inpaint:
-        raise ModelFileError(f"{name}: its architecture (inpaint={inpaint}) does not fit its task {task!r}")
-    meta["task"] = task
-    meta["architecture"] = {"type": "unet", **kwargs}  # the architecture the weights are loaded into
-    if isinstance(rdf.get("name"), str):
-        meta["name"] = rdf["name"]
-    # percentiles as the package states them (a user may have edited them)
-    normalization = dict(meta.get("normalization") or {})
-    inputs = rdf.get("inputs") or []
-    for step in (inputs[0].get("preprocessing") or []) if inputs and isinstance(inputs[0], dict) else []:
-        if isinstance(step, dict) and step.get("id") == "scale_range":
-            kw = step.get("kwargs") or {}
-            try:  # the spec's defaults are 0 and 100
-                normalization["low"] = float(kw.get("min_percentile", 0.0))
-                normalization["high"] = float(kw.get("max_percentile", 100.0))
-            except (TypeError, ValueError) as e:
-                raise ModelFileError(f"{name}: unreadable scale_range percentiles ({e})") from e
-    meta["normalization"] = normalization
-    card = dict(meta.get("card") or {})
-    if isinstance(rdf.get("description"), str) and rdf["description"] and "summary" not in card:
-        card["summary"] = rdf["description"]
-    meta["card"] = card
-    meta.setdefault("preset", "custom")
-    return meta
-
-
-def package_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Our metadata of a package from its rdf.yaml only (cheap: no weights, no checksums)."""
-    pkg = _Package(Path(path))
-    try:
-        return _metadata_from_rdf(_read_rdf(pkg), Path(path).name)
-    finally:
-        pkg.close()
-
-
-def read_package(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and metadata of a bioimage.io package of a napari-pix2pix generator.
-
-    Every packaged file with a ``sha256`` in rdf.yaml is checked; the weights must have
-    one. The state dict is read with ``torch.load(weights_only=True)``; no packaged code is
-    run.
-
-    Raises
-    ------
-    FileNotFoundError
-        If `path` does not exist.
-    ModelFileError
-        If it is not a readable package of one of our generators, or a file does not
-        match its checksum.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model package {str(path)!r} does not exist")
-    pkg = _Package(path)
-    try:
-        rdf = _read_rdf(pkg)
-        meta = _metadata_from_rdf(rdf, path.name)
-        weights_src = rdf["weights"]["pytorch_state_dict"].get("source")
-        if not isinstance(weights_src, str):
-            raise ModelFileError(f"{path.name}: pytorch_state_dict weights have no source")
-        weights: bytes | None = None
-        for where, src, sha in _file_entries(rdf):  # every file, not only the weights: other tools run them
-            if sha is None:
-                continue
-            data = pkg.read(src)
-            if hashlib.sha256(data).hexdigest() != str(sha).lower():
-                raise ModelFileError(
-                    f"{path.name}: {src} ({where}) does not match its sha256 in {pkg.rdf_name}: the package was "
-                    "modified or corrupted after it was written; refusing to load it")
-            if src == weights_src:
-                weights = data
-        if weights is None:
-            raise ModelFileError(f"{path.name}: the pytorch_state_dict weights have no sha256 in {pkg.rdf_name}; "
-                                 "re-save the package with bioimageio.spec so that they can be verified")
-        try:
-            state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling refusal or corruption
-            raise ModelFileError(f"{path.name}: {weights_src} is not a weights-only state dict ({e})") from e
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ModelFileError(f"{path.name}: {weights_src} holds no state dict of tensors")
-        return dict(state), meta
-    finally:
-        pkg.close()
-
-
-__all__ = ["export_bioimageio", "is_package", "package_metadata", "read_package", "receptive_field"]
+__all__ = ["check_package", "export_bioimageio", "output_affine", "package_preprocess"]

@@ -226,6 +226,33 @@ def make_data(
     """
     task = get_task(task)
     norm = normalization or Normalization()
+    if val_split not in ("image", "region"):
+        raise ValueError(f"val_split must be 'image' or 'region', got {val_split!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    pairs, synthesize = _collect_pairs(task, input=input, target=target, clean=clean, input_dir=input_dir,
+                                       target_dir=target_dir, clean_dir=clean_dir, aligned_dir=aligned_dir)
+    if task.name == "inpaint" and not synthesize:
+        raise ValueError("inpaint models are trained from clean images (clean= or clean_dir=): masks are synthesized")
+    from_file = clean_dir is not None or input_dir is not None or aligned_dir is not None
+    planes = [p for a, b, name in pairs for p in _pair_planes(task, a, b, name, channel_axis, norm, synthesize,
+                                                              from_file)]
+    chans = {(p.input.shape[0], p.target.shape[0]) for p in planes}
+    if len(chans) > 1:
+        raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
+    _check_patch(planes, patch_size, "")
+    planes, val = _split_validation(planes, val_fraction, val_split, patch_size, seed)
+    data = PairedData(task, planes, norm, noise, synthesize, val)
+    _check_patch(data.planes, patch_size, " after the validation split")
+    return data
+
+
+Pairs = list[tuple[np.ndarray, np.ndarray, str]]
+
+
+def _collect_pairs(task: Task, *, input: Any, target: Any, clean: Any, input_dir: Any, target_dir: Any,
+                   clean_dir: Any, aligned_dir: Any) -> tuple[Pairs, bool]:
+    """(input, target, name) pairs from exactly one source, and whether inputs are to be synthesized."""
     sources = [input is not None or target is not None, clean is not None,
                input_dir is not None or target_dir is not None, clean_dir is not None, aligned_dir is not None]
     if sum(sources) != 1:
@@ -233,115 +260,106 @@ def make_data(
             "give exactly one data source: input= and target= arrays, clean= arrays, "
             "input_dir= and target_dir=, clean_dir=, or aligned_dir="
         )
-    if val_split not in ("image", "region"):
-        raise ValueError(f"val_split must be 'image' or 'region', got {val_split!r}")
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-
-    pairs: list[tuple[np.ndarray, np.ndarray, str]] = []
-    synthesize = False
     if clean is not None or clean_dir is not None:
         if task.name == "translate":
             raise ValueError("pairs cannot be synthesized for translate: give input and target images")
-        synthesize = True
-        imgs = [(c, f"clean[{i}]") for i, c in enumerate(_as_list(clean))] if clean is not None else [
-            (read_image(p), p.name) for p in list_images(clean_dir)]  # type: ignore[arg-type]
+        imgs = [(c, f"clean image {i + 1}") for i, c in enumerate(_as_list(clean))] if clean is not None else [
+            (read_image(p), p.name) for p in list_images(clean_dir)]
         if not imgs:
             raise ValueError(f"clean folder {str(clean_dir)!r} holds no TIFF/PNG/JPEG images")
-        pairs = [(c, c, n) for c, n in imgs]
-    elif input_dir is not None or target_dir is not None:
+        return [(c, c, n) for c, n in imgs], True
+    if input_dir is not None or target_dir is not None:
         if input_dir is None or target_dir is None:
             raise ValueError("folder training needs both input_dir and target_dir")
-        pairs = [(read_image(a), read_image(b), a.name) for a, b in pair_folders(input_dir, target_dir)]
-    elif aligned_dir is not None:
-        files = list_images(aligned_dir)
-        if not files:
-            raise ValueError(f"aligned folder {str(aligned_dir)!r} holds no TIFF/PNG/JPEG images")
-        for f in files:
-            ab = read_image(f)
-            x_axis = 1 if ab.ndim == 3 and ab.shape[-1] in (3, 4) else ab.ndim - 1  # RGB: (H, W, 3)
-            w = ab.shape[x_axis]
-            if w % 2:
-                raise ValueError(f"{f.name}: an aligned A|B image needs an even width, got {w}")
-            left, right = np.split(ab, 2, axis=x_axis)
-            pairs.append((left, right, f.name))
-    else:
-        ins, tgs = _as_list(input), _as_list(target)
-        if len(ins) != len(tgs) or not ins:
-            raise ValueError(f"give as many input as target arrays (got {len(ins)} inputs, {len(tgs)} targets)")
-        pairs = [(a, b, f"pair[{i}]") for i, (a, b) in enumerate(zip(ins, tgs, strict=True))]
+        return [(read_image(a), read_image(b), a.name) for a, b in pair_folders(input_dir, target_dir)], False
+    if aligned_dir is not None:
+        return _aligned_pairs(aligned_dir), False
+    ins, tgs = _as_list(input), _as_list(target)
+    if len(ins) != len(tgs) or not ins:
+        raise ValueError(f"give as many input as target arrays (got {len(ins)} inputs, {len(tgs)} targets)")
+    return [(a, b, f"image pair {i + 1}" if len(ins) > 1 else "the image pair")
+            for i, (a, b) in enumerate(zip(ins, tgs, strict=True))], False
 
-    planes: list[Plane] = []
-    for a, b, name in pairs:
-        a, b = np.asarray(a), np.asarray(b)
-        if a.dtype.kind not in "uif" or b.dtype.kind not in "uif":
-            raise TypeError(f"{name}: images must be numeric arrays, got {a.dtype} and {b.dtype}")
-        _check_pair(a, b, name)
-        ca = channel_axis
-        from_file = clean_dir is not None or input_dir is not None or aligned_dir is not None
-        if ca is None and b.ndim == 3 and b.shape[-1] in (3, 4) and (task.name == "colorize" or from_file):
-            ca = -1  # RGB (PNG/JPEG/RGB TIFF files are read colour-last)
-        pa = _planes(a, ca if a.ndim == b.ndim else None)
-        pb = _planes(b, ca)
-        if len(pa) != len(pb):
-            raise ValueError(f"{name}: input and target hold different numbers of planes ({len(pa)}, {len(pb)})")
-        for k, (x, y) in enumerate(zip(pa, pb, strict=True)):
-            label = f"{name} plane {k}" if len(pa) > 1 else name
-            if synthesize:
-                if task.name == "colorize" and y.shape[0] not in (3, 4):
-                    raise ValueError(f"{label}: colorize needs RGB clean images (channel_axis=-1), "
-                                     f"got {y.shape[0]} channel(s)")
-                y = _clean01(y[:3] if task.name == "colorize" else y, norm, label)
-                x = to_gray(y) if task.name == "colorize" else y
-                r = _range(x, norm, label)
-                planes.append(Plane(x, y, r, r, label))
-            else:
-                planes.append(Plane(x.astype(np.float32), y.astype(np.float32), _range(x, norm, f"{label} input"),
-                                    _range(y, norm, f"{label} target"), label))
-    if task.name == "inpaint" and not synthesize:
-        raise ValueError("inpaint models are trained from clean images (clean= or clean_dir=): masks are synthesized")
-    chans = {(p.input.shape[0], p.target.shape[0]) for p in planes}
-    if len(chans) > 1:
-        raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
 
+def _aligned_pairs(aligned_dir: str | os.PathLike[str]) -> Pairs:
+    """The reference implementation's A|B images, split down the middle."""
+    files = list_images(aligned_dir)
+    if not files:
+        raise ValueError(f"aligned folder {str(aligned_dir)!r} holds no TIFF/PNG/JPEG images")
+    pairs = []
+    for f in files:
+        ab = read_image(f)
+        x_axis = 1 if ab.ndim == 3 and ab.shape[-1] in (3, 4) else ab.ndim - 1  # RGB: (H, W, 3)
+        w = ab.shape[x_axis]
+        if w % 2:
+            raise ValueError(f"{f.name}: an aligned A|B image needs an even width, got {w}")
+        left, right = np.split(ab, 2, axis=x_axis)
+        pairs.append((left, right, f.name))
+    return pairs
+
+
+def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None, norm: Normalization,
+                 synthesize: bool, from_file: bool) -> list[Plane]:
+    """The 2D planes of one pair, with their intensity ranges (clean images: scaled to about [0, 1])."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind not in "uif" or b.dtype.kind not in "uif":
+        raise TypeError(f"{name}: images must be numeric arrays, got {a.dtype} and {b.dtype}")
+    _check_pair(a, b, name)
+    ca = channel_axis
+    if ca is None and b.ndim == 3 and b.shape[-1] in (3, 4) and (task.name == "colorize" or from_file):
+        ca = -1  # RGB (PNG/JPEG/RGB TIFF files are read colour-last)
+    pa = _planes(a, ca if a.ndim == b.ndim else None)
+    pb = _planes(b, ca)
+    if len(pa) != len(pb):
+        raise ValueError(f"{name}: input and target hold different numbers of planes ({len(pa)}, {len(pb)})")
+    out = []
+    for k, (x, y) in enumerate(zip(pa, pb, strict=True)):
+        label = f"{name}, plane {k + 1} of {len(pa)}" if len(pa) > 1 else name
+        if synthesize:
+            if task.name == "colorize" and y.shape[0] not in (3, 4):
+                raise ValueError(f"{label}: colorize needs RGB clean images (channel_axis=-1), "
+                                 f"got {y.shape[0]} channel(s)")
+            y = _clean01(y[:3] if task.name == "colorize" else y, norm, label)
+            x = to_gray(y) if task.name == "colorize" else y
+            r = _range(x, norm, label)
+            out.append(Plane(x, y, r, r, label))
+        else:
+            out.append(Plane(x.astype(np.float32), y.astype(np.float32), _range(x, norm, f"{label} input"),
+                             _range(y, norm, f"{label} target"), label))
+    return out
+
+
+def _check_patch(planes: list[Plane], patch_size: int, when: str) -> None:
     small = min(planes, key=lambda p: min(p.input.shape[1:]))
-    if patch_size > min(small.input.shape[1:]):
+    side = min(small.input.shape[1:])
+    if patch_size > side:
         raise ValueError(
-            f"patch size {patch_size} is larger than image {small.name} ({small.input.shape[1]}x"
-            f"{small.input.shape[2]}); use a patch of at most {min(small.input.shape[1:])}"
+            f"patch size {patch_size} is larger than {small.name} ({small.input.shape[1]}x"
+            f"{small.input.shape[2]}{when}); use a patch of at most {side}"
         )
-    # validation split
-    rng = np.random.default_rng(seed)
-    val: list[Plane] = []
-    if val_fraction > 0:
-        if val_split == "image" and len(planes) >= 2:
-            n_val = max(1, int(round(len(planes) * val_fraction)))
-            order = rng.permutation(len(planes))
-            val = [planes[i] for i in sorted(order[:n_val])]
-            planes = [planes[i] for i in sorted(order[n_val:])]
-        else:  # region: the last rows of every plane
-            train, val = [], []
-            for p in planes:
-                h = p.input.shape[1]
-                cut = int(round(h * (1 - val_fraction)))
-                cut = min(cut, h - min(patch_size, h // 2))
-                if cut < patch_size:
-                    raise ValueError(
-                        f"{p.name}: height {h} is too small to hold out {val_fraction:.0%} for validation and "
-                        f"still draw {patch_size}-pixel patches; use val_fraction=0, a smaller patch or more images"
-                    )
-                train.append(Plane(p.input[:, :cut], p.target[:, :cut], p.in_range, p.tgt_range, p.name))
-                val.append(Plane(p.input[:, cut:], p.target[:, cut:], p.in_range, p.tgt_range, p.name + " (val)"))
-            planes = train
-    data = PairedData(task, planes, norm, noise, synthesize, val)
-    h, w = data.min_size()
-    if patch_size > min(h, w):
-        small = min(data.planes, key=lambda p: min(p.input.shape[1:]))
-        raise ValueError(
-            f"patch size {patch_size} is larger than image {small.name} ({small.input.shape[1]}x"
-            f"{small.input.shape[2]} after the validation split); use a patch of at most {min(h, w)}"
-        )
-    return data
+
+
+def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, patch_size: int, seed: int
+                      ) -> tuple[list[Plane], list[Plane]]:
+    """(training planes, validation planes): whole images held out, or the last rows of every image."""
+    if val_fraction <= 0:
+        return planes, []
+    if val_split == "image" and len(planes) >= 2:
+        n_val = max(1, int(round(len(planes) * val_fraction)))
+        order = np.random.default_rng(seed).permutation(len(planes))
+        return [planes[i] for i in sorted(order[n_val:])], [planes[i] for i in sorted(order[:n_val])]
+    train, val = [], []
+    for p in planes:
+        h = p.input.shape[1]
+        cut = min(int(round(h * (1 - val_fraction))), h - min(patch_size, h // 2))
+        if cut < patch_size:
+            raise ValueError(
+                f"{p.name}: height {h} is too small to hold out {val_fraction:.0%} for validation and "
+                f"still draw {patch_size}-pixel patches; use val_fraction=0, a smaller patch or more images"
+            )
+        train.append(Plane(p.input[:, :cut], p.target[:, :cut], p.in_range, p.tgt_range, p.name))
+        val.append(Plane(p.input[:, cut:], p.target[:, cut:], p.in_range, p.tgt_range, p.name + " (validation)"))
+    return train, val
 
 
 def _clean01(y: np.ndarray, norm: Normalization, label: str) -> np.ndarray:

@@ -51,8 +51,38 @@ def cpu_has_fast_bf16() -> bool:
     return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
+def cuda_has_native_bf16() -> bool:
+    """True if the current CUDA GPU computes bf16 natively (Ampere or newer), not by emulation."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # PyTorch < 2.3 has no `including_emulation` (and reports native support only)
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Pick the compute dtype: "auto" is bf16 on CPUs with native bf16, fp16/bf16 on CUDA."""
+    """The compute dtype of `precision` on `device`: one rule for prediction and training.
+
+    ========  ===========================  ====================================
+    asked     CPU                          CUDA GPU / Apple MPS
+    ========  ===========================  ====================================
+    "auto"    bf16 where it is native      CUDA: bf16 where native, else fp16;
+              (AVX-512 BF16, AMX), else    MPS: fp16
+              fp32
+    "fp32"    fp32                         fp32
+    "bf16"    bf16 (emulated, ~100x        bf16
+              slower, without native
+              support)
+    "fp16"    refused: not on the CPU      fp16 (training scales the loss)
+    ========  ===========================  ====================================
+
+    Prediction casts the network to this dtype; training runs the forward pass under
+    ``torch.autocast`` with it (:func:`autocast_dtype`), with a gradient scaler for fp16.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision, or fp16 on the CPU.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
@@ -61,14 +91,37 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if precision == "fp16":
         if device.type == "cpu":
-            raise ValueError("fp16 is not supported on the CPU; use 'bf16' or 'fp32'")
+            raise ValueError("fp16 is not supported on the CPU; use 'bf16' or 'fp32' (or 'auto')")
         return torch.float16
-    # auto
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype training autocasts to (:func:`resolve_precision`), or None for plain fp32.
+
+    Where the installed PyTorch cannot autocast on the device (MPS before PyTorch 2.5),
+    "auto" trains in fp32 and an explicit "bf16"/"fp16" is refused.
+    """
+    dtype = resolve_precision(precision, device)
+    if dtype == torch.float32:
+        return None
+    if not _autocast_available(device.type):
+        if precision == "auto":
+            return None
+        raise ValueError(f"this PyTorch ({torch.__version__}) cannot train in {precision} on {device.type}; "
+                         "use precision='fp32' or 'auto'")
+    return dtype
+
+
+def _autocast_available(device_type: str) -> bool:
+    check = getattr(torch.amp, "is_autocast_available", None)
+    if check is None:  # PyTorch < 2.4: autocast on CPU and CUDA only
+        return device_type in ("cpu", "cuda")
+    return bool(check(device_type))
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:

@@ -11,6 +11,9 @@ The model's metadata (task, architecture, normalization, card) travels inside th
 Every export can be checked: the file is run (onnxruntime, ``torch.jit.load``) on a test
 image and compared with :meth:`Pix2PixModel.predict` on the same image; the largest
 absolute difference is reported in network units.
+
+This module is a leaf of the exchange formats: :meth:`Pix2PixModel.export` picks the
+format, :mod:`.bioimageio` builds packages from the writers and checks here.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import torch
 
 from ..nn.unet import ExportGenerator
 from .modelfile import atomic_write_bytes
-from .normalization import plane_percentiles, safe_range, to_network
+from .normalization import to_network
+from .predict import plane_ranges
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
@@ -238,12 +242,10 @@ def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarra
     Returns ``(output, (lo, hi), (olo, ohi))``: the intensities mapped to -0.8/+0.8 on the way
     in and on the way out, as :func:`napari_pix2pix.engine.predict.predict_iter` uses them.
     """
-    norm = model.normalization
     c = image.shape[0]
     plane = np.moveaxis(image, 0, -1)
-    lo, hi = safe_range(*plane_percentiles(lambda y0, y1: plane[y0:y1], plane.shape[0], image.dtype,
-                                           (norm.low, norm.high), exclude=mask))
-    olo, ohi = safe_range(norm.out_lo, norm.out_hi) if norm.output == "fixed" else (lo, hi)
+    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, lambda y0, y1: plane[y0:y1], plane.shape[0],
+                                        image.dtype, mask)
     out = model.predict(image if c > 1 else image[0], mask, channel_axis=0 if c > 1 else None, tile_size=None,
                         device="cpu", precision="fp32")
     out = np.asarray(out, np.float32)
@@ -271,44 +273,4 @@ def check_network(model: Pix2PixModel, run: Any, image: np.ndarray | None = None
     return float(np.max(np.abs(theirs - to_network(ours, olo, ohi))))
 
 
-def export(model: Pix2PixModel, path: str | os.PathLike[str], format: str | None = None, *, check: bool = True,
-           **options: Any) -> ExportReport:
-    """Export `model` as a bioimage.io package, ONNX or TorchScript, and check it.
-
-    Parameters
-    ----------
-    model : Pix2PixModel
-        The model.
-    path : path
-        Destination file.
-    format : {"bioimageio", "onnx", "torchscript"}, optional
-        Default: from the suffix of `path` (``.zip``, ``.onnx``, ``.pt``).
-    check : bool
-        Run the written file on a test image and report its largest difference to
-        :meth:`Pix2PixModel.predict`.
-    **options
-        For bioimage.io packages: see :func:`napari_pix2pix.engine.bioimageio.export_bioimageio`.
-
-    Returns
-    -------
-    ExportReport
-    """
-    fmt = format or guess_format(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
-    if fmt == "bioimageio":
-        from .bioimageio import export_bioimageio
-
-        return export_bioimageio(model, path, check=check, **options)
-    if options:
-        raise TypeError(f"{fmt} export takes no options {sorted(options)}")
-    if fmt == "onnx":
-        written = write_onnx(model, path)
-        diffs = {"onnxruntime": check_network(model, onnx_runner(written))} if check else {}
-    else:
-        written = write_torchscript(model, path)
-        diffs = {"torchscript": check_network(model, torchscript_runner(written))} if check else {}
-    return ExportReport(written, fmt, diffs)
-
-
-__all__ = ["EXTRA", "FORMATS", "ExportReport", "MissingExtraError", "export", "guess_format"]
+__all__ = ["EXTRA", "FORMATS", "ExportReport", "MissingExtraError", "guess_format", "write_onnx", "write_torchscript"]

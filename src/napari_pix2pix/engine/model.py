@@ -12,22 +12,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .._version import __version__
 from ..nn import UNetConfig, UNetGenerator, preset_config, reference_key_map
 from ..nn.unet import PRESETS
 from .device import inference_copy, resolve_device, resolve_precision
 from .modelfile import ModelFileError, read_model_file, write_model_file
 from .normalization import Normalization
-from .predict import Progress, predict_iter, run_to_end
+from .predict import PredictOptions, predict_iter
+from .progress import Progress, run_to_end
 from .tasks import TASKS, Task, get_task
 
 if TYPE_CHECKING:
     from .export import ExportReport
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 class Pix2PixModel:
@@ -101,7 +97,7 @@ class Pix2PixModel:
             "normalization": self.normalization.to_dict(),
             "training": self.training,
             "card": self.card,
-            "package_version": _version(),
+            "package_version": __version__,
             "torch_version": torch.__version__,
             "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -148,7 +144,7 @@ class Pix2PixModel:
         file checked against its SHA-256 and their weights read with
         ``torch.load(weights_only=True)``; the package's code is never run.
         """
-        from .bioimageio import is_package, read_package
+        from .package import is_package, read_package
 
         if Path(path).exists() and is_package(path):
             tensors, meta = read_package(path)
@@ -207,9 +203,34 @@ class Pix2PixModel:
         ExportReport
             The file written and the measured differences.
         """
-        from .export import export
+        from .export import (
+            FORMATS,
+            check_network,
+            guess_format,
+            onnx_runner,
+            torchscript_runner,
+            write_onnx,
+            write_torchscript,
+        )
 
-        return export(self, path, format, check=check, **options)
+        fmt = format or guess_format(path)
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
+        if fmt == "bioimageio":
+            from .bioimageio import export_bioimageio
+
+            return export_bioimageio(self, path, check=check, **options)
+        if options:
+            raise TypeError(f"{fmt} export takes no options {sorted(options)}")
+        if fmt == "onnx":
+            written = write_onnx(self, path)
+            diffs = {"onnxruntime": check_network(self, onnx_runner(written))} if check else {}
+        else:
+            written = write_torchscript(self, path)
+            diffs = {"torchscript": check_network(self, torchscript_runner(written))} if check else {}
+        from .export import ExportReport
+
+        return ExportReport(written, fmt, diffs)
 
     def export_bioimageio(self, path: str | os.PathLike[str], **options: Any) -> ExportReport:
         """Write a bioimage.io model package (zip, spec 0.5) for deepImageJ, ilastik, QuPath, bioimageio.core.
@@ -347,14 +368,19 @@ class Pix2PixModel:
             axis. With ``uncertainty=True``: ``(output, uncertainty)``, the map being float32
             of the output's shape without its channel axis.
         """
-        opts: dict[str, Any] = dict(channel_axis=channel_axis, tile_size=tile_size, overlap=overlap,
-                                    batch_size=batch_size, device=device, precision=precision)
-        result = run_to_end(self.predict_iter(image, mask, out=out, **opts), progress, cancel)
+        kwargs: dict[str, Any] = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
+                                      precision=precision)
+        PredictOptions(**kwargs)  # checked here, before any work
+        if uncertainty and (not isinstance(samples, int) or samples < 2):
+            raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
+        kwargs["channel_axis"] = channel_axis
+        result = run_to_end(self.predict_iter(image, mask, out=out, **kwargs), progress, cancel, "prediction")
         if not uncertainty:
             return result
         from .uncertainty import uncertainty_iter
 
-        spread = run_to_end(uncertainty_iter(self, image, mask, samples=samples, **opts), progress, cancel)
+        spread = run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
+                            "prediction")
         return result, spread
 
 

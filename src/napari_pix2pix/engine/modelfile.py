@@ -99,6 +99,69 @@ def sniff(path: Path) -> str:
     return "unknown"
 
 
+MAX_HEADER = 100_000_000  # bytes of JSON header a safetensors file may declare
+
+
+def _read_header(f: Any, name: str) -> dict[str, Any]:
+    """The JSON header of a safetensors file opened for reading (binary)."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise ModelFileError(f"{name} is too short to be a model file (truncated?)")
+    (n,) = struct.unpack("<Q", head)
+    if not 2 <= n <= MAX_HEADER:
+        raise ModelFileError(f"{name} is not a napari-pix2pix model file (no safetensors header)")
+    raw = f.read(n)
+    if len(raw) < n:
+        raise ModelFileError(f"{name} is truncated (its header is cut short); re-download or re-save it")
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{name} has a corrupted header ({e}); re-download or re-save it") from e
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{name} has a corrupted header (not a JSON object)")
+    return header
+
+
+def _our_metadata(header: dict[str, Any], name: str) -> dict[str, Any]:
+    """Our format's fields of a safetensors header (format, version, metadata JSON, checksum); checked."""
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{name} is a safetensors file but not a napari-pix2pix model (no '{FORMAT}' metadata)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{name} uses model format version {meta.get('format_version')!r}; this napari-pix2pix "
+            f"reads version {FORMAT_VERSION}: upgrade napari-pix2pix"
+        )
+    return meta
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a model file, from its header alone.
+
+    Cheap (no weights are read, no checksum is verified): for listing models and checking
+    choices before work starts. :func:`read_model_file` verifies the whole file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ModelFileError
+        If it is not a napari-pix2pix model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        meta = _our_metadata(_read_header(f, path.name), path.name)
+    try:
+        out = json.loads(meta.get("metadata", ""))
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{path.name} has unreadable metadata ({e})") from e
+    if not isinstance(out, dict):
+        raise ModelFileError(f"{path.name} has unreadable metadata (not a JSON object)")
+    return out
+
+
 def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load tensors and metadata, refusing anything that is not an intact model file of ours.
 
@@ -133,16 +196,7 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         tensors = load(data)
     except (SafetensorError, ValueError, struct.error, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path.name} is corrupted or truncated ({e}); re-download or re-save it") from e
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path.name} is a safetensors file but not a napari-pix2pix model (no '{FORMAT}' metadata)"
-        )
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path.name} uses model format version {meta.get('format_version')!r}; this napari-pix2pix "
-            f"reads version {FORMAT_VERSION}: upgrade napari-pix2pix"
-        )
+    meta = _our_metadata(header, path.name)
     meta_json = meta.get("metadata", "")
     if _digest(tensors, meta_json) != meta.get("sha256"):
         raise ModelFileError(

@@ -17,6 +17,7 @@ import numpy as np
 # [lo, hi] of the data maps to [-SCALE, SCALE] of the network's tanh range: the margin
 # leaves room for outputs a little beyond the input's percentiles (bright spots, colour).
 SCALE = 0.8
+LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)  # RGB -> luminance weights, as skimage.color.rgb2gray
 _FLOAT_SAMPLE = 4_000_000
 
 

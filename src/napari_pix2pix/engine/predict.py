@@ -1,46 +1,39 @@
 """Tiled prediction of any image: dtypes, channels, stacks, masks, arrays larger than RAM.
 
-The core is :func:`predict_iter`, a generator that yields :class:`Progress` after every
-batch of tiles and returns the result; :func:`run_to_end` drains it for scripts, the napari
-widgets run it in a worker thread and can stop it between any two batches.
+:func:`predict_iter` is a generator that yields :class:`Progress` after every batch of
+tiles and returns the result; :func:`~napari_pix2pix.engine.progress.run_to_end` drains it
+for scripts, the napari widgets run it in a worker thread and can stop it between any two
+batches. Its parts, top to bottom: the options (:class:`PredictOptions`, checked once), the
+image's layout and channel jobs, the mask, the output's plan, the tile plan, and the core
+that predicts one plane (:func:`_predict_plane`: whole-plane percentiles, tiles, blending).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .device import resolve_device, resolve_precision
-from .normalization import cast_to, from_network, plane_percentiles, safe_range, to_network
+from .device import PRECISIONS, resolve_device, resolve_precision
+from .normalization import (
+    LUMA,
+    Normalization,
+    cast_to,
+    from_network,
+    plane_percentiles,
+    safe_range,
+    to_network,
+)
+from .progress import Cancelled, PredictionCancelled, Progress
 from .tiling import AxisPlan, iter_bands, n_tiles, plan_axis
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
 
-LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)  # as skimage.color.rgb2gray
-
-
-class PredictionCancelled(RuntimeError):
-    """Raised by :func:`run_to_end` when the `cancel` hook asks to stop."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Progress of a prediction: `done` of `total` tiles."""
-
-    done: int
-    total: int
-    message: str = ""
-
-    @property
-    def fraction(self) -> float:
-        """Share finished, 0 to 1."""
-        return self.done / self.total if self.total else 1.0
+__all__ = ["Cancelled", "PredictOptions", "PredictionCancelled", "Progress", "predict_iter"]
 
 
 @dataclass(frozen=True)
@@ -125,19 +118,28 @@ def _read_padded(
     return block
 
 
-def _jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int | None) -> list[tuple[Any, bool, Any]]:
-    """Channel jobs (channels read, reduce to gray, channels written) and checks."""
+@dataclass(frozen=True)
+class _ChannelJob:
+    """One pass of the network over a plane: the channels it reads and those it writes."""
+
+    read: Any  # index along the channel axis (a slice)
+    to_gray: bool  # reduce RGB to luminance first (colorize from an RGB image)
+    write: Any
+
+
+def _channel_jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int | None) -> list[_ChannelJob]:
+    """The network passes for an image with `image_c` channels and a model taking `k`; checks they fit."""
     where = f"along channel_axis={channel_axis}" if channel_axis is not None else "(no channel_axis)"
     if task == "colorize":
         if image_c == 1:
-            return [(slice(None), False, slice(None))]
+            return [_ChannelJob(slice(None), False, slice(None))]
         if image_c in (3, 4):
-            return [(slice(0, 3), True, slice(None))]
+            return [_ChannelJob(slice(0, 3), True, slice(None))]
         raise ValueError(f"colorize takes a grayscale or RGB image; this one has {image_c} channels {where}")
     if image_c == k:
-        return [(slice(None), False, slice(None))]
+        return [_ChannelJob(slice(None), False, slice(None))]
     if k == 1 and out_k == 1:  # apply a single-channel model to each channel
-        return [(slice(c, c + 1), False, slice(c, c + 1)) for c in range(image_c)]
+        return [_ChannelJob(slice(c, c + 1), False, slice(c, c + 1)) for c in range(image_c)]
     raise ValueError(
         f"the model takes {k}-channel images but this image has {image_c} channel(s) {where}; "
         "pass channel_axis= for multi-channel images or choose a model trained for this many channels"
@@ -148,221 +150,288 @@ ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per forward pass when ti
 MAX_AUTO_TILE = 2048  # automatic tiles stay at most this large: progress and cancel stay responsive
 
 
-def activation_bytes(cfg: Any, ty: int, tx: int, itemsize: int = 4) -> int:
-    """Estimated activation memory of one (ty, tx) tile in a forward pass.
+def _axis_levels(cfg: Any) -> tuple[int, ...]:
+    """Halvings of each spatial axis (log2 of its size multiple)."""
+    return tuple(int(m).bit_length() - 1 for m in cfg.size_multiple)
+
+
+def activation_bytes(cfg: Any, tile: Sequence[int], itemsize: int = 4) -> int:
+    """Estimated activation memory of one tile (a size per spatial axis) in a forward pass.
 
     The skip tensors of every level plus the largest decoder concatenation, twice (input and
     output of a layer), at `itemsize` bytes per value (measured: 8192² with ``unet_256`` in
     bf16 and 2048-px tiles peaked at 1.0 GB above idle, this estimate says 0.79 GB for the net).
     """
+    levels = _axis_levels(cfg)
+
+    def pixels(level: int) -> int:  # pixels of one feature map after `level` halvings (capped per axis)
+        return int(np.prod([t >> min(level, n) for t, n in zip(tile, levels, strict=True)]))
+
     w = cfg.widths()
-    skips = sum(c * (ty >> (i + 1)) * (tx >> (i + 1)) for i, c in enumerate(w))
-    top = 2 * w[0] * (ty >> 1) * (tx >> 1)
+    skips = sum(c * pixels(i + 1) for i, c in enumerate(w))
+    top = 2 * w[0] * pixels(1)
     if getattr(cfg, "full_res_convs", 0):  # the stem's features are kept; the tail concatenates two
-        skips += cfg.ngf * ty * tx
-        top = max(top, 2 * cfg.ngf * ty * tx)
+        skips += cfg.ngf * pixels(0)
+        top = max(top, 2 * cfg.ngf * pixels(0))
     return itemsize * (skips + 2 * top)
 
 
-def auto_tile_size(cfg: Any, itemsize: int = 4, budget: int = ACTIVATION_BUDGET, limit: int = MAX_AUTO_TILE) -> int:
-    """The largest square tile (a multiple of the network's size multiple) within `budget`.
+def auto_tile_size(cfg: Any, itemsize: int = 4, budget: int = ACTIVATION_BUDGET,
+                   limit: int = MAX_AUTO_TILE) -> tuple[int, ...]:
+    """The largest tile (per axis, multiples of the network's size multiple, as square as they come) within `budget`.
 
     Large tiles waste less compute on overlaps: tiles start on the network's size grid, so
     neighbours overlap by at least one size multiple (256 px for ``unet_256``).
     """
-    m = cfg.multiple
-    tile = max(m, limit // m * m)
-    while tile > m and activation_bytes(cfg, tile, tile, itemsize) > budget:
-        tile -= m
-    return tile
+    ms = cfg.size_multiple
+    side = max(max(ms), limit // max(ms) * max(ms))
+
+    def tile_of(s: int) -> tuple[int, ...]:
+        return tuple(max(m, s // m * m) for m in ms)
+
+    while side > max(ms) and activation_bytes(cfg, tile_of(side), itemsize) > budget:
+        side -= max(ms)
+    return tile_of(side)
 
 
-def auto_batch_size(cfg: Any, ty: int, tx: int, limit: int = 4, budget: int = ACTIVATION_BUDGET,
+def auto_batch_size(cfg: Any, tile: Sequence[int], limit: int = 4, budget: int = ACTIVATION_BUDGET,
                     itemsize: int = 4) -> int:
     """Tiles per forward pass so that activations stay within `budget` (at most `limit`).
 
     (Larger batches fragmented memory: 5.3 GB peak on an 8192² image with 4 tiles of 1024².)
     """
-    return int(max(1, min(limit, budget // max(activation_bytes(cfg, ty, tx, itemsize), 1))))
+    return int(max(1, min(limit, budget // max(activation_bytes(cfg, tile, itemsize), 1))))
 
 
-def predict_iter(
-    model: Pix2PixModel,
-    image: Any,
-    mask: Any = None,
-    *,
-    channel_axis: int | None = None,
-    tile_size: int | str | None = "auto",
-    overlap: int = 64,
-    batch_size: int | None = None,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    out: Any = None,
-    mc_dropout: bool = False,
-    augment: int = 0,
-    output_dtype: Any = None,
-) -> Generator[Progress, None, Any]:
-    """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
+# ---------------------------------------------------------------------- options
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
-    Parameters are those of :meth:`Pix2PixModel.predict`; `mc_dropout` keeps dropout on
-    and `augment` (0-7) applies that flip/rotation of the dihedral group to each tile and
-    undoes it on the output (both used for uncertainty estimates); `output_dtype`
-    overrides the output dtype (default: the input's).
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a prediction runs; checked once, where it enters (see :meth:`Pix2PixModel.predict`).
+
+    ``mc_dropout`` keeps dropout on and ``augment`` (0-7) applies that flip/rotation of the
+    dihedral group to each tile and undoes it on the output (both for uncertainty estimates);
+    ``output_dtype`` overrides the output dtype (default: the input's).
     """
-    task = model.task.name
-    shape, dtype, channel_axis = _check_image(image, channel_axis)
-    layout = _Layout(len(shape), channel_axis)
-    ys_axis, xs_axis = layout.spatial
-    H, W = shape[ys_axis], shape[xs_axis]
-    stack_shape = tuple(shape[a] for a in layout.stack)
-    image_c = shape[channel_axis] if channel_axis is not None else 1
-    cfg = model.config
-    k = model.task.image_channels(cfg.in_channels)
-    jobs = _jobs(task, image_c, k, cfg.out_channels, channel_axis)
-    out_c = cfg.out_channels * len(jobs) if len(jobs) > 1 else cfg.out_channels
 
-    # mask: (H, W) for every plane, or the image's shape without channels
-    mask_arr = None
-    if task == "inpaint":
-        if mask is None:
-            data = np.asarray(image)
-            if dtype.kind == "f" and not np.isfinite(data).all():
-                finite = np.isfinite(data)
-                mask_arr = ~(finite if channel_axis is None else finite.all(axis=channel_axis))
-            else:
-                raise ValueError(
-                    "inpaint needs a mask: an array of the image's shape (or (Y, X)) that is non-zero "
-                    "where pixels are to be filled (in napari: a Labels or Shapes layer)"
-                )
-        else:
-            mask_arr = mask
-        m_shape = tuple(getattr(mask_arr, "shape", ()))
-        nochan = tuple(s for a, s in enumerate(shape) if a != channel_axis)
-        if m_shape not in (nochan, (H, W)):
-            raise ValueError(
-                f"mask shape {m_shape} does not match the image: expected {nochan} or {(H, W)} "
-                f"(image shape {shape}, channel_axis={channel_axis})"
-            )
-    elif mask is not None:
-        raise ValueError(f"a mask is only used by inpaint models; this model's task is {task!r}")
+    tile_size: int | str | None = "auto"
+    overlap: int = 64
+    batch_size: int | None = None
+    device: str | torch.device = "auto"
+    precision: str = "auto"
+    mc_dropout: bool = False
+    augment: int = 0
+    output_dtype: Any = None
 
-    # output array and its layout
-    if task == "colorize" and channel_axis is None:
-        out_shape, out_layout = (*shape, 3), _Layout(len(shape) + 1, len(shape))
-    elif channel_axis is None and out_c > 1:
-        out_shape, out_layout = (*shape, out_c), _Layout(len(shape) + 1, len(shape))
-    elif channel_axis is not None:
-        out_shape = tuple(out_c if a == channel_axis else s for a, s in enumerate(shape))
-        out_layout = layout
+    def __post_init__(self) -> None:
+        t = self.tile_size
+        if not (t is None or t == "auto" or (_is_int(t) and int(t) >= 1)):
+            raise ValueError(f"tile_size must be a positive number of pixels, 'auto' or None, got {t!r}")
+        if not _is_int(self.overlap) or self.overlap < 0:
+            raise ValueError(f"overlap must be a number of pixels >= 0, got {self.overlap!r}")
+        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1 (or None: automatic), got {self.batch_size!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not _is_int(self.augment) or not 0 <= self.augment <= 7:
+            raise ValueError(f"augment must be a flip/rotation index 0-7, got {self.augment!r}")
+
+
+# ---------------------------------------------------------------------- the mask
+def _inpaint_mask(task: str, image: Any, mask: Any, shape: tuple[int, ...], dtype: np.dtype,
+                  channel_axis: int | None) -> Any:
+    """The mask to fill: the given one (checked against the image) or the image's NaN pixels; None if not inpaint."""
+    if task != "inpaint":
+        if mask is not None:
+            raise ValueError(f"a mask is only used by inpaint models; this model's task is {task!r}")
+        return None
+    if mask is None:
+        data = np.asarray(image)
+        if dtype.kind == "f" and not np.isfinite(data).all():
+            finite = np.isfinite(data)
+            return ~(finite if channel_axis is None else finite.all(axis=channel_axis))
+        raise ValueError(
+            "inpaint needs a mask: an array of the image's shape (or (Y, X)) that is non-zero "
+            "where pixels are to be filled (in napari: a Labels or Shapes layer)"
+        )
+    m_shape = tuple(getattr(mask, "shape", ()))
+    nochan = tuple(s for a, s in enumerate(shape) if a != channel_axis)
+    if m_shape not in (nochan, nochan[-2:]):
+        raise ValueError(
+            f"mask shape {m_shape} does not match the image: expected {nochan} or {nochan[-2:]} "
+            f"(image shape {shape}, channel_axis={channel_axis})"
+        )
+    return mask
+
+
+def _mask_plane(mask: Any, stack_idx: tuple[int, ...], plane_shape: tuple[int, int]) -> np.ndarray | None:
+    """The (H, W) bool mask of one plane (a (Y, X) mask applies to every plane)."""
+    if mask is None:
+        return None
+    per_plane = tuple(mask.shape) != plane_shape and stack_idx
+    return np.asarray(mask[stack_idx] if per_plane else mask).astype(bool)
+
+
+# ---------------------------------------------------------------------- the output
+@dataclass(frozen=True)
+class _OutputPlan:
+    """Shape, axes and dtype of the output array."""
+
+    shape: tuple[int, ...]
+    layout: _Layout
+    dtype: np.dtype
+
+
+def _output_plan(model: Pix2PixModel, shape: tuple[int, ...], dtype: np.dtype, layout: _Layout,
+                 out_channels: int, output_dtype: Any) -> _OutputPlan:
+    """Colorize (or a multi-channel output from a single-channel image) adds a channel axis last."""
+    ca = layout.channel_axis
+    if ca is None and (model.task.name == "colorize" or out_channels > 1):
+        out_shape, out_layout = (*shape, out_channels), _Layout(len(shape) + 1, len(shape))
+    elif ca is not None:
+        out_shape, out_layout = tuple(out_channels if a == ca else s for a, s in enumerate(shape)), layout
     else:
         out_shape, out_layout = shape, layout
     # outputs on a learnt target scale (translate between modalities) may not fit the input's dtype
     out_dtype = np.dtype(np.float32) if dtype.kind == "b" or model.normalization.output == "fixed" else dtype
     if output_dtype is not None:
         out_dtype = np.dtype(output_dtype)
+    return _OutputPlan(out_shape, out_layout, out_dtype)
+
+
+def _allocate(out: Any, plan: _OutputPlan) -> Any:
     if out is None:
-        out = np.empty(out_shape, out_dtype)
-    elif tuple(out.shape) != out_shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}; this prediction needs {out_shape}")
-
-    multiple = cfg.multiple
-    itemsize = resolve_precision(precision, resolve_device(device)).itemsize
-    if tile_size == "auto":
-        tile_size = auto_tile_size(cfg, itemsize, ACTIVATION_BUDGET, MAX_AUTO_TILE)
-    elif tile_size is not None and not isinstance(tile_size, (int, np.integer)):
-        raise ValueError(f"tile_size must be a number of pixels, 'auto' or None, got {tile_size!r}")
-    size_limit = tile_size if tile_size is not None else 10**9
-    if tile_size is not None and tile_size < multiple:
-        raise ValueError(f"tile_size {tile_size} is smaller than this network's size multiple {multiple}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    plans = (
-        plan_axis(H, multiple, size_limit, overlap),
-        plan_axis(W, multiple, size_limit, overlap),
-    )
-    py, px = plans
-    if batch_size is None:
-        batch_size = auto_batch_size(cfg, py.tile, px.tile, itemsize=itemsize)
-    n_planes = int(np.prod(stack_shape)) if stack_shape else 1
-    total = n_planes * len(jobs) * n_tiles(plans)
-    run = model._runner(device, precision, mc_dropout=mc_dropout, augment=augment)
-    norm = model.normalization
-    done = 0
-    yield Progress(0, total, "starting")
-
-    for stack_idx in np.ndindex(*stack_shape) if stack_shape else [()]:
-        m_plane = None
-        if mask_arr is not None:
-            m_idx = stack_idx if tuple(mask_arr.shape) != (H, W) else ()
-            m_plane = np.asarray(mask_arr[m_idx] if m_idx else mask_arr).astype(bool)
-        for in_ch, to_gray, out_ch in jobs:
-
-            def get(
-                ys: slice, xs: slice, in_ch: Any = in_ch, to_gray: bool = to_gray, stack_idx: Any = stack_idx
-            ) -> np.ndarray:
-                block = layout.to_cyx(np.asarray(image[layout.index(stack_idx, in_ch, ys, xs)]))
-                block = block.astype(np.float32, copy=False)
-                if to_gray:
-                    block = np.tensordot(LUMA, block[:3], axes=1)[None]
-                return block
-
-            def rows(y0: int, y1: int, get: Callable[[slice, slice], np.ndarray] = get) -> np.ndarray:
-                return np.moveaxis(get(slice(y0, y1), slice(0, W)), 0, -1)
-
-            lo, hi = safe_range(
-                *plane_percentiles(rows, H, dtype if not to_gray else np.dtype(np.float32),
-                                   (norm.low, norm.high), exclude=m_plane)
-            )
-            if norm.output == "fixed":
-                olo, ohi = safe_range(norm.out_lo, norm.out_hi)
-            else:
-                olo, ohi = lo, hi
-
-            def read(
-                y0: int, y1: int, x0: int, x1: int, get: Any = get, lo: float = lo, hi: float = hi,
-                m_plane: np.ndarray | None = m_plane,
-            ) -> np.ndarray:
-                x = to_network(_read_padded(get, py, px, y0, y1, x0, x1), lo, hi)
-                if m_plane is None:
-                    return x
-                mp = m_plane
-                m = _read_padded(lambda ys, xs: mp[ys, xs], py, px, y0, y1, x0, x1)
-                return model.task.compose_input(x[None], m[None])[0]
-
-            for ev in iter_bands(plans, read, run, cfg.out_channels, batch_size):
-                if isinstance(ev, int):
-                    done += ev
-                    yield Progress(done, total)
-                    continue
-                y0, y1, pred = ev
-                result = from_network(pred, olo, ohi)
-                if m_plane is not None:  # keep every pixel outside the mask exactly
-                    orig = get(slice(y0, y1), slice(0, W))
-                    result = np.where(m_plane[None, y0:y1], result, orig)
-                block = cast_to(result, out_dtype)
-                out[out_layout.index(stack_idx, out_ch, slice(y0, y1), slice(0, W))] = out_layout.from_cyx(block)
+        return np.empty(plan.shape, plan.dtype)
+    if tuple(out.shape) != plan.shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}; this prediction needs {plan.shape}")
     return out
 
 
-def run_to_end(
-    gen: Generator[Any, None, Any],
-    progress: Callable[[Any], Any] | None = None,
-    cancel: threading.Event | Callable[[], bool] | None = None,
-) -> Any:
-    """Drain a generator of updates (prediction or training), calling `progress` on each; return its result.
+# ---------------------------------------------------------------------- the tile plan
+def _tile_plan(cfg: Any, sizes: tuple[int, int], opts: PredictOptions) -> tuple[tuple[AxisPlan, AxisPlan], int]:
+    """Tiling of the plane's (Y, X) axes and the tiles per forward pass."""
+    ms = cfg.size_multiple
+    itemsize = resolve_precision(opts.precision, resolve_device(opts.device)).itemsize
+    if opts.tile_size == "auto":
+        tiles: tuple[int, ...] = auto_tile_size(cfg, itemsize, ACTIVATION_BUDGET, MAX_AUTO_TILE)
+    elif opts.tile_size is None:
+        tiles = (10**9,) * len(ms)
+    else:
+        assert isinstance(opts.tile_size, (int, np.integer))  # checked by PredictOptions
+        if opts.tile_size < max(ms):
+            raise ValueError(f"tile_size {opts.tile_size} is smaller than this network's size multiple {max(ms)}")
+        tiles = (int(opts.tile_size),) * len(ms)
+    py, px = (plan_axis(n, m, t, opts.overlap) for n, m, t in zip(sizes, ms, tiles, strict=True))
+    batch = opts.batch_size or auto_batch_size(cfg, (py.tile, px.tile), itemsize=itemsize)
+    return (py, px), batch
 
-    Raises
-    ------
-    PredictionCancelled
-        When `cancel` (an Event or a callable) says so between two batches.
+
+# ---------------------------------------------------------------------- one plane
+def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], height: int, dtype: np.dtype,
+                 exclude: np.ndarray | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The intensity ranges a plane maps to -0.8/+0.8: on the way in (its percentiles) and out.
+
+    ``rows(y0, y1)`` reads the plane's rows (any further axes, e.g. channels, are pooled);
+    `exclude` leaves pixels out (inpainting holes). Outputs go back to the input's range, or
+    to the model's fixed output range (``translate`` between modalities).
     """
-    while True:
-        try:
-            update = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(update)
-        if cancel is not None and (cancel.is_set() if isinstance(cancel, threading.Event) else cancel()):
-            gen.close()
-            raise PredictionCancelled("prediction was cancelled")
+    lo, hi = safe_range(*plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude))
+    out = safe_range(norm.out_lo, norm.out_hi) if norm.output == "fixed" else (lo, hi)
+    return (lo, hi), out
+
+
+def _predict_plane(model: Pix2PixModel, get: Callable[[slice, slice], np.ndarray], dtype: np.dtype,
+                   m_plane: np.ndarray | None, plans: tuple[AxisPlan, AxisPlan], batch_size: int,
+                   run: Callable[[np.ndarray], np.ndarray], write: Callable[[int, int, np.ndarray], None],
+                   ) -> Generator[int, None, None]:
+    """Predict one plane, read through ``get(ys, xs) -> (C, h, w)``; yield tiles done, ``write`` finished rows."""
+    py, px = plans
+    H, W = py.size, px.size
+
+    def rows(y0: int, y1: int) -> np.ndarray:
+        return np.moveaxis(get(slice(y0, y1), slice(0, W)), 0, -1)
+
+    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, rows, H, dtype, m_plane)
+
+    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        x = to_network(_read_padded(get, py, px, y0, y1, x0, x1), lo, hi)
+        if m_plane is None:
+            return x
+        m = _read_padded(lambda ys, xs: m_plane[ys, xs], py, px, y0, y1, x0, x1)
+        return model.task.compose_input(x[None], m[None])[0]
+
+    for band in iter_bands(plans, read, run, model.config.out_channels, batch_size):
+        if band.rows is not None:
+            result = from_network(band.rows, olo, ohi)
+            if m_plane is not None:  # keep every pixel outside the mask exactly
+                orig = get(slice(band.y0, band.y1), slice(0, W))
+                result = np.where(m_plane[None, band.y0 : band.y1], result, orig)
+            write(band.y0, band.y1, result)
+        if band.tiles:
+            yield band.tiles
+
+
+def _plane_reader(image: Any, layout: _Layout, stack_idx: tuple[int, ...], job: _ChannelJob
+                  ) -> Callable[[slice, slice], np.ndarray]:
+    """``get(ys, xs)``: a float32 (C, h, w) block of one plane and channel job (luminance for to_gray)."""
+
+    def get(ys: slice, xs: slice) -> np.ndarray:
+        block = layout.to_cyx(np.asarray(image[layout.index(stack_idx, job.read, ys, xs)]))
+        block = block.astype(np.float32, copy=False)
+        if job.to_gray:
+            block = np.tensordot(LUMA, block[:3], axes=1)[None]
+        return block
+
+    return get
+
+
+# ---------------------------------------------------------------------- the whole image
+def predict_iter(
+    model: Pix2PixModel,
+    image: Any,
+    mask: Any = None,
+    *,
+    channel_axis: int | None = None,
+    out: Any = None,
+    **options: Any,
+) -> Generator[Progress, None, Any]:
+    """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
+
+    The arguments are those of :meth:`Pix2PixModel.predict`; `options` are the fields of
+    :class:`PredictOptions` (tile_size, overlap, batch_size, device, precision and, for
+    uncertainty estimates, mc_dropout, augment and output_dtype).
+    """
+    opts = PredictOptions(**options)
+    shape, dtype, channel_axis = _check_image(image, channel_axis)
+    layout = _Layout(len(shape), channel_axis)
+    sizes = (shape[layout.spatial[0]], shape[layout.spatial[1]])
+    stack_shape = tuple(shape[a] for a in layout.stack)
+    cfg = model.config
+    jobs = _channel_jobs(model.task.name, shape[channel_axis] if channel_axis is not None else 1,
+                         model.task.image_channels(cfg.in_channels), cfg.out_channels, channel_axis)
+    mask = _inpaint_mask(model.task.name, image, mask, shape, dtype, channel_axis)
+    plan = _output_plan(model, shape, dtype, layout, cfg.out_channels * len(jobs), opts.output_dtype)
+    out = _allocate(out, plan)
+    plans, batch_size = _tile_plan(cfg, sizes, opts)
+    total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
+    run = model._runner(opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment)
+    done = 0
+    yield Progress(0, total, "starting")
+    for stack_idx in np.ndindex(*stack_shape):
+        m_plane = _mask_plane(mask, stack_idx, sizes)
+        for job in jobs:
+            get = _plane_reader(image, layout, stack_idx, job)
+
+            def write(y0: int, y1: int, block: np.ndarray, stack_idx: tuple[int, ...] = stack_idx,
+                      job: _ChannelJob = job) -> None:
+                idx = plan.layout.index(stack_idx, job.write, slice(y0, y1), slice(0, sizes[1]))
+                out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype))
+
+            for tiles in _predict_plane(model, get, dtype if not job.to_gray else np.dtype(np.float32), m_plane,
+                                        plans, batch_size, run, write):
+                done += tiles
+                yield Progress(done, total)
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import Pix2PixModel
-from .modelfile import SUFFIX, read_model_file
+from .modelfile import SUFFIX, read_metadata
 
 
 def _models_dir() -> Path:
@@ -33,7 +33,7 @@ def list_models() -> dict[str, dict[str, Any]]:
     """
     out = {}
     for name, path in bundled_paths().items():
-        _, meta = read_model_file(path)
+        meta = read_metadata(path)  # the header only: listing does not verify whole files
         out[name] = {
             "task": meta.get("task"),
             "preset": meta.get("preset"),

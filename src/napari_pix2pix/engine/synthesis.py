@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
+from .normalization import LUMA
 
 
 @dataclass(frozen=True)

@@ -90,17 +90,38 @@ def blend_window(plan: AxisPlan) -> np.ndarray:
     return np.maximum(np.sin(0.5 * np.pi * t) ** 2, 1e-4).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Band:
+    """What :func:`iter_bands` yields after each batch of tiles.
+
+    Attributes
+    ----------
+    tiles : int
+        Tiles just processed (progress; 0 for the last item, which only hands on rows).
+    y0, y1 : int
+        Image rows of `rows` (meaningless when `rows` is None).
+    rows : ndarray or None
+        Output rows ``y0:y1`` in image coordinates, (C, y1-y0, W), that no later tile
+        touches: final, to be written out. None when this batch finished no rows.
+    """
+
+    tiles: int
+    y0: int = 0
+    y1: int = 0
+    rows: np.ndarray | None = None
+
+
 def iter_bands(
     plans: tuple[AxisPlan, AxisPlan],
     read: Callable[[int, int, int, int], np.ndarray],
     run: Callable[[np.ndarray], np.ndarray],
     out_channels: int,
     batch_size: int = 4,
-) -> Iterator[int | tuple[int, int, np.ndarray]]:
-    """Run `run` over all tiles, yielding progress and finished output rows.
+) -> Iterator[Band]:
+    """Run `run` over all tiles, yielding a :class:`Band` after every batch (a point to stop at).
 
-    After each batch it yields the number of tiles it held (an int: progress, and a
-    point to stop at); rows no later tile touches are yielded as ``(y0, y1, rows)``.
+    Rows are handed on as soon as no later tile touches them, so memory stays bounded by one
+    band of tile rows.
 
     Parameters
     ----------
@@ -115,12 +136,6 @@ def iter_bands(
         Channels of the output.
     batch_size : int
         Tiles per call of `run`.
-
-    Yields
-    ------
-    int or (y0, y1, rows)
-        Tiles just finished, or rows ``y0:y1`` of the output in image coordinates,
-        (C, y1-y0, W), that no later tile touches.
     """
     py, px = plans
     wy, wx = blend_window(py), blend_window(px)
@@ -129,10 +144,11 @@ def iter_bands(
     wsum = np.zeros((py.tile, width), np.float32)
     weight = wy[:, None] * wx[None, :]
     base = py.starts[0]
+    finished: Band | None = None  # rows finished by the previous tile row, handed on with the next batch
     for r, y in enumerate(py.starts):
         if r > 0:  # rows above this tile row are final: hand them on, shift the band
             shift = y - base
-            yield from _emit(acc[:, :shift], wsum[:shift], base, py, px)
+            finished = _finished(acc[:, :shift], wsum[:shift], base, py, px)
             acc[:, :-shift] = acc[:, shift:].copy()
             wsum[:-shift] = wsum[shift:].copy()
             acc[:, -shift:] = 0
@@ -146,20 +162,24 @@ def iter_bands(
             for x, p in zip(chunk, pred, strict=True):
                 acc[:, :, x : x + px.tile] += p * weight
                 wsum[:, x : x + px.tile] += weight
-            yield len(chunk)
-    yield from _emit(acc, wsum, base, py, px)
+            if finished is not None:
+                yield Band(len(chunk), finished.y0, finished.y1, finished.rows)
+                finished = None
+            else:
+                yield Band(len(chunk))
+    last = _finished(acc, wsum, base, py, px)
+    if last is not None:
+        yield last
 
 
-def _emit(
-    acc: np.ndarray, wsum: np.ndarray, base: int, py: AxisPlan, px: AxisPlan
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Normalise accumulated rows and crop the padding away (padded -> image coordinates)."""
+def _finished(acc: np.ndarray, wsum: np.ndarray, base: int, py: AxisPlan, px: AxisPlan) -> Band | None:
+    """Normalise accumulated rows and crop the padding away (padded -> image coordinates); None if none are left."""
     y0, y1 = base - py.pad, base - py.pad + acc.shape[1]
     a, b = max(y0, 0), min(y1, py.size)
     if b <= a:
-        return
+        return None
     rows = acc[:, a - y0 : b - y0, px.pad : px.pad + px.size] / wsum[a - y0 : b - y0, px.pad : px.pad + px.size]
-    yield a, b, rows
+    return Band(0, a, b, rows)
 
 
 def n_tiles(plans: tuple[AxisPlan, AxisPlan]) -> int:

@@ -1,24 +1,29 @@
 """The Pix2Pix training loop: a generator of typed updates, checkpoints, resume, DDP.
 
-:func:`train_iter` yields :class:`StepUpdate`, :class:`ValidationUpdate` and
-:class:`CheckpointSaved` and returns the trained :class:`Pix2PixModel`; it can be stopped
-between any two steps (``close()`` or a `stop` event) and saves a checkpoint when it is
-stopped or fails. :func:`train` drains it for scripts and the command line.
+:func:`train_iter` yields :class:`StepUpdate`, :class:`ValidationUpdate`,
+:class:`CheckpointSaved` and :class:`StatusUpdate` and returns the trained
+:class:`Pix2PixModel`; it can be stopped between any two steps (``close()`` or a `stop`
+event) and saves a checkpoint when it is stopped or fails. :func:`train` drains it for
+scripts and the command line.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains data-parallel with
 DistributedDataParallel: NCCL on GPUs, gloo on CPUs; each rank draws from its own shard
 with its own seed and only rank 0 writes files.
+
+Read top to bottom: :func:`train_iter` sets up (:func:`_run_config`, :func:`training_data`,
+:func:`_device_for`, :func:`_build`, :class:`_Saver`) and then runs the loop, whose step is
+:func:`_train_step`; settings live in :mod:`.train_config`, files in :mod:`.checkpoints`,
+validation in :mod:`.validation`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,313 +32,61 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..nn import GANLoss, PatchGANConfig, PatchGANDiscriminator, preset_config
-from ..nn.losses import GAN_MODES
-from ..nn.unet import PRESETS
-from .data import PairedData, Plane, make_data, stack_batch
-from .device import cpu_has_fast_bf16, resolve_device
+from ..nn import GANLoss, PatchGANConfig, PatchGANDiscriminator
+from .checkpoints import BEST, CHECKPOINT, load_checkpoint, save_checkpoint, unflatten_optimizer
+from .data import PairedData, make_data, stack_batch
+from .device import autocast_dtype, resolve_device
 from .model import Pix2PixModel
-from .modelfile import ModelFileError, read_model_file, write_model_file
 from .normalization import Normalization, safe_range
-from .predict import run_to_end
+from .progress import (
+    CheckpointSaved,
+    StatusUpdate,
+    StepUpdate,
+    TrainEvent,
+    TrainingStatus,
+    ValidationUpdate,
+    run_to_end,
+)
 from .synthesis import NoiseConfig
-from .tasks import TASKS, get_task
+from .train_config import RESUMABLE, TrainConfig, resume_config, split_kwargs
+from .validation import ValSet, make_valset, validate
 
-CHECKPOINT = "checkpoint.safetensors"
-BEST = "best.safetensors"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run; stored in the model file.
-
-    Defaults follow the paper: vanilla GAN loss + 100·L1, Adam 2e-4, betas (0.5, 0.999), one D
-    step then one G step, constant learning rate for the first half then linear decay to 0.
-    """
-
-    task: str = "denoise"
-    preset: str = "unet_tiny"  # "unet_256" is the paper's; the small presets suit CPUs
-    generator: dict[str, Any] = field(default_factory=dict)  # UNetConfig overrides (ngf, levels, ...)
-    channels: int | None = None  # image channels; None = from the data
-    out_channels: int | None = None  # translate: target channels; None = from the data
-    ndf: int = 64
-    n_layers: int = 3  # 3 = the paper's 70x70 PatchGAN
-    gan_mode: str = "vanilla"
-    lambda_l1: float = 100.0
-    gan_weight: float = 1.0  # weight of the adversarial term; 0 trains the generator on L1 alone (no D)
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    steps: int = 2000
-    decay_steps: int | None = None  # linear decay over the last N steps; None = steps // 2
-    batch_size: int = 1
-    patch_size: int = 256
-    augment: bool = True
-    val_fraction: float = 0.1
-    val_split: str = "image"  # "image" or "region"
-    val_every: int = 100
-    val_patches: int = 4
-    checkpoint_every: int = 500
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "auto": bf16 autocast where it is native (AMX/AVX512-BF16, CUDA)
-    grad_clip: float | None = None
-    channels_last: bool = False  # slower for training on an AVX2 CPU (0.75x unet_256, benchmarks/results)
-    percentiles: tuple[float, float] = (0.5, 99.9)
-    noise: dict[str, Any] | None = None  # NoiseConfig fields for denoise synthesis
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
-            (self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}"),
-            (self.gan_mode in GAN_MODES, f"gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}"),
-            (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (self.lambda_l1 >= 0, f"lambda_l1 must be non-negative, got {self.lambda_l1}"),
-            (self.gan_weight >= 0, f"gan_weight must be non-negative, got {self.gan_weight}"),
-            (self.gan_weight > 0 or self.lambda_l1 > 0, "gan_weight and lambda_l1 are both 0: nothing to train"),
-            (self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-        # builds the generator config for this task's channels: invalid overrides fail here, not at step 0
-        multiple = self.generator_config(*get_task(self.task).network_channels(1, 1)).multiple
-        if self.patch_size < 32 or self.patch_size % multiple:
-            raise ValueError(
-                f"patch_size {self.patch_size} must be a multiple of {multiple} (the size multiple of "
-                f"{self.preset} with these settings) and at least 32; try {max(multiple, 32 // multiple * multiple)}"
-            )
-
-    @property
-    def decay(self) -> int:
-        """Steps of linear learning-rate decay at the end."""
-        return self.steps // 2 if self.decay_steps is None else min(self.decay_steps, self.steps)
-
-    def generator_config(self, cin: int, cout: int) -> Any:
-        """The generator's UNetConfig for these channels."""
-        return preset_config(self.preset, in_channels=cin, out_channels=cout, **self.generator)
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate for (0-based) `step`: constant, then linear decay to 0."""
-        start = self.steps - self.decay
-        if step < start:
-            return self.lr
-        return self.lr * max(0.0, 1.0 - (step - start + 1) / (self.decay + 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        d = asdict(self)
-        d["percentiles"] = list(self.percentiles)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        if "percentiles" in d:
-            d["percentiles"] = tuple(d["percentiles"])
-        return cls(**d)
-
-
-# ---------------------------------------------------------------------- typed updates
-@dataclass(frozen=True)
-class StepUpdate:
-    """After each training step."""
-
-    step: int  # steps done
-    total: int
-    losses: dict[str, float]  # G_GAN, G_L1, D
-    lr: float
-    elapsed: float  # seconds
-    eta: float  # seconds left
-    it_per_s: float
-
-
-@dataclass(frozen=True)
-class ValidationUpdate:
-    """Validation of the model exactly as prediction runs it (eval mode, running stats)."""
-
-    step: int
-    psnr: float
-    ssim: float
-    psnr_input: float | None  # the raw input against the target, for comparison
-    ssim_input: float | None
-    l1: float
-    preview: tuple[np.ndarray, np.ndarray, np.ndarray]  # input, output, target (C, h, w) in [0, 1]
-    uncertainty: float = 0.0  # mean spread over the 8 flips/rotations of the preview patch ([0, 1] units)
-    preview_uncertainty: np.ndarray | None = None  # (h, w) spread map of the preview patch
-
-
-@dataclass(frozen=True)
-class CheckpointSaved:
-    """A file was written."""
-
-    step: int
-    path: str
-    kind: str  # "checkpoint", "best", "model"
-
-
-TrainEvent = StepUpdate | ValidationUpdate | CheckpointSaved
+__all__ = [
+    "BEST", "CHECKPOINT", "RESUMABLE", "CheckpointSaved", "StatusUpdate", "StepUpdate", "TrainConfig", "TrainEvent",
+    "TrainingDiverged", "TrainingStatus", "ValidationUpdate", "describe", "train", "train_iter", "training_data",
+]
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
-# ---------------------------------------------------------------------- checkpoints
-def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{prefix}.{idx}.{k}"] = v
-            else:
-                scalars[f"{idx}.{k}"] = v
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
+# ---------------------------------------------------------------------- set-up
+def _run_config(config: TrainConfig | None, resume: str | os.PathLike[str] | None, kwargs: dict[str, Any]
+                ) -> tuple[TrainConfig, tuple[dict[str, torch.Tensor], dict[str, Any]] | None, dict[str, Any]]:
+    """(settings, checkpoint to resume or None, data source keywords) from the arguments of train_iter."""
+    src, changes = split_kwargs(kwargs)
+    if resume is not None:
+        state = load_checkpoint(resume)
+        saved = TrainConfig.from_dict(state[1]["config"])
+        if config is not None:  # a config given with resume: its resumable fields apply
+            changes = {**{k: getattr(config, k) for k in RESUMABLE}, **changes}
+        return resume_config(saved, changes), state, src
+    if config is None:
+        return TrainConfig(**changes), None, src
+    return (replace(config, **changes) if changes else config), None, src
 
 
-def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            idx, name = key[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(idx), {})[name] = v
-    for key, v in meta["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
+def training_data(cfg: TrainConfig, source: dict[str, Any]) -> PairedData:
+    """Training pairs for `cfg` from one source (``input``/``target``, ``clean``, folders, ...).
 
-
-def save_checkpoint(path: Path, model: Pix2PixModel, disc: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, step: int, rng: np.random.Generator, extra: dict[str, Any]) -> Path:
-    """Write everything needed to resume (atomic, no pickle)."""
-    tensors = {f"G.{k}": v for k, v in model.generator.state_dict().items()}
-    tensors.update({f"D.{k}": v for k, v in disc.state_dict().items()})
-    tg, mg = _flatten_optimizer("optG", opt_g)
-    td, md = _flatten_optimizer("optD", opt_d)
-    tensors.update(tg)
-    tensors.update(td)
-    tensors["torch_rng"] = torch.get_rng_state()
-    meta = {"kind": "training-checkpoint", "step": step, "model": model.metadata, "optG": mg, "optD": md,
-            "numpy_rng": rng.bit_generator.state, **extra}
-    return write_model_file(path, tensors, meta)
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a training checkpoint written by :func:`save_checkpoint`."""
-    tensors, meta = read_model_file(path)
-    if meta.get("kind") != "training-checkpoint":
-        raise ModelFileError(f"{Path(path).name} is a model file, not a training checkpoint; resume from "
-                             f"the {CHECKPOINT} in the run's checkpoint folder")
-    return tensors, meta
-
-
-# ---------------------------------------------------------------------- validation
-def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(data_range**2 / mse)
-
-
-def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    from skimage.metrics import structural_similarity
-
-    win = min(7, *a.shape[1:]) // 2 * 2 + 1 if min(a.shape[1:]) >= 3 else 3
-    return float(structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win))
-
-
-def _pad_to(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        widths = [(0, 0)] * (x.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)]
-        x = np.pad(x, widths, mode=mode)  # type: ignore[call-overload]
-    return x, (ph // 2, pw // 2)
-
-
-@dataclass
-class _ValSet:
-    inputs: list[np.ndarray]  # network inputs (Cin, h, w), normalized
-    targets: list[np.ndarray]
-    raw_inputs: list[np.ndarray]  # the input image part, normalized (for the baseline)
-
-
-def _make_valset(data: PairedData, cfg: TrainConfig, seed: int) -> _ValSet | None:
-    if not data.val:
-        return None
-    rng = np.random.default_rng(seed + 7919)
-    vs = _ValSet([], [], [])
-    size = cfg.patch_size
-    for i in range(cfg.val_patches):
-        p: Plane = data.val[i % len(data.val)]
-        h, w = p.input.shape[1:]
-        ch, cw = min(size, h), min(size, w)
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        a, b, m = data.degrade(p.input[:, y : y + ch, x : x + cw], p.target[:, y : y + ch, x : x + cw], p, rng)
-        net_in, _ = stack_batch([(a, b, m)], data.task)
-        vs.inputs.append(net_in[0])
-        vs.targets.append(b)
-        vs.raw_inputs.append(np.where(m[None], np.float32(0), a) if m is not None else a)  # inpaint: zero fill
-    return vs
-
-
-def _validate(model: Pix2PixModel, vs: _ValSet, device: torch.device, step: int, task: str) -> ValidationUpdate:
-    run = model._runner(device, "fp32")  # as prediction runs: eval, running stats, folded BN
-    rng_span = 1.6  # the network range of [lo, hi]
-    psnrs, ssims, l1s, psnr_in, ssim_in = [], [], [], [], []
-    preview = None
-    for a, b, raw in zip(vs.inputs, vs.targets, vs.raw_inputs, strict=True):
-        padded, (py, px) = _pad_to(a, model.config.multiple)
-        out = run(padded[None])[0][:, py : py + a.shape[1], px : px + a.shape[2]]
-        if task == "inpaint":  # outside the mask the input is kept, as in prediction
-            m = a[-1:] > 0
-            out = np.where(m, out, raw)
-        psnrs.append(_psnr(out, b, rng_span))
-        ssims.append(_ssim(out, b, rng_span))
-        l1s.append(float(np.mean(np.abs(out - b))))
-        base = np.repeat(raw, b.shape[0], 0) if raw.shape[0] == 1 and b.shape[0] > 1 else raw
-        if base.shape == b.shape:
-            psnr_in.append(_psnr(base, b, rng_span))
-            ssim_in.append(_ssim(base, b, rng_span))
-        if preview is None:
-            def to01(z: np.ndarray) -> np.ndarray:
-                return np.clip((z + 0.8) / 1.6, 0, 1).astype(np.float32)
-
-            preview = (to01(raw), to01(out), to01(b))
-    finite = [p for p in psnrs if math.isfinite(p)] or [100.0]
-    assert preview is not None
-    # uncertainty of the preview patch: spread over the 8 flips/rotations, as in prediction
-    a = vs.inputs[0]
-    padded, (py, px) = _pad_to(a, model.config.multiple)
-    samples = np.stack([model._runner(device, "fp32", augment=k)(padded[None])[0] for k in range(8)])
-    spread = samples[:, :, py : py + a.shape[1], px : px + a.shape[2]].std(axis=0, ddof=1).mean(axis=0) / rng_span
-    if task == "inpaint":
-        spread = np.where(a[-1] > 0, spread, 0)
-    return ValidationUpdate(
-        step, float(np.mean(finite)), float(np.mean(ssims)),
-        float(np.mean(psnr_in)) if psnr_in else None, float(np.mean(ssim_in)) if ssim_in else None,
-        float(np.mean(l1s)), preview, float(spread.mean()), spread.astype(np.float32),
-    )
-
-
-# ---------------------------------------------------------------------- the loop
-_SOURCE_KEYS = ("input", "target", "clean", "input_dir", "target_dir", "clean_dir", "aligned_dir", "channel_axis")
-
-
-def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    names = {f.name for f in fields(TrainConfig)}
-    src = {k: kwargs.pop(k) for k in list(kwargs) if k in _SOURCE_KEYS}
-    unknown = [k for k in kwargs if k not in names]
-    if unknown:
-        raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.training.TrainConfig")
-    return src, kwargs
+    Raises the engine's ValueError/TypeError for bad choices (shapes that differ, an empty
+    folder, a patch larger than an image, ...), before any training.
+    """
+    noise = NoiseConfig(**cfg.noise) if cfg.noise else None
+    return make_data(cfg.task, **source, normalization=Normalization(*cfg.percentiles), noise=noise,
+                     val_fraction=cfg.val_fraction, val_split=cfg.val_split, patch_size=cfg.patch_size,
+                     seed=cfg.seed)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -346,6 +99,213 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _device_for(cfg: TrainConfig, world: int) -> torch.device:
+    """The run's device; under DDP on GPUs, this rank's GPU."""
+    name = cfg.device if world == 1 or not torch.cuda.is_available() else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+@dataclass
+class _Run:
+    """The state of a run: networks, optimisers, random state, progress."""
+
+    model: Pix2PixModel
+    disc: PatchGANDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler: enabled for fp16 only
+    rng: np.random.Generator
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    g_net: nn.Module = field(init=False)  # the networks as called (DDP wrappers under torchrun)
+    d_net: nn.Module = field(init=False)
+    step: int = 0
+    best: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.g_net, self.d_net = self.model.generator, self.disc
+
+
+def _output_normalization(cfg: TrainConfig, data: PairedData) -> Normalization:
+    """translate: outputs on the training targets' typical scale; other tasks: the input's."""
+    if cfg.task != "translate":
+        return data.normalization
+    lo = float(np.median([p.tgt_range[0] for p in data.planes]))
+    hi = float(np.median([p.tgt_range[1] for p in data.planes]))
+    lo, hi = safe_range(lo, hi)
+    return replace(data.normalization, output="fixed", out_lo=lo, out_hi=hi)
+
+
+def _grad_scaler(device: torch.device, enabled: bool) -> Any:
+    """A gradient scaler for fp16 (loss scaling against underflow); a disabled one otherwise."""
+    amp = getattr(torch, "amp", None)
+    if amp is not None and hasattr(amp, "GradScaler"):
+        return amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")  # PyTorch < 2.3
+
+
+def _build(cfg: TrainConfig, data: PairedData, device: torch.device, rank: int, world: int,
+           resume_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> _Run:
+    """Networks and optimisers for `cfg` and `data`, restored from `resume_state` when resuming."""
+    cin, cout = data.task.network_channels(*data.channels)
+    torch.manual_seed(cfg.seed + rank)
+    model = Pix2PixModel(cfg.task, cfg.preset, config=cfg.generator_config(cin, cout),
+                         normalization=_output_normalization(cfg, data))
+    disc = PatchGANDiscriminator(PatchGANConfig(in_channels=cin + cout, ndf=cfg.ndf, n_layers=cfg.n_layers))
+    betas = (cfg.beta1, cfg.beta2)
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    fmt = torch.channels_last if cfg.channels_last and device.type != "mps" else torch.contiguous_format
+    run = _Run(model, disc, torch.optim.Adam(model.generator.parameters(), lr=cfg.lr, betas=betas),
+               torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas),
+               _grad_scaler(device, amp_dtype == torch.float16), np.random.default_rng(cfg.seed + 1000 * rank),
+               amp_dtype, fmt)
+    if resume_state is not None:
+        _restore(run, *resume_state)
+    for net in (model.generator, disc):
+        net.to(device).train()
+        net.to(memory_format=fmt)  # type: ignore[call-overload]
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        run.g_net, run.d_net = DDP(model.generator, device_ids=ids), DDP(disc, device_ids=ids)
+    return run
+
+
+def _restore(run: _Run, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Load a checkpoint's weights, optimiser and random state into `run`."""
+    run.model.generator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    run.disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+    run.opt_g.load_state_dict(unflatten_optimizer("optG", tensors, meta["optG"]))
+    run.opt_d.load_state_dict(unflatten_optimizer("optD", tensors, meta["optD"]))
+    if meta.get("grad_scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(meta["grad_scaler"])
+    torch.set_rng_state(tensors["torch_rng"])
+    run.rng.bit_generator.state = meta["numpy_rng"]
+    run.step = int(meta["step"])
+    run.best = float(meta.get("best", -math.inf))
+    run.history = list(meta.get("history", []))
+    run.model.normalization = Normalization(**meta["model"]["normalization"])
+
+
+class _Saver:
+    """Writes the model file and the checkpoint (rank 0 only) and keeps the model's training summary."""
+
+    def __init__(self, cfg: TrainConfig, data: PairedData, run: _Run, model_path: str | os.PathLike[str] | None,
+                 checkpoint_dir: str | os.PathLike[str] | None, writes: bool, world: int) -> None:
+        self.cfg, self.run, self.writes = cfg, run, writes
+        self.model_path = Path(model_path) if model_path is not None else None
+        if checkpoint_dir is None and self.model_path is not None:
+            checkpoint_dir = self.model_path.with_name(self.model_path.stem + ".checkpoints")
+        self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.summary: dict[str, Any] = {"config": cfg.to_dict(), "n_train_planes": len(data.planes),
+                                        "n_val_planes": len(data.val), "synthesized": data.synthesize,
+                                        "world_size": world}
+
+    def finish_metadata(self, status: TrainingStatus) -> None:
+        r = self.run
+        r.model.training = {**self.summary, "steps_done": r.step, "status": status.value, "best_val_psnr": r.best,
+                            "history": r.history[-200:]}
+
+    def save_all(self, status: TrainingStatus) -> list[CheckpointSaved]:
+        """The checkpoint and the model file, as they stand."""
+        if not self.writes:
+            return []
+        r = self.run
+        self.finish_metadata(status)
+        out = []
+        if self.ckpt_dir is not None:
+            extra = {"config": self.cfg.to_dict(), "best": r.best, "history": r.history[-200:],
+                     "status": status.value, "grad_scaler": r.scaler.state_dict() if r.scaler.is_enabled() else None}
+            p = save_checkpoint(self.ckpt_dir / CHECKPOINT, r.model, r.disc, r.opt_g, r.opt_d, r.step, r.rng, extra)
+            out.append(CheckpointSaved(r.step, str(p), "checkpoint"))
+        if self.model_path is not None:
+            out.append(CheckpointSaved(r.step, str(r.model.save(self.model_path)), "model"))
+        return out
+
+    def save_best(self) -> list[CheckpointSaved]:
+        if self.ckpt_dir is None or not self.writes:
+            return []
+        self.finish_metadata(TrainingStatus.BEST)
+        return [CheckpointSaved(self.run.step, str(self.run.model.save(self.ckpt_dir / BEST)), "best")]
+
+
+# ---------------------------------------------------------------------- one step
+def _batch(run: _Run, cfg: TrainConfig, data: PairedData, shard: list[Any], device: torch.device
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    a_np, b_np = stack_batch([data.sample(run.rng, cfg.patch_size, cfg.augment, shard)
+                              for _ in range(cfg.batch_size)], data.task)
+    a = torch.from_numpy(a_np).to(device).contiguous(memory_format=run.memory_format)
+    b = torch.from_numpy(b_np).to(device).contiguous(memory_format=run.memory_format)
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise TrainingDiverged(f"training data contain NaN or infinite values at step {run.step + 1}; "
+                               "clean the images (numpy.nan_to_num) and start again")
+    return a, b
+
+
+def _optimise(run: _Run, opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any, clip: float | None) -> None:
+    """One optimiser step on `loss` (scaled for fp16; gradients clipped if asked)."""
+    opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if clip:
+        run.scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(params, clip)
+    run.scaler.step(opt)
+
+
+def _train_step(run: _Run, cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, gan_loss: GANLoss
+                ) -> dict[str, float]:
+    """One D step (real pairs -> 1, generated -> 0), then one G step (fool D, stay close to the target)."""
+    adversarial = cfg.gan_weight > 0  # without it, D is neither run nor trained
+    autocast = torch.autocast(a.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None)
+    with autocast:
+        fake = run.g_net(a)
+    loss_d = None
+    if adversarial:
+        with autocast:
+            loss_d = 0.5 * (gan_loss(run.d_net(a, b), True) + gan_loss(run.d_net(a, fake.detach()), False))
+        if not torch.isfinite(loss_d):
+            raise TrainingDiverged(f"the discriminator loss became {loss_d.item()} at step {run.step + 1}")
+        _optimise(run, run.opt_d, loss_d, run.disc.parameters(), cfg.grad_clip)
+        run.disc.requires_grad_(False)
+    with autocast:
+        loss_g_gan = gan_loss(run.d_net(a, fake), True) if adversarial else fake.new_zeros(())
+        loss_g_l1 = nn.functional.l1_loss(fake.float(), b)
+        loss_g = cfg.gan_weight * loss_g_gan + cfg.lambda_l1 * loss_g_l1
+    if adversarial:
+        run.disc.requires_grad_(True)
+    if not torch.isfinite(loss_g):
+        raise TrainingDiverged(f"the generator loss became {loss_g.item()} at step {run.step + 1}")
+    _optimise(run, run.opt_g, loss_g, run.model.generator.parameters(), cfg.grad_clip)
+    run.scaler.update()
+    return {"G_GAN": loss_g_gan.item(), "G_L1": loss_g_l1.item(), "D": loss_d.item() if loss_d is not None else 0.0}
+
+
+def _set_lr(run: _Run, lr: float) -> None:
+    for opt in (run.opt_g, run.opt_d):
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+
+def _validation(run: _Run, valset: ValSet, saver: _Saver, device: torch.device, cfg: TrainConfig,
+                losses: dict[str, float]) -> Generator[TrainEvent, None, None]:
+    """Validate as prediction runs; keep the best model."""
+    run.model.generator.eval()
+    v: ValidationUpdate = validate(run.model, valset, device, run.step, cfg.task)
+    run.model.generator.train()
+    run.history.append({"step": run.step, **losses, "val_psnr": v.psnr, "val_ssim": v.ssim,
+                        "val_psnr_input": v.psnr_input, "val_l1": v.l1, "val_uncertainty": v.uncertainty})
+    yield v
+    if v.psnr > run.best:
+        run.best = v.psnr
+        yield from saver.save_best()
+
+
+# ---------------------------------------------------------------------- the loop
 def train_iter(
     *,
     data: PairedData | None = None,
@@ -373,214 +333,66 @@ def train_iter(
         validation PSNR). Default: beside `model_path`, in ``<model>.checkpoints``.
     resume : path, optional
         A ``checkpoint.safetensors`` to continue from: step count, weights, optimizers,
-        schedule and random state. The data must be given again.
+        schedule and random state. The data must be given again. Only the fields in
+        :data:`~napari_pix2pix.engine.train_config.RESUMABLE` may change (see
+        :func:`~napari_pix2pix.engine.train_config.resume_config`).
     stop : threading.Event, optional
         Set it to stop after the current step (the run is saved and the model returned).
 
     Yields
     ------
-    StepUpdate, ValidationUpdate, CheckpointSaved
+    StepUpdate, ValidationUpdate, CheckpointSaved, StatusUpdate
     """
-    src, cfg_kwargs = _split_kwargs(dict(kwargs))
-    resume_state = None
-    if resume is not None:
-        resume_state = load_checkpoint(resume)
-        saved = TrainConfig.from_dict(resume_state[1]["config"])
-        config = replace(saved, **cfg_kwargs) if cfg_kwargs else saved
-    elif config is None:
-        config = TrainConfig(**cfg_kwargs)
-    elif cfg_kwargs:
-        config = replace(config, **cfg_kwargs)
-    cfg = config
+    cfg, resume_state, src = _run_config(config, resume, dict(kwargs))
     rank, world = _dist_info()
-
     if data is None:
-        noise = NoiseConfig(**cfg.noise) if cfg.noise else None
-        data = make_data(cfg.task, **src, normalization=Normalization(*cfg.percentiles), noise=noise,
-                         val_fraction=cfg.val_fraction, val_split=cfg.val_split, patch_size=cfg.patch_size,
-                         seed=cfg.seed)
+        data = training_data(cfg, src)
     elif src:
         raise TypeError("give either data= or a data source, not both")
     if data.task.name != cfg.task:
         raise ValueError(f"the data were prepared for {data.task.name!r} but the config trains {cfg.task!r}")
-
-    device = resolve_device(cfg.device if world == 1 or not torch.cuda.is_available()
-                            else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    amp_dtype = None
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and (
-            (device.type == "cpu" and cpu_has_fast_bf16()) or device.type == "cuda")):
-        amp_dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-    elif cfg.precision == "fp16":
-        amp_dtype = torch.float16
-
-    # model, discriminator, optimizers
-    img_c, tgt_c = data.channels
-    cin, cout = data.task.network_channels(img_c, tgt_c)
-    norm = data.normalization
-    if cfg.task == "translate":  # outputs on the training targets' typical scale
-        lo = float(np.median([p.tgt_range[0] for p in data.planes]))
-        hi = float(np.median([p.tgt_range[1] for p in data.planes]))
-        lo, hi = safe_range(lo, hi)
-        norm = replace(norm, output="fixed", out_lo=lo, out_hi=hi)
-    torch.manual_seed(cfg.seed + rank)
-    model = Pix2PixModel(cfg.task, cfg.preset, config=cfg.generator_config(cin, cout), normalization=norm)
-    disc = PatchGANDiscriminator(PatchGANConfig(in_channels=cin + cout, ndf=cfg.ndf, n_layers=cfg.n_layers))
-    model.generator.to(device).train()
-    disc.to(device).train()
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    rng = np.random.default_rng(cfg.seed + 1000 * rank)
-    step = 0
-    best = -math.inf
-    history: list[dict[str, Any]] = []
-    if resume_state is not None:
-        tensors, meta = resume_state
-        model.generator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-        disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
-        opt_g.load_state_dict(_unflatten_optimizer("optG", tensors, meta["optG"]))
-        opt_d.load_state_dict(_unflatten_optimizer("optD", tensors, meta["optD"]))
-        torch.set_rng_state(tensors["torch_rng"])
-        rng.bit_generator.state = meta["numpy_rng"]
-        step = int(meta["step"])
-        best = float(meta.get("best", -math.inf))
-        history = list(meta.get("history", []))
-        model.normalization = Normalization(**meta["model"]["normalization"])
-    model.generator.to(device)
-    disc.to(device)
-    fmt = torch.channels_last if cfg.channels_last and device.type != "mps" else torch.contiguous_format
-    model.generator.to(memory_format=fmt)  # type: ignore[call-overload]
-    disc.to(memory_format=fmt)  # type: ignore[call-overload]
-
-    g_net: nn.Module = model.generator
-    d_net: nn.Module = disc
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if device.type == "cuda" else None
-        g_net, d_net = DDP(model.generator, device_ids=ids), DDP(disc, device_ids=ids)
+    device = _device_for(cfg, world)
+    run = _build(cfg, data, device, rank, world, resume_state)
+    saver = _Saver(cfg, data, run, model_path, checkpoint_dir, writes=rank == 0, world=world)
     shard = data.planes[rank::world] if len(data.planes) >= world else data.planes
     gan_loss = GANLoss(cfg.gan_mode).to(device)
-    adversarial = cfg.gan_weight > 0  # without it, D is neither run nor trained
-    l1 = nn.L1Loss()
-    valset = _make_valset(data, cfg, cfg.seed) if rank == 0 else None
-
-    writes = rank == 0
-    model_path = Path(model_path) if model_path is not None else None
-    if checkpoint_dir is None and model_path is not None:
-        checkpoint_dir = model_path.with_name(model_path.stem + ".checkpoints")
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    summary: dict[str, Any] = {"config": cfg.to_dict(), "n_train_planes": len(data.planes),
-                               "n_val_planes": len(data.val), "synthesized": data.synthesize,
-                               "world_size": world}
-
-    def finish_metadata(status: str) -> None:
-        model.training = {**summary, "steps_done": step, "status": status, "best_val_psnr": best,
-                          "history": history[-200:]}
-
-    def save_all(status: str) -> list[CheckpointSaved]:
-        if not writes:
-            return []
-        finish_metadata(status)
-        out = []
-        if ckpt_dir is not None:
-            p = save_checkpoint(ckpt_dir / CHECKPOINT, model, disc, opt_g, opt_d, step, rng,
-                                {"config": cfg.to_dict(), "best": best, "history": history[-200:], "status": status})
-            out.append(CheckpointSaved(step, str(p), "checkpoint"))
-        if model_path is not None:
-            out.append(CheckpointSaved(step, str(model.save(model_path)), "model"))
-        return out
-
-    t0 = time.perf_counter()
-    start_step = step
-    status = "running"
+    valset = make_valset(data, cfg.patch_size, cfg.val_patches, cfg.seed) if rank == 0 else None
+    t0, start_step, status = time.perf_counter(), run.step, TrainingStatus.RUNNING
     try:
-        while step < cfg.steps:
+        yield StatusUpdate(run.step, status)
+        while run.step < cfg.steps:
             if stop is not None and stop.is_set():
-                status = "stopped"
+                status = TrainingStatus.STOPPED
                 break
-            lr = cfg.lr_at(step)
-            for opt in (opt_g, opt_d):
-                for g in opt.param_groups:
-                    g["lr"] = lr
-            a_np, b_np = stack_batch([data.sample(rng, cfg.patch_size, cfg.augment, shard)
-                                      for _ in range(cfg.batch_size)], data.task)
-            a = torch.from_numpy(a_np).to(device).contiguous(memory_format=fmt)
-            b = torch.from_numpy(b_np).to(device).contiguous(memory_format=fmt)
-            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-                raise TrainingDiverged(f"training data contain NaN or infinite values at step {step + 1}; "
-                                       "clean the images (numpy.nan_to_num) and start again")
-            autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-            with autocast:
-                fake = g_net(a)
-            if adversarial:
-                with autocast:  # D step: real pairs -> 1, generated pairs -> 0
-                    loss_d = 0.5 * (gan_loss(d_net(a, b), True) + gan_loss(d_net(a, fake.detach()), False))
-                if not torch.isfinite(loss_d):
-                    raise TrainingDiverged(f"the discriminator loss became {loss_d.item()} at step {step + 1}")
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
-                opt_d.step()
-                for p in disc.parameters():
-                    p.requires_grad_(False)
-            # G step: fool D and stay close to the target
-            with autocast:
-                loss_g_gan = gan_loss(d_net(a, fake), True) if adversarial else fake.new_zeros(())
-                loss_g_l1 = l1(fake.float(), b)
-                loss_g = cfg.gan_weight * loss_g_gan + cfg.lambda_l1 * loss_g_l1
-            if adversarial:
-                for p in disc.parameters():
-                    p.requires_grad_(True)
-            if not torch.isfinite(loss_g):
-                raise TrainingDiverged(f"the generator loss became {loss_g.item()} at step {step + 1}")
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.generator.parameters(), cfg.grad_clip)
-            opt_g.step()
-            step += 1
-
+            lr = cfg.lr_at(run.step)
+            _set_lr(run, lr)
+            losses = _train_step(run, cfg, *_batch(run, cfg, data, shard, device), gan_loss)
+            run.step += 1
             elapsed = time.perf_counter() - t0
-            rate = (step - start_step) / max(elapsed, 1e-9)
-            losses = {"G_GAN": loss_g_gan.item(), "G_L1": loss_g_l1.item(), "D": loss_d.item() if adversarial else 0.0}
-            yield StepUpdate(step, cfg.steps, losses, lr, elapsed, (cfg.steps - step) / max(rate, 1e-9), rate)
-
-            if valset is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                model.generator.eval()
-                v = _validate(model, valset, device, step, cfg.task)
-                model.generator.train()
-                history.append({"step": step, **losses, "val_psnr": v.psnr, "val_ssim": v.ssim,
-                                "val_psnr_input": v.psnr_input, "val_l1": v.l1, "val_uncertainty": v.uncertainty})
-                yield v
-                if v.psnr > best:
-                    best = v.psnr
-                    if ckpt_dir is not None and writes:
-                        finish_metadata("best")
-                        yield CheckpointSaved(step, str(model.save(ckpt_dir / BEST)), "best")
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                for ev in save_all("running"):
-                    yield ev
+            rate = (run.step - start_step) / max(elapsed, 1e-9)
+            yield StepUpdate(run.step, cfg.steps, losses, lr, elapsed, (cfg.steps - run.step) / max(rate, 1e-9), rate)
+            if valset is not None and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
+                yield from _validation(run, valset, saver, device, cfg, losses)
+            if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
+                yield from saver.save_all(TrainingStatus.RUNNING)
         else:
-            status = "finished"
+            status = TrainingStatus.FINISHED
     except GeneratorExit:  # closed by the consumer: save and stop
-        status = "stopped"
-        save_all(status)
+        status = TrainingStatus.STOPPED
+        saver.save_all(status)
         raise
     except BaseException:
-        status = "failed"
-        save_all(status)  # the weights are the last good ones: no step is taken on a bad loss
+        status = TrainingStatus.FAILED
+        saver.save_all(status)  # the weights are the last good ones: no step is taken on a bad loss
         raise
     finally:
-        if world > 1 and dist.is_initialized() and status != "running":
+        if world > 1 and dist.is_initialized() and status != TrainingStatus.RUNNING:
             dist.barrier()
-    for ev in save_all(status):
-        yield ev
-    model.generator.to("cpu").eval()
-    finish_metadata(status)
-    return model
+    yield from saver.save_all(status)
+    yield StatusUpdate(run.step, status)
+    run.model.generator.to("cpu").eval()
+    saver.finish_metadata(status)
+    return run.model
 
 
 def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) -> Pix2PixModel:
@@ -593,7 +405,7 @@ def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) ->
     >>> model = p2p.train(clean=data.camera(), task="denoise", steps=2, patch_size=64,
     ...                   preset="unet_tiny", val_fraction=0)  # doctest: +SKIP
     """
-    return run_to_end(train_iter(**kwargs), progress)
+    return run_to_end(train_iter(**kwargs), progress, what="training")
 
 
 def describe(ev: TrainEvent) -> str:
@@ -605,9 +417,6 @@ def describe(ev: TrainEvent) -> str:
         base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
         return (f"step {ev.step} validation PSNR {ev.psnr:.2f} dB{base} SSIM {ev.ssim:.3f} "
                 f"uncertainty {ev.uncertainty:.4f}")
+    if isinstance(ev, StatusUpdate):
+        return f"step {ev.step} training {ev.status.value}"
     return f"step {ev.step} saved {ev.kind}: {ev.path}"
-
-
-def history_json(model: Pix2PixModel) -> str:
-    """The training history stored in a model, as JSON."""
-    return json.dumps(model.training.get("history", []), indent=1)

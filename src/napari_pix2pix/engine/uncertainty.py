@@ -22,7 +22,8 @@ import numpy as np
 from scipy import ndimage
 from torch import nn
 
-from .predict import Progress, _check_image, predict_iter
+from .predict import _check_image, predict_iter
+from .progress import Progress, relay
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
@@ -51,14 +52,15 @@ def uncertainty_iter(
     for s in range(samples):
         gen = predict_iter(model, image, mask, channel_axis=channel_axis, mc_dropout=dropout, augment=s % 8,
                            output_dtype=np.float32, **kwargs)
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as done:
-                pred = done.value
-                break
-            yield Progress(total_done + p.done, p.total * samples, f"uncertainty sample {s + 1}/{samples}")
-        total_done += p.total
+        tiles = [0]  # tiles of one sample
+
+        def recount(p: Progress, s: int = s, tiles: list[int] = tiles, before: int = total_done) -> Progress:
+            tiles[0] = p.total
+            return Progress(before + p.done, p.total * samples, f"uncertainty sample {s + 1}/{samples}")
+
+        pred = yield from relay(gen, recount=recount)
+        assert pred is not None  # no cancel hook: relay returns the prediction
+        total_done += tiles[0]
         if mean is None:
             mean = np.zeros(pred.shape, np.float64)
             m2 = np.zeros(pred.shape, np.float64)

@@ -58,10 +58,44 @@ class UNetConfig:
                 f"or a single input channel, got {self.in_channels} -> {self.out_channels}"
             )
 
+    # ---------------------------------------------------------------- geometry, per spatial axis (Y, X)
+    @property
+    def spatial_dims(self) -> int:
+        """Number of spatial axes the network convolves (2: Y, X)."""
+        return 2
+
+    @property
+    def size_multiple(self) -> tuple[int, ...]:
+        """Per spatial axis, the multiple every input size must be (the network halves it `levels` times)."""
+        return (2**self.levels,) * self.spatial_dims
+
     @property
     def multiple(self) -> int:
-        """Height and width of every input must be a multiple of this."""
-        return 2**self.levels
+        """The largest of :attr:`size_multiple` (every axis of a 2D network: ``2**levels``)."""
+        return max(self.size_multiple)
+
+    @property
+    def halo(self) -> tuple[int, ...]:
+        """Per axis, pixels to crop from each side of an output tile: half the size multiple.
+
+        bioimage.io consumers pad an input by the halo on each side before running the network,
+        so twice the halo must be a multiple of the size multiple for padded sizes to stay on
+        the network's grid; the smallest tile is then twice the size multiple. The theoretical
+        :attr:`receptive_field` is far larger than what matters in practice.
+        """
+        return tuple(m // 2 for m in self.size_multiple)
+
+    @property
+    def receptive_field(self) -> tuple[int, ...]:
+        """Per axis, the theoretical receptive field (pixels) of the output pixels.
+
+        The input interval each output pixel depends on, traced back through every layer and
+        skip connection (4x4 stride-2 convolutions, their transposes, extra 3x3 convolutions,
+        the full-resolution stem and tail); the widest over the output positions of one size
+        multiple.
+        """
+        return tuple(_receptive_field_1d(self.levels, self.block_convs, self.full_res_convs, m)
+                     for m in self.size_multiple)
 
     @property
     def n_dropout(self) -> int:
@@ -84,6 +118,38 @@ class UNetConfig:
     def is_paper(self) -> bool:
         """True for the paper's topology (no extra convolutions, Tanh output)."""
         return self.block_convs == 0 and not self.residual and self.full_res_convs == 0
+
+
+def _receptive_field_1d(n: int, k: int, kf: int, multiple: int) -> int:
+    """Receptive field along one axis of a U-Net with `n` levels, `k` extra convs per level, `kf` at full size."""
+
+    def stem(a: int, b: int) -> tuple[int, int]:  # full-resolution 3x3 convolutions before level 0
+        return a - kf, b + kf
+
+    def down(i: int, a: int, b: int) -> tuple[int, int]:  # encoder level i over [a, b] -> input pixels
+        if i < n - 1:
+            a, b = a - k, b + k  # extra 3x3 convolutions
+        a, b = 2 * a - 1, 2 * b + 2  # 4x4 stride-2 convolution, padding 1
+        return stem(a, b) if i == 0 else down(i - 1, a, b)
+
+    def transposed(a: int, b: int) -> tuple[int, int]:  # 4x4 stride-2 transposed convolution, padding 1
+        return -((2 - a) // 2), (b + 1) // 2
+
+    def up(j: int, a: int, b: int) -> tuple[int, int]:  # decoder block j over [a, b] -> input pixels
+        a, b = transposed(a - k, b + k)
+        if j == 0:
+            return down(n - 1, a, b)
+        d, u = down(n - 1 - j, a, b), up(j - 1, a, b)  # skip and deeper path
+        return min(d[0], u[0]), max(d[1], u[1])
+
+    widest = 0
+    for o in range(multiple):
+        lo, hi = o - kf, o + kf  # the tail's 3x3 convolutions (none without a full-resolution tail)
+        a, b = transposed(lo, hi)  # the head, from the concatenation of level 0 and the decoder
+        d, u = down(0, a, b), up(n - 2, a, b)
+        ends = [d, u, stem(lo, hi)] if kf else [d, u]  # with a tail: also the stem's skip
+        widest = max(widest, max(e[1] for e in ends) - min(e[0] for e in ends) + 1)
+    return widest
 
 
 # Presets: one tiny factory each. `unet_256` and `unet_128` are the paper's networks; the

@@ -1,9 +1,12 @@
-"""Small Qt pieces shared by the widgets: layer pickers, status line, file dialogs, device list."""
+"""Small Qt pieces shared by the widgets: the worker runner, layer pickers, status line, dialogs, device list."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import functools
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
@@ -174,3 +177,126 @@ def napari_progress(desc: str, total: int = 0, on_cancel: Callable[[], Any] | No
                 self.cancel_callback()
 
     return _Progress(total=total, desc=desc, cancel_callback=on_cancel)
+
+
+# ---------------------------------------------------------------------- running jobs in a worker thread
+class JobFailed(Exception):
+    """A job's error, re-raised as a plain Exception, with the original's message (and as ``__cause__``).
+
+    superqt treats a RuntimeError (every torch error, out-of-memory included) as a deleted
+    worker and reports neither ``errored`` nor ``finished``.
+    """
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether the job ran out of (GPU or CPU) memory."""
+        import torch
+
+        kinds = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+        return isinstance(self.__cause__, kinds) or "out of memory" in str(self).lower()
+
+
+def _reraising(fn: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Generator[Any, Any, Any]]:
+    """`fn`, with RuntimeErrors (and MemoryErrors) re-raised as :class:`JobFailed` (see there)."""
+
+    @functools.wraps(fn)
+    def job(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        try:
+            return (yield from fn(*args, **kwargs))
+        except (RuntimeError, MemoryError) as e:
+            raise JobFailed(str(e) or type(e).__name__) from e
+
+    return job
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: its result, its error, or aborted (napari quit before it returned)."""
+
+    result: Any = None
+    error: BaseException | None = None
+    aborted: bool = False
+
+
+def _worker_class() -> type:
+    from napari.qt.threading import GeneratorWorker
+
+    class StoppableWorker(GeneratorWorker):  # type: ignore[misc, valid-type]
+        """A worker whose quit() (napari quitting) sets the job's stop event.
+
+        The job then ends at its next check and saves what a stopped job saves, instead of
+        being abandoned mid-run.
+        """
+
+        stop_event: threading.Event | None = None
+
+        def quit(self) -> None:
+            if self.stop_event is not None:
+                self.stop_event.set()
+            else:
+                super().quit()
+
+    return StoppableWorker
+
+
+class WorkerRunner:
+    """Runs one job (a generator function) at a time in a napari worker thread.
+
+    `on_yielded` gets each update while the job runs; `on_finished` gets the :class:`Outcome`
+    once, after the last update, on the GUI thread. Errors always arrive (RuntimeErrors
+    included, see :class:`JobFailed`), and napari's own notification shows them. `stop` is
+    the job's stop/cancel event: :meth:`stop` and napari quitting set it.
+    """
+
+    def __init__(self, on_yielded: Callable[[Any], Any], on_finished: Callable[[Outcome], Any],
+                 stop: threading.Event) -> None:
+        self._on_yielded, self._on_finished, self.stop_event = on_yielded, on_finished, stop
+        self.worker: Any = None
+        self._outcome: Outcome | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a job is running (until its outcome has been handled)."""
+        return self.worker is not None
+
+    def start(self, fn: Callable[..., Generator[Any, Any, Any]], *args: Any, **kwargs: Any) -> None:
+        """Start ``fn(*args, **kwargs)`` in a worker thread (the stop event is cleared first)."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            raise RuntimeError("a job is already running")
+        self.stop_event.clear()
+        self._outcome = None
+        worker = create_worker(_reraising(fn), *args, _start_thread=False, _ignore_errors=True,
+                               _worker_class=_worker_class(), **kwargs)
+        worker.stop_event = self.stop_event
+        worker.yielded.connect(self._yielded)
+        worker.returned.connect(lambda r: self._record(Outcome(result=r)))
+        worker.errored.connect(lambda e: self._record(Outcome(error=e)))
+        worker.aborted.connect(lambda: self._record(Outcome(aborted=True)))
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        worker.start()
+
+    def stop(self) -> None:
+        """Ask the job to stop at its next check (training saves; prediction returns nothing)."""
+        self.stop_event.set()
+
+    def _record(self, outcome: Outcome) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+
+    def _yielded(self, update: Any) -> None:
+        if self.worker is None or self._outcome is not None:  # a late report
+            return
+        with contextlib.suppress(RuntimeError):  # the widget is gone (napari closed it)
+            self._on_yielded(update)
+
+    def _finished(self) -> None:
+        outcome, self._outcome = self._outcome or Outcome(), None
+        worker, self.worker = self.worker, None
+        if outcome.aborted and worker is not None:  # napari's quit() before our stop event existed: save
+            with contextlib.suppress(Exception):
+                worker._gen.close()
+        with contextlib.suppress(RuntimeError):  # the widget is gone (napari closed it)
+            self._on_finished(outcome)

@@ -8,6 +8,7 @@ napari notification.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ from qtpy.QtWidgets import (
 
 from ...engine.export import EXTRA
 from ...engine.modelfile import ModelFileError
+from ..choices import RECENT, ModelInfo, model_choices, model_info
 from ..jobs import export_job
-from ..models import RECENT, ModelInfo, model_choices, model_info
-from .common import StatusLabel, open_file, save_file
+from .common import Outcome, StatusLabel, WorkerRunner, open_file, save_file
 
 FORMATS = {  # format: (label, suffix, what it is for)
     "bioimageio": ("bioimage.io package (.zip)", ".zip",
@@ -70,8 +71,7 @@ class ExportDialog(QDialog):
     def __init__(self, model_ref: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export a Pix2Pix model")
-        self._worker: Any = None
-        self._outcome: dict[str, Any] = {}
+        self._runner = WorkerRunner(self._on_progress, self._on_finished, threading.Event())
         self._started = 0.0
         self._dest_edited = False
         self.report: Any = None  # the last ExportReport
@@ -222,51 +222,32 @@ class ExportDialog(QDialog):
                 "check": self._check_box.isChecked()}
 
     def _run(self) -> None:
-        if self._worker is not None:
+        if self._runner.running:
             return
         try:
             job = self._prepare()
         except (ValueError, OSError) as e:
             self._status.error(str(e))
             return
-        from napari.qt.threading import create_worker
-
-        self._outcome = {}
         self._started = time.perf_counter()
         self._status.info(f"Exporting {job['info'].name} as {FORMATS[job['format']][0]}…")
         self._progress_bar.setRange(0, 0)
-        worker = create_worker(export_job, job["info"].ref, job["dest"], job["format"], check=job["check"],
-                               _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
         self._export_btn.setEnabled(False)
-        worker.start()
+        self._runner.start(export_job, job["info"].ref, job["dest"], job["format"], check=job["check"])
 
     def _on_progress(self, p: Any) -> None:
         if p.message:
             self._status.info(f"Export: {p.message}…")
 
-    def _on_returned(self, report: Any) -> None:
-        self._outcome = {"report": report}
-
-    def _on_error(self, exc: BaseException) -> None:
-        self._outcome = {"error": exc}
-
-    def _on_finished(self) -> None:
-        outcome = self._outcome
-        self._worker = None
+    def _on_finished(self, outcome: Outcome) -> None:
         self._export_btn.setEnabled(True)
         self._progress_bar.setRange(0, 1)
-        if "report" not in outcome:
+        if outcome.result is None:
             self._progress_bar.setValue(0)
-            error = outcome.get("error", "stopped")
-            self._status.error(f"Export failed: {error}", notify=False)  # napari notifies worker errors
+            self._status.error(f"Export failed: {outcome.error or 'stopped'}", notify=False)  # napari notifies
             self.export_finished.emit("failed")
             return
-        self.report = report = outcome["report"]
+        self.report = report = outcome.result
         self._progress_bar.setValue(1)
         checks = "; ".join(f"{k} max |Δ| {v:.1e}" for k, v in report.max_abs_diff.items())
         text = (f"Exported in {time.perf_counter() - self._started:.1f} s: {report.path}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,9 +34,9 @@ from qtpy.QtWidgets import (
 
 from ...engine.modelfile import ModelFileError
 from .. import layers as lyr
+from ..choices import RECENT, ModelInfo, model_choices, model_info, short_path
 from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
-from ..models import RECENT, ModelInfo, model_choices, model_info, short_path
-from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open_file
+from .common import LayerCombo, Outcome, StatusLabel, WorkerRunner, device_combo, napari_progress, open_file
 
 if TYPE_CHECKING:
     import napari
@@ -43,6 +44,19 @@ if TYPE_CHECKING:
 MODEL_FILTER = "Pix2Pix models (*.safetensors *.zip);;All files (*)"
 UI_INTERVAL = 0.2  # seconds between updates of the widget's progress display (repaints cost GUI time)
 PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
+
+
+@dataclass(frozen=True)
+class RestoreJob:
+    """A run of a restoration widget: what to process and how (the layer stays on the GUI thread)."""
+
+    layer: Any  # the input layer: read here, never handed to the worker
+    info: ModelInfo
+    image: Any  # the layer's data (or one plane of it)
+    mask: Any  # inpainting mask, or None
+    plane: tuple[int, ...] | None  # index of the plane processed ("current plane only"), or None
+    samples: int  # uncertainty samples (0: none)
+    settings: PredictSettings
 
 
 class RestoreWidget(QWidget):
@@ -65,16 +79,22 @@ class RestoreWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari.layers import Image, Labels, Shapes
-
         self._viewer = viewer
-        self._worker: Any = None
         self._cancel = threading.Event()
+        self._runner = WorkerRunner(self._on_progress, self._on_finished, self._cancel)
         self._pbar: Any = None
         self._started = 0.0
         self._last_ui = self._last_pbar = 0.0
-        self._job: dict[str, Any] = {}
-        self._outcome: dict[str, Any] = {}
+        self._job: RestoreJob | None = None
+        self._export_dialog: Any = None
+        self._make_widgets(viewer)
+        self._lay_out()
+        self._connect()
+        self._refresh_models()
+        self._update_scope()
+
+    def _make_widgets(self, viewer: napari.viewer.Viewer) -> None:
+        from napari.layers import Image, Labels, Shapes
 
         self._help = QLabel(self.HELP)
         self._help.setWordWrap(True)
@@ -93,7 +113,6 @@ class RestoreWidget(QWidget):
         self._export_btn = QPushButton("Export…")
         self._export_btn.setToolTip("Export a model as a bioimage.io package (Fiji/deepImageJ, ilastik, QuPath), "
                                     "ONNX or TorchScript")
-        self._export_dialog: Any = None
         self._model_note = QLabel()
         self._model_note.setWordWrap(True)
         self._device_combo = device_combo()
@@ -109,6 +128,16 @@ class RestoreWidget(QWidget):
         self._scope_combo.addItem("Whole stack", "stack")
         self._scope_combo.addItem("Current plane only", "plane")
         self._scope_combo.setToolTip("For stacks: every plane, or only the plane on screen")
+        self._make_trust_widgets()
+        self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
+        self._cancel_btn = QPushButton("Cancel")
+        self._cancel_btn.setEnabled(False)
+        self._progress_bar = QProgressBar()
+        self._progress_bar.setRange(0, 1)
+        self._progress_bar.setValue(0)
+        self._status = StatusLabel()
+
+    def _make_trust_widgets(self) -> None:
         self._uncertainty_check = QCheckBox("Show uncertainty")
         self._samples_spin = QSpinBox()
         self._samples_spin.setRange(2, 32)
@@ -124,14 +153,8 @@ class RestoreWidget(QWidget):
                     "outlined in “<image> flagged”.")
         self._uncertainty_check.setToolTip(tip)
         self._samples_spin.setToolTip(tip)
-        self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
-        self._cancel_btn = QPushButton("Cancel")
-        self._cancel_btn.setEnabled(False)
-        self._progress_bar = QProgressBar()
-        self._progress_bar.setRange(0, 1)
-        self._progress_bar.setValue(0)
-        self._status = StatusLabel()
 
+    def _lay_out(self) -> None:
         model_row = QHBoxLayout()
         model_row.addWidget(self._model_combo, 1)
         model_row.addWidget(self._browse_btn)
@@ -160,6 +183,7 @@ class RestoreWidget(QWidget):
         layout.addWidget(self._status)
         layout.addStretch(1)
 
+    def _connect(self) -> None:
         self._run_btn.clicked.connect(self._run)
         self._cancel_btn.clicked.connect(self._request_cancel)
         self._browse_btn.clicked.connect(self._browse_model)
@@ -170,8 +194,6 @@ class RestoreWidget(QWidget):
         RECENT.changed.connect(self._refresh_models)
         # closing napari deletes docked widgets without closeEvent: stop a running job then too
         self.destroyed.connect(lambda *_, cancel=self._cancel: cancel.set())
-        self._refresh_models()
-        self._update_scope()
 
     # ------------------------------------------------------------------ model choices
     def _accepts(self, info: ModelInfo) -> str | None:
@@ -273,7 +295,7 @@ class RestoreWidget(QWidget):
         if not has_stack:
             self._scope_combo.setCurrentIndex(0)
 
-    def _prepare(self) -> dict[str, Any]:
+    def _prepare(self) -> RestoreJob:
         """Collect and check the choices; raise ValueError with a message for the user."""
         layer = self._image_combo.layer()
         if layer is None:
@@ -306,15 +328,15 @@ class RestoreWidget(QWidget):
             image = image[plane]
         mask = self._mask(layer, image, channel_axis, plane)
         samples = self._samples_spin.value() if self._uncertainty_check.isChecked() else 0
-        return {"layer": layer, "info": info, "image": image, "mask": mask, "plane": plane, "samples": samples,
-                "settings": PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis)}
+        return RestoreJob(layer, info, image, mask, plane, samples,
+                          PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis))
 
     def _mask(self, layer: Any, image: Any, channel_axis: int | None, plane: tuple[int, ...] | None) -> Any:
         return None
 
     # ------------------------------------------------------------------ running
     def _run(self) -> None:
-        if self._worker is not None:
+        if self._runner.running:
             return
         try:
             job = self._prepare()
@@ -323,45 +345,30 @@ class RestoreWidget(QWidget):
             return
         self._start(job)
 
-    def _start(self, job: dict[str, Any]) -> None:
-        from napari.qt.threading import create_worker
-
+    def _start(self, job: RestoreJob) -> None:
         self._job = job
-        self._outcome = {}
-        self._cancel.clear()
         self._started = time.perf_counter()
         self._last_ui = self._last_pbar = 0.0
-        layer = job["layer"]
-        self._status.info(f"{self.TITLE}: {layer.name} with {job['info'].name}…")
+        self._status.info(f"{self.TITLE}: {job.layer.name} with {job.info.name}…")
         self._progress_bar.setRange(0, 0)  # busy until the first progress report
-        self._pbar = napari_progress(f"{self.TITLE} {layer.name}", on_cancel=self._request_cancel)
-        extra: dict[str, Any] = {}
-        if job.get("samples"):  # the same worker also computes the uncertainty (and the residual)
-            extra = {"samples": job["samples"], "residual": self.RESIDUAL}
-        worker = create_worker(
-            trust_job if extra else predict_job, job["info"].ref, job["image"], job["mask"],
-            settings=job["settings"], cancel=self._cancel, _start_thread=False, _ignore_errors=True, **extra,
-        )
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
+        self._pbar = napari_progress(f"{self.TITLE} {job.layer.name}", on_cancel=self._request_cancel)
         self._run_btn.setEnabled(False)
         self._cancel_btn.setEnabled(True)
-        worker.start()
+        if job.samples:  # the same worker also computes the uncertainty (and the residual)
+            self._runner.start(trust_job, job.info.ref, job.image, job.mask, settings=job.settings,
+                               cancel=self._cancel, samples=job.samples, residual=self.RESIDUAL)
+        else:
+            self._runner.start(predict_job, job.info.ref, job.image, job.mask, settings=job.settings,
+                               cancel=self._cancel)
 
     def _request_cancel(self) -> None:
         """Stop after the current batch of tiles."""
-        if self._worker is not None:
-            self._cancel.set()
+        if self._runner.running:
+            self._runner.stop()
             self._cancel_btn.setEnabled(False)
             self._status.info("Cancelling after the current batch…")
 
     def _on_progress(self, p: Any) -> None:
-        if self._worker is None or self._outcome:  # late report, or re-entered from napari's progress bar
-            return
         now = time.perf_counter()
         final = bool(p.total) and p.done >= p.total
         if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
@@ -381,58 +388,46 @@ class RestoreWidget(QWidget):
         elif p.message:
             self._status.info(f"{self.TITLE}: {p.message}…")
 
-    # the worker's returned/errored/aborted only record the outcome; `finished` (always last) acts on it
-    def _on_returned(self, result: Any) -> None:
-        self._outcome = {"result": result}
-
-    def _on_error(self, exc: BaseException) -> None:
-        self._outcome = {"error": exc}
-
-    def _on_aborted(self) -> None:
-        self._outcome = {"result": None}
-
-    def _on_finished(self) -> None:
-        outcome, job = self._outcome or {"result": None}, self._job
+    def _on_finished(self, outcome: Outcome) -> None:
+        job, self._job = self._job, None
         pbar, self._pbar = self._pbar, None
         self._progress_bar.setRange(0, 1)
-        if "error" in outcome:
+        if outcome.error is not None:
             state = "failed"
-            self._status.error(f"{self.TITLE} failed: {outcome['error']}", notify=False)  # napari notifies
-        elif outcome["result"] is None:
+            self._status.error(f"{self.TITLE} failed: {outcome.error}", notify=False)  # napari notifies
+        elif outcome.result is None or job is None:
             state = "cancelled"
             self._status.info("Cancelled: nothing was changed.")
         else:
-            state = self._show_result(job, outcome["result"])
+            state = self._show_result(job, outcome.result)
         self._progress_bar.setValue(1 if state == "finished" else 0)
-        self._worker = None
-        self._job = {}
         self._run_btn.setEnabled(True)
         self._cancel_btn.setEnabled(False)
         if pbar is not None:
             pbar.close()
         self.done.emit(state)
 
-    def _show_result(self, job: dict[str, Any], result: Any) -> str:
+    def _show_result(self, job: RestoreJob, result: Any) -> str:
         trust = result if isinstance(result, TrustResult) else None
-        info = {"task": job["info"].task, "model": job["info"].ref, "plane": job["plane"]}
+        info = {"task": job.info.task, "model": job.info.ref, "plane": job.plane}
         try:
             out = lyr.add_result(
-                self._viewer, job["layer"], trust.output if trust else result, self.SUFFIX, plane=job["plane"],
+                self._viewer, job.layer, trust.output if trust else result, self.SUFFIX, plane=job.plane,
                 keep_contrast=self.KEEP_CONTRAST, info=info,
             )
-            note = self._show_trust(job, trust, {**info, "samples": job["samples"]}) if trust else ""
+            note = self._show_trust(job, trust, {**info, "samples": job.samples}) if trust else ""
         except Exception as e:  # shown in the widget, not lost in the event loop
             self._status.error(f"Could not show the result: {e}")
             return "failed"
-        where = f" (plane {job['plane']})" if job["plane"] else ""
+        where = f" (plane {job.plane})" if job.plane else ""
         self._status.info(f"Done in {time.perf_counter() - self._started:.1f} s → layer “{out.name}”{where}{note}")
         return "finished"
 
-    def _show_trust(self, job: dict[str, Any], trust: TrustResult, info: dict[str, Any]) -> str:
+    def _show_trust(self, job: RestoreJob, trust: TrustResult, info: dict[str, Any]) -> str:
         """Add the uncertainty (and residual) layers over the result; return a note for the status line."""
         from napari.layers import Labels
 
-        layer, plane = job["layer"], job["plane"]
+        layer, plane = job.layer, job.plane
         note = ""
         if trust.residual is not None:
             report = trust.residual

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +35,29 @@ from ...engine.device import resolve_device
 from ...engine.io import list_images
 from ...engine.modelfile import ModelFileError
 from ...engine.tasks import TASKS
-from ...engine.training import CHECKPOINT, CheckpointSaved, StepUpdate, TrainConfig, ValidationUpdate
+from ...engine.train_config import resume_config
+from ...engine.training import (
+    CHECKPOINT,
+    RESUMABLE,
+    CheckpointSaved,
+    StepUpdate,
+    TrainConfig,
+    ValidationUpdate,
+)
 from .. import layers as lyr
+from ..choices import RECENT, read_header
 from ..jobs import train_job, training_data, warm_up_in_background
-from ..models import RECENT, read_header
-from .common import LayerCombo, StatusLabel, device_combo, napari_progress, open_file, open_folder, save_file
+from .common import (
+    LayerCombo,
+    Outcome,
+    StatusLabel,
+    WorkerRunner,
+    device_combo,
+    napari_progress,
+    open_file,
+    open_folder,
+    save_file,
+)
 from .plot import CurvesPlot
 
 if TYPE_CHECKING:
@@ -62,6 +81,18 @@ PREVIEW_GAP = 4  # pixels between the preview's panels
 UI_INTERVAL = 0.25  # seconds between updates of the progress display and curves (repaints cost GUI time)
 PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 MODEL_FILTER = "Pix2Pix models (*.safetensors)"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """A training run of the widget (the layer stays on the GUI thread)."""
+
+    config: TrainConfig
+    model_path: Path
+    data: Any  # PairedData prepared from layers, or None (folders: prepared in the worker)
+    source: dict[str, Any]  # make_data keywords naming folders (when data is None)
+    layer: Any  # the layer the data come from (for the preview's scale), or None
+    resume: str | None  # checkpoint to continue from
 
 
 def default_model_path(task: str) -> Path:
@@ -111,16 +142,25 @@ class TrainWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari.layers import Image
-
         self._viewer = viewer
-        self._worker: Any = None
         self._stop = threading.Event()
+        self._runner = WorkerRunner(self._on_event, self._on_finished, self._stop)
         self._pbar: Any = None
-        self._outcome: dict[str, Any] = {}
-        self._job: dict[str, Any] = {}
+        self._job: TrainJob | None = None
         self._config_overrides: dict[str, Any] = {}  # extra TrainConfig fields (tests, experts)
         self._last_ui = self._last_pbar = 0.0
+        self._export_dialog: Any = None
+        self._last_model: str | None = None  # the model file saved last
+        self._make_source_widgets(viewer)
+        self._make_setting_widgets()
+        self._make_run_widgets()
+        self._lay_out()
+        self._connect()
+        self._on_task()
+        self._warm = warm_up_in_background()  # torch's first optimizer import, off the GUI thread
+
+    def _make_source_widgets(self, viewer: napari.viewer.Viewer) -> None:
+        from napari.layers import Image
 
         self._task_combo = QComboBox()
         for t in TASKS:
@@ -149,6 +189,7 @@ class TrainWidget(QWidget):
                 form.addRow(label, w)
             self._source_stack.addWidget(page)
 
+    def _make_setting_widgets(self) -> None:
         self._preset_combo = QComboBox()
         for name, text in PRESETS.items():
             self._preset_combo.addItem(name, name)
@@ -174,6 +215,8 @@ class TrainWidget(QWidget):
         self._device_combo = device_combo()
         self._output = _PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>.safetensors")
         self._resume_path = _PathEdit(self._browse_checkpoint, "a checkpoint.safetensors to continue from")
+
+    def _make_run_widgets(self) -> None:
         self._start_btn = QPushButton("Start")
         self._stop_btn = QPushButton("Stop")
         self._stop_btn.setEnabled(False)
@@ -183,8 +226,6 @@ class TrainWidget(QWidget):
         self._export_btn = QPushButton("Export…")
         self._export_btn.setToolTip("Export a model (by default the one trained last) as a bioimage.io package, "
                                     "ONNX or TorchScript")
-        self._export_dialog: Any = None
-        self._last_model: str | None = None  # the model file saved last
         self._progress_bar = QProgressBar()
         self._progress_bar.setRange(0, 1)
         self._progress_bar.setValue(0)
@@ -197,6 +238,7 @@ class TrainWidget(QWidget):
         self._psnr_plot.add_series("model", "#00e676")
         self._psnr_plot.add_series("input", "#bdbdbd", dashed=True)
 
+    def _lay_out(self) -> None:
         form = QFormLayout()
         form.addRow("Task", self._task_combo)
         form.addRow("Training data", self._source_combo)
@@ -233,6 +275,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self._psnr_plot)
         layout.addStretch(1)
 
+    def _connect(self) -> None:
         self._source_combo.currentIndexChanged.connect(self._source_stack.setCurrentIndex)
         self._task_combo.currentIndexChanged.connect(self._on_task)
         self._preset_combo.currentIndexChanged.connect(self._on_preset)
@@ -240,10 +283,8 @@ class TrainWidget(QWidget):
         self._stop_btn.clicked.connect(self._request_stop)
         self._resume_btn.clicked.connect(self._resume_clicked)
         self._export_btn.clicked.connect(self.open_export)
-        self._on_task()
         # closing napari deletes docked widgets without closeEvent: stop (and save) a running training then too
         self.destroyed.connect(lambda *_, stop=self._stop: stop.set())
-        self._warm = warm_up_in_background()  # torch's first optimizer import, off the GUI thread
 
     # ------------------------------------------------------------------ choices
     def _on_task(self, *_: Any) -> None:
@@ -337,7 +378,7 @@ class TrainWidget(QWidget):
         _check_folder(dc)
         return {"clean_dir": dc, "channel_axis": -1 if _folder_is_rgb(dc) else None}, None
 
-    def _prepare(self, resume: str | None = None) -> dict[str, Any]:
+    def _prepare(self, resume: str | None = None) -> TrainJob:
         """Check everything and collect the job; raise ValueError with a message for the user."""
         config = self.config()
         resolve_device(config.device)
@@ -354,11 +395,10 @@ class TrainWidget(QWidget):
         if any(k in source for k in ("input", "clean")):  # arrays: prepare now, every problem shows here
             data = training_data(config, source)
             source = {}
-        return {"config": config, "model_path": model_path, "data": data, "source": source,
-                "layer": layer, "resume": resume}
+        return TrainJob(config, model_path, data, source, layer, resume)
 
     def _settings_from_checkpoint(self, path: str, config: TrainConfig) -> TrainConfig:
-        """Show the checkpoint's settings in the widget; check the run can continue."""
+        """Show the checkpoint's settings in the widget; the run's settings by the engine's resume rule."""
         meta = read_header(path)
         if meta.get("kind") != "training-checkpoint":
             raise ValueError(f"{Path(path).name} is a model file, not a training checkpoint: resume from the "
@@ -374,8 +414,7 @@ class TrainWidget(QWidget):
         step = int(meta.get("step", 0))
         if config.steps <= step:
             raise ValueError(f"The checkpoint is at step {step}; set Steps above {step} to train further.")
-        return TrainConfig.from_dict({**saved.to_dict(), "steps": config.steps, "device": config.device,
-                                      "val_every": config.val_every})
+        return resume_config(saved, {k: getattr(config, k) for k in RESUMABLE})
 
     # ------------------------------------------------------------------ running
     def _start_clicked(self) -> None:
@@ -392,7 +431,7 @@ class TrainWidget(QWidget):
         self._run(path)
 
     def _run(self, resume: str | None) -> None:
-        if self._worker is not None:
+        if self._runner.running:
             return
         try:
             job = self._prepare(resume)
@@ -401,49 +440,34 @@ class TrainWidget(QWidget):
             return
         self._start(job)
 
-    def _start(self, job: dict[str, Any]) -> None:
-        from napari.qt.threading import create_worker
-
-        cfg: TrainConfig = job["config"]
+    def _start(self, job: TrainJob) -> None:
+        cfg = job.config
         self._job = job
-        self._outcome = {}
-        self._stop.clear()
         self._last_ui = self._last_pbar = 0.0
         self._loss_plot.clear()
         self._psnr_plot.clear()
         self._val_label.info("")
-        self._output.setText(str(job["model_path"]))
-        verb = "Resuming" if job["resume"] else "Training"
+        self._output.setText(str(job.model_path))
+        verb = "Resuming" if job.resume else "Training"
         self._status.info(f"{verb} a {cfg.task} model ({cfg.preset}, {cfg.steps} steps)…")
         self._progress_bar.setRange(0, cfg.steps)
         self._progress_bar.setValue(0)
-        self._prepare_preview(cfg, job["data"])
+        self._prepare_preview(cfg, job.data)
         self._pbar = napari_progress(f"Train {cfg.task} model", total=cfg.steps, on_cancel=self._request_stop)
-        worker = create_worker(
-            train_job, cfg, model_path=job["model_path"], data=job["data"], source=job["source"],
-            resume=job["resume"], stop=self._stop, _start_thread=False, _ignore_errors=True,
-        )
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
         for b in (self._start_btn, self._resume_btn):
             b.setEnabled(False)
         self._stop_btn.setEnabled(True)
-        worker.start()
+        self._runner.start(train_job, cfg, model_path=job.model_path, data=job.data, source=job.source,
+                           resume=job.resume, stop=self._stop)
 
     def _request_stop(self) -> None:
         """Stop after the current step; the engine saves the model and a checkpoint."""
-        if self._worker is not None:
-            self._stop.set()
+        if self._runner.running:
+            self._runner.stop()
             self._stop_btn.setEnabled(False)
             self._status.info("Stopping after the current step; saving…")
 
     def _on_event(self, ev: Any) -> None:
-        if self._worker is None or self._outcome:
-            return
         if isinstance(ev, StepUpdate):
             for name, value in ev.losses.items():
                 self._loss_plot.add_point(name, ev.step, value, redraw=False)
@@ -496,7 +520,7 @@ class TrainWidget(QWidget):
             layers.remove(PREVIEW_NAME)
         scale: tuple[float, ...] = (1.0, 1.0)
         translate = (0.0, 0.0)
-        source = self._job.get("layer")
+        source = self._job.layer if self._job is not None else None
         if source is not None:
             scale = tuple(float(s) for s in source.scale[-2:])
         if len(layers):  # to the right of everything shown, so that it covers nothing
@@ -547,34 +571,18 @@ class TrainWidget(QWidget):
         if PREVIEW_UNCERTAINTY_NAME not in self._viewer.layers:
             self._preview_uncertainty_layer(np.zeros((size, size), np.float32))
 
-    def _on_returned(self, model: Any) -> None:
-        self._outcome = {"model": model}
-
-    def _on_error(self, exc: BaseException) -> None:
-        self._outcome = {"error": exc}
-
-    def _on_aborted(self) -> None:
-        self._outcome = {"aborted": True}
-
-    def _on_finished(self) -> None:
-        outcome, job, worker = self._outcome, self._job, self._worker
+    def _on_finished(self, outcome: Outcome) -> None:
+        job, self._job = self._job, None
         pbar, self._pbar = self._pbar, None
-        model_path = Path(job.get("model_path", ""))
-        if outcome.get("aborted"):  # quit() from napari: close the generator so the run is saved
-            gen = getattr(worker, "_gen", None)
-            if gen is not None:
-                try:
-                    gen.close()
-                except Exception:  # noqa: BLE001 - reported below
-                    pass
-        if "error" in outcome:
+        model_path = job.model_path if job is not None else None
+        if outcome.error is not None:
             state = "failed"
-            self._status.error(f"Training failed: {outcome['error']}", notify=False)  # napari notifies
+            self._status.error(f"Training failed: {outcome.error}", notify=False)  # napari notifies
         else:
-            model = outcome.get("model")
+            model = outcome.result
             status = (model.training.get("status") if model is not None else None) or "stopped"
             state = "finished" if status == "finished" else "stopped"
-            if model_path.is_file():
+            if model_path is not None and model_path.is_file():
                 RECENT.add(model_path)  # the restoration widgets list it now
                 steps = model.training.get("steps_done") if model is not None else None
                 done = f" after {steps} steps" if steps is not None else ""
@@ -584,8 +592,6 @@ class TrainWidget(QWidget):
                 self.model_saved.emit(str(model_path))
             else:
                 self._status.info("Training stopped before a model was saved.")
-        self._worker = None
-        self._job = {}
         for b in (self._start_btn, self._resume_btn):
             b.setEnabled(True)
         self._stop_btn.setEnabled(False)

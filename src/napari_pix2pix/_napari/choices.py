@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from psygnal import Signal
 
-from ..engine.bioimageio import is_package, package_metadata
-from ..engine.modelfile import FORMAT, ModelFileError, atomic_write_bytes
+from ..engine.modelfile import ModelFileError, atomic_write_bytes, read_metadata
+from ..engine.package import is_package, package_metadata
 from ..engine.registry import bundled_paths
+from ..nn.unet import UNetConfig
 
 CONFIG_ENV = "NAPARI_PIX2PIX_CONFIG_DIR"
 MAX_RECENT = 12
@@ -53,18 +53,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     if is_package(path):  # a bioimage.io package: its rdf.yaml
         return package_metadata(path)
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if not 2 <= n <= 100_000_000:
-                raise ValueError("no safetensors header")
-            header = json.loads(f.read(n))
-        meta = header.get("__metadata__") or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError("no napari-pix2pix metadata")
-        return dict(json.loads(meta["metadata"]))
-    except (OSError, ValueError, KeyError, struct.error, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path.name} is not a napari-pix2pix model file ({e})") from e
+    return read_metadata(path)
 
 
 def short_path(path: str | os.PathLike[str]) -> str:
@@ -115,7 +104,8 @@ def model_info(path: str | os.PathLike[str], *, bundled_name: str | None = None)
             "file the Train widget wrote (or resume training from this checkpoint)"
         )
     try:
-        levels = int(meta["architecture"]["levels"])
+        arch = {k: v for k, v in dict(meta["architecture"]).items() if k != "type"}
+        multiple = max(UNetConfig(**arch).size_multiple)
         task = str(meta["task"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{Path(path).name} has incomplete model metadata ({e})") from e
@@ -124,7 +114,7 @@ def model_info(path: str | os.PathLike[str], *, bundled_name: str | None = None)
         task=task,
         name=str(meta.get("name") or Path(path).stem),
         preset=str(meta.get("preset", "custom")),
-        multiple=2**levels,
+        multiple=multiple,
         bundled=bundled_name is not None,
         description=str(meta.get("card", {}).get("summary", "")),
     )
