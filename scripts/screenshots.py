@@ -167,7 +167,7 @@ def train_shot(viewer: object, at_step: int, steps: int) -> None:
     w = fresh(viewer, "denoise", "Train")
     w._input_combo.set_layer("noisy")  # type: ignore[attr-defined]
     w._target_combo.set_layer("clean reference")  # type: ignore[attr-defined]
-    w._steps_spin.setValue(steps)  # type: ignore[attr-defined]
+    w.set_steps(steps)  # type: ignore[attr-defined]
     w._batch_spin.setValue(8)  # type: ignore[attr-defined]
     w._val_every_spin.setValue(25)  # type: ignore[attr-defined]
     w._config_overrides = {"ndf": 32}  # type: ignore[attr-defined]

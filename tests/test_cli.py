@@ -92,6 +92,42 @@ def test_cli_predict_png_rgb(tmp_path):
     assert out.shape == (50, 60, 3) and out.dtype == np.uint8
 
 
+def test_cli_numbers_are_checked_where_they_enter(tmp_path, capsys):
+    path = tiny_model("denoise").save(tmp_path / "d.safetensors")
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.zeros((40, 40), np.uint16))
+    for opt, value in (("--overlap", "-5"), ("--tile-size", "0"), ("--batch-size", "0"), ("--tile-size", "big")):
+        with pytest.raises(SystemExit) as exc:
+            main(["predict", str(path), str(tmp_path / "in"), "-o", str(tmp_path / "o"), opt, value])
+        assert exc.value.code == 2
+        assert opt in capsys.readouterr().err
+    for opt, value in (("--minutes", "0"), ("--steps", "-3"), ("--lr", "0"), ("--gan-weight", "-1")):
+        with pytest.raises(SystemExit):
+            main(["train", "--clean-dir", str(tmp_path / "in"), "-o", str(tmp_path / "m"), opt, value])
+        assert opt in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # steps and minutes exclude each other
+        main(["train", "--clean-dir", str(tmp_path / "in"), "-o", str(tmp_path / "m"), "--steps", "3",
+              "--minutes", "1"])
+
+
+def test_cli_trains_with_a_recipe_a_time_budget_and_a_warm_start(tmp_path, capsys):
+    _pairs(tmp_path)
+    first = tmp_path / "first.safetensors"
+    assert main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
+                 "--task", "translate", "--recipe", "paper", "--gan-weight", "0.5", "--preset", "unet_tiny",
+                 "--levels", "3", "--ngf", "8", "--ndf", "8", "--patch-size", "32", "--minutes", "0.05",
+                 "-o", str(first)]) == 0
+    out = capsys.readouterr().out
+    assert "time budget 0.05 min" in out and "model saved to" in out
+    cfg = p2p.load_model(first).training["config"]
+    assert cfg["recipe"] == "paper" and cfg["gan_weight"] == 0.5 and cfg["task"] == "translate"
+    second = tmp_path / "second.safetensors"
+    assert main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
+                 "--task", "translate", "--start-from", str(first), "--steps", "4", "-o", str(second)]) == 0
+    m = p2p.load_model(second)
+    assert m.training["started_from"] == str(first) and m.config == p2p.load_model(first).config
+
+
 def test_cli_usage_error_exits():
     with pytest.raises(SystemExit):
         main(["frobnicate"])

@@ -166,7 +166,7 @@ def test_task_functions_with_model_file(tmp_path):
     im = smooth_image((40, 40), np.uint16)
     out = p2p.denoise(im, model=path)
     assert out.dtype == np.uint16 and out.shape == im.shape
-    with pytest.raises(ValueError, match="is a denoise model, not a colorize"):
+    with pytest.raises(ValueError, match="does denoise, not colorize"):
         p2p.colorize(im, model=path)
     assert p2p.translate(im, model=path).shape == im.shape
 

@@ -268,8 +268,10 @@ def test_cli_export_formats_and_errors(tmp_path, capsys):
 # ---------------------------------------------------------------------- geometry and architecture source
 def test_receptive_field_matches_gradient_support():
     torch.manual_seed(0)
-    for k, kf in ((0, 0), (1, 0), (0, 1), (1, 2)):
-        cfg = UNetConfig(levels=3, ngf=2 if not kf else 6, norm="none", dropout=0, block_convs=k, full_res_convs=kf)
+    for k, kf, up in ((0, 0, "transpose"), (1, 0, "transpose"), (0, 1, "transpose"), (1, 2, "transpose"),
+                      (0, 0, "resize"), (1, 1, "resize")):
+        cfg = UNetConfig(levels=3, ngf=2 if not kf else 6, norm="none", dropout=0, block_convs=k, full_res_convs=kf,
+                         upsample=up)
         net = UNetGenerator(cfg).eval()
         size, m = 96, cfg.multiple  # every output position of one grid cell, one per batch item
         x = torch.zeros(m, 1, size, size, requires_grad=True)

@@ -91,7 +91,7 @@ def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, 
     train._target_combo.set_layer("clean")
     train._patch_spin.setValue(32)
     train._batch_spin.setValue(4)
-    train._steps_spin.setValue(60)
+    train.set_steps(60)
     train._val_every_spin.setValue(15)
     train._output.setText(str(tmp_path / "m.safetensors"))
     meter.gaps.clear()

@@ -28,7 +28,7 @@ def _train_widget(viewer, tmp_path, steps=6, task="denoise", source="layers"):
     w._source_combo.setCurrentIndex(w._source_combo.findData(source))
     w._patch_spin.setValue(32)
     w._batch_spin.setValue(2)
-    w._steps_spin.setValue(steps)
+    w.set_steps(steps)
     w._val_every_spin.setValue(3)
     w._output.setText(str(tmp_path / f"{task}.safetensors"))
     return w
@@ -67,7 +67,7 @@ def test_train_from_layers_saves_and_model_is_listed_at_once(make_napari_viewer,
     # the curves and the preview followed the run
     assert [x for x, _ in w._loss_plot.points("G_L1")] == [1, 2, 3, 4, 5, 6]
     assert [x for x, _ in w._psnr_plot.points("model")] == [3, 6] and len(w._psnr_plot.points("input")) == 2
-    assert "validation at step 6" in w._val_label.text()
+    assert "held-out part at step 6" in w._val_label.text()
     preview = viewer.layers[PREVIEW_NAME]
     assert preview.data.shape[0] == 32 and preview.data.shape[1] == 3 * 32 + 8 and preview.data.max() > 0
     # the validation patch's uncertainty, over the preview's output panel
@@ -102,14 +102,15 @@ def test_stop_saves_and_resume_continues(make_napari_viewer, qtbot, tmp_path):
     checkpoint = w._resume_path.text()
     assert checkpoint.endswith("checkpoint.safetensors")
     # resume: too few steps is refused, more steps continue from the checkpoint
-    w._steps_spin.setValue(stopped["steps_done"])
+    w.set_steps(stopped["steps_done"])
     w._resume_btn.click()
-    assert w._status.is_error and "set Steps above" in w._status.text()
-    w._steps_spin.setValue(stopped["steps_done"] + 3)
+    assert w._status.is_error and "set “Train for” above" in w._status.text()
+    w.set_steps(stopped["steps_done"] + 3)
     assert _start(qtbot, w, w._resume_btn) == "finished", w._status.text()
     resumed = Pix2PixModel.load(path).training
     assert resumed["status"] == "finished" and resumed["steps_done"] == stopped["steps_done"] + 3
-    assert w._loss_plot.points("D")[0][0] == stopped["steps_done"] + 1
+    assert w._loss_plot.points("G_L1")[0][0] == 1  # a resumed run keeps the curves of the run so far
+    assert w._loss_plot.points("G_L1")[-1][0] == stopped["steps_done"] + 3
 
 
 @pytest.mark.parametrize("task, source", [("inpaint", "clean"), ("colorize", "clean_dir")])
@@ -169,14 +170,16 @@ def test_bad_choices_are_reported_before_any_work(make_napari_viewer, qtbot, tmp
     w._val_spin.setValue(0)
     w._patch_spin.setValue(64)
     expect("is larger than clean image 1")
-    w._val_spin.setValue(0.1)
+    w._val_spin.setValue(10)
     w._patch_spin.setValue(32)
     w._config_overrides = {}
+    w.set_start_from("scratch")
     expect("must be a multiple of 64")  # unet_tiny without the tiny overrides
+    w.set_start_from("auto")
     w._config_overrides = dict(TINY)
     w._task_combo.setCurrentIndex(w._task_combo.findData("colorize"))
     w._clean_combo.set_layer("gray")
-    expect("colorize needs RGB clean images")
+    expect("is grayscale")
     w._task_combo.setCurrentIndex(w._task_combo.findData("translate"))
     w._source_combo.setCurrentIndex(w._source_combo.findData("clean"))
     expect("Translate models need real pairs")
@@ -221,3 +224,28 @@ def test_quit_from_napari_still_saves_the_run(make_napari_viewer, qtbot, tmp_pat
     saved = Pix2PixModel.load(tmp_path / "denoise.safetensors").training
     assert saved["status"] == "stopped" and saved["steps_done"] >= 2
     assert w._start_btn.isEnabled() and not w._stop_btn.isEnabled()
+
+
+def test_the_widgets_recipe_warm_start_and_time_budget_drive_the_engine(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _pair(viewer)
+    start = Pix2PixModel("denoise", "unet_tiny", levels=3, ngf=4)
+    start.save(tmp_path / "start.safetensors")
+    w = _train_widget(viewer, tmp_path, task="translate")
+    w._config_overrides = {"ndf": 8, "n_layers": 2}
+    w._input_combo.set_layer("noisy")
+    w._target_combo.set_layer("clean")
+    w._recipe_combo.setCurrentIndex(w._recipe_combo.findData("paper"))
+    assert w._recipe_combo.findData("noise2noise") < 0  # noise2noise is for denoising only
+    w.set_start_from(str(tmp_path / "start.safetensors"))
+    assert not w._preset_combo.isEnabled()  # a warm start keeps the starting model's network
+    w.set_minutes(0.1)
+    assert _start(qtbot, w) == "finished", w._status.text()
+    saved = Pix2PixModel.load(tmp_path / "translate.safetensors")
+    cfg = saved.training["config"]
+    assert cfg["recipe"] == "paper" and saved.training["minutes"] == 0.1
+    assert saved.training["started_from"] == str((tmp_path / "start.safetensors").resolve())
+    assert saved.config == start.config and saved.task.name == "translate"
+    assert w._batch_spin.specialValueText() == f"auto ({cfg['batch_size']})"  # what "auto" decided, shown
+    w._task_combo.setCurrentIndex(w._task_combo.findData("denoise"))
+    assert w._recipe_combo.findData("noise2noise") >= 0

@@ -74,7 +74,7 @@ def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tin
     assert w._status.is_error and "Choose a model" in w._status.text() and not w._runner.running
     # a model of another task is refused with a clear message
     assert not w.use_model_file(tiny_model_files["inpaint"])
-    assert "inpaint model" in w._status.text()
+    assert "does inpaint" in w._status.text() and "needs a denoise model" in w._status.text()
     assert not w.use_model_file(tiny_model_files["denoise"].with_suffix(".missing"))
     # a chosen file is remembered for every widget of its task, at once
     other = _dock(viewer, DenoiseWidget)

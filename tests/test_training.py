@@ -83,14 +83,14 @@ def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
     p2p.train(clean=clean, config=cfg, model_path=tmp_path / "m.safetensors")
     ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
     # a setting that defines the run differs: refused, naming it and what may change
-    with pytest.raises(ValueError, match=r"patch_size \(checkpoint 32, given 64\).*only steps, device"):
+    with pytest.raises(ValueError, match=r"patch_size \(checkpoint 32, given 64\).*only steps, minutes, device"):
         p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=64)
     # the same value (a command rerun with --resume added) and the resumable fields are accepted
     resumed = p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=32, val_every=2, precision="fp32",
                         model_path=tmp_path / "m.safetensors")
     assert resumed.training["steps_done"] == 6
     assert resumed.training["config"]["val_every"] == 2 and resumed.training["config"]["precision"] == "fp32"
-    assert set(RESUMABLE) == {"steps", "device", "precision", "val_every", "checkpoint_every"}
+    assert set(RESUMABLE) == {"steps", "minutes", "device", "precision", "val_every", "checkpoint_every"}
     # a full config given with resume: only its resumable fields apply
     got = resume_config(cfg, {k: getattr(replace(cfg, steps=9, lr=1.0), k) for k in RESUMABLE})
     assert got.steps == 9 and got.lr == cfg.lr
@@ -113,8 +113,10 @@ def test_a_cancelled_training_raises_the_neutral_cancelled(tmp_path):
     clean = [phantoms.nuclei((64, 64), 0)]
     gen = train_iter(clean=clean, task="denoise", steps=50, val_fraction=0, model_path=tmp_path / "m.safetensors",
                      **TINY)
+    seen = []
     with pytest.raises(p2p.Cancelled, match="training was cancelled"):
-        run_to_end(gen, cancel=lambda: True, what="training")
+        run_to_end(gen, seen.append, cancel=lambda: sum(isinstance(e, StepUpdate) for e in seen) >= 2,
+                   what="training")
     assert p2p.PredictionCancelled is p2p.Cancelled  # the 0.1.0 name still catches it
     assert p2p.load_model(tmp_path / "m.safetensors").training["status"] == "stopped"  # closed: saved
 
@@ -234,22 +236,77 @@ def test_region_validation_split():
     assert data.planes[0].input.shape[1] + data.val[0].input.shape[1] == 128
 
 
-def test_ddp_two_process_gloo(tmp_path):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import numpy as np
+from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.training import train_iter
+out = sys.argv[1]
+clean = [phantoms.nuclei((96, 96), i) for i in range(4)]
+gen = train_iter(clean=clean, task="denoise", preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8,
+                 patch_size=32, batch_size=2, steps=6, val_every=3, device="cpu", model_path=out + "/m.safetensors")
+events = []
+while True:
+    try:
+        ev = next(gen)
+    except StopIteration as done:
+        model = done.value
+        break
+    events.append(type(ev).__name__)
+rank = os.environ["RANK"]
+np.savez(out + f"/rank{rank}.npz", **{k: v.numpy() for k, v in model.generator.state_dict().items()})
+json.dump(events, open(out + f"/events{rank}.json", "w"))
+"""
+
+
+def test_ddp_ranks_end_identical_and_only_rank_0_writes(tmp_path):
+    import json
+
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           str(script), str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
+    assert set(r0.files) == set(r1.files)
+    for k in r0.files:  # DDP averages the gradients: both ranks hold the same network at the end
+        np.testing.assert_allclose(r0[k], r1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    e0, e1 = (json.loads((tmp_path / f"events{r}.json").read_text()) for r in (0, 1))
+    assert "CheckpointSaved" in e0 and "CheckpointSaved" not in e1  # only rank 0 writes files
+    m = p2p.load_model(tmp_path / "m.safetensors")
+    assert m.training["world_size"] == 2 and m.training["steps_done"] == 6
+
+
+def test_ddp_command_line_only_rank_0_talks(tmp_path):
     clean = tmp_path / "clean"
     clean.mkdir()
     for i in range(4):
         tifffile.imwrite(clean / f"{i}.tif", phantoms.to_uint16(phantoms.nuclei((96, 96), i)))
     out = tmp_path / "ddp.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "napari_pix2pix.cli", "train", "--clean-dir", str(clean), "--task", "denoise",
            "--preset", "unet_tiny", "--levels", "3", "--ngf", "8", "--ndf", "8", "--patch-size", "32",
-           "--steps", "6", "--val-every", "3", "--device", "cpu", "-o", str(out)]
+           "--steps", "40", "--val-every", "20", "--log-every", "20", "--device", "cpu", "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("model saved to") == 1 and "-inf dB" not in res.stdout
+    lines = res.stdout.splitlines()
+    assert res.stdout.count("step 20/40") == 1, res.stdout
+    assert sum(line.startswith("step") and "validation PSNR" in line for line in lines) == 2, res.stdout
+    assert res.stderr.count("| 0/40 [") == 1  # one progress bar
     m = p2p.load_model(out)
-    assert m.training["world_size"] == 2 and m.training["steps_done"] == 6
-    assert m.predict(np.zeros((40, 40), np.uint16)).shape == (40, 40)
+    assert m.training["world_size"] == 2 and m.training["steps_done"] == 40
 
 
 def test_checkpoint_events_and_best(tmp_path):

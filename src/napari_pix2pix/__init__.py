@@ -24,6 +24,7 @@ __all__ = [
     "PredictionCancelled",
     "Progress",
     "__version__",
+    "add_result",
     "colorize",
     "denoise",
     "import_reference_checkpoint",
@@ -36,9 +37,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # training pulls in more modules; load it on first use
+    # training pulls in more modules, and add_result is for napari's console: load them on first use
     if name == "train":
         from .engine.training import train
 
         return train
+    if name == "add_result":
+        from ._napari.layers import add_result
+
+        return add_result
     raise AttributeError(f"module 'napari_pix2pix' has no attribute {name!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 from ._version import __version__
 from .engine.device import DEVICES, PRECISIONS
 from .engine.tasks import TASKS
+from .engine.train_config import RECIPES
 from .nn.losses import GAN_MODES
-from .nn.unet import PRESETS
+from .nn.unet import PRESETS, UPSAMPLES
 
 
 def _progress_bar(total: int, desc: str) -> Any:
@@ -27,9 +29,36 @@ def _tile_size(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"tile size must be a number of pixels or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"tile size must be at least 1 pixel, got {value}")
+    return value
+
+
+def _number(kind: type, low: float, inclusive: bool) -> Any:
+    word = "at least" if inclusive else "more than"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {word} {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _positive(kind: type) -> Any:
+    return _number(kind, 0, inclusive=False)
+
+
+def _non_negative(kind: type) -> Any:
+    return _number(kind, 0, inclusive=True)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -170,23 +199,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model with a progress bar and per-N-step logs."""
-    from .engine.training import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
+    from .engine.training import StatusUpdate, StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
     options: dict[str, Any] = {}
     if args.config:
         options.update(json.loads(Path(args.config).read_text()))
-    for name in ("task", "preset", "steps", "batch_size", "patch_size", "lr", "lambda_l1", "val_fraction",
-                 "val_split", "val_every", "checkpoint_every", "seed", "device", "precision", "ndf", "gan_mode"):
+    for name in ("task", "recipe", "preset", "start_from", "steps", "minutes", "batch_size", "patch_size", "lr",
+                 "lambda_l1", "gan_weight", "val_fraction", "val_split", "val_every", "checkpoint_every", "seed",
+                 "device", "precision", "ndf", "gan_mode", "ema", "d_scales", "feature_matching", "r1"):
         v = getattr(args, name)
         if v is not None:
             options[name] = v
-    if args.ngf is not None or args.levels is not None:
-        gen_opts = dict(options.get("generator", {}))
-        if args.ngf is not None:
-            gen_opts["ngf"] = args.ngf
-        if args.levels is not None:
-            gen_opts["levels"] = args.levels
-        options["generator"] = gen_opts
+    if args.spectral_norm:
+        options["spectral_norm"] = True
+    gen_opts = {k: getattr(args, k) for k in ("ngf", "levels", "upsample") if getattr(args, k) is not None}
+    if gen_opts:
+        options["generator"] = {**options.get("generator", {}), **gen_opts}
     if args.noise_sigma is not None:
         options["noise"] = {"gaussian_sigma": [args.noise_sigma / 255] * 2, "photons": [0, 0], "poisson_fraction": 0}
     sources = {k: getattr(args, k) for k in ("input_dir", "target_dir", "clean_dir", "aligned_dir")
@@ -204,32 +232,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.progress import run_to_end
 
     gen = train_iter(**train_kwargs)
+    talks = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints (and writes files)
     bar = None
 
     def show(ev: Any) -> None:
         nonlocal bar
+        if not talks:
+            return
         if isinstance(ev, StepUpdate):
-            if bar is None:
+            if bar is None or bar.total != ev.total:  # a time budget fixes the total after a warm-up
+                if bar is not None:
+                    bar.close()
                 bar = tqdm(total=ev.total, initial=ev.step - 1, desc="training", unit="step",
                            dynamic_ncols=True, file=sys.stderr)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in ev.losses.items()}, refresh=False)
             if ev.step % args.log_every == 0 or ev.step == ev.total:
                 tqdm.write(describe(ev), file=sys.stdout)
-        elif isinstance(ev, ValidationUpdate) or args.verbose:
-            tqdm.write(describe(ev), file=sys.stdout)
+        elif isinstance(ev, (ValidationUpdate, StatusUpdate)) or args.verbose:
+            if not isinstance(ev, StatusUpdate) or ev.message:
+                tqdm.write(describe(ev), file=sys.stdout)
 
     try:
         model = run_to_end(gen, show)
     except KeyboardInterrupt:
-        gen.close()  # saves the checkpoint and the model
-        print("\ninterrupted: checkpoint and model saved; continue with --resume", file=sys.stderr)
+        gen.close()  # saves the checkpoint and the model (if the interrupt came between steps)
+        if talks:
+            print("\ninterrupted: checkpoint and model saved; continue with --resume", file=sys.stderr)
         return 130
     finally:
         if bar is not None:
             bar.close()
-    print(f"model saved to {args.out} ({model.training.get('steps_done')} steps, "
-          f"best validation PSNR {model.training.get('best_val_psnr', float('nan')):.2f} dB)")
+    if talks:
+        print(f"model saved to {args.out} ({model.training.get('steps_done')} steps, "
+              f"best validation PSNR {model.training.get('best_val_psnr', float('nan')):.2f} dB)")
     return 0
 
 
@@ -256,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=_tile_size, default="auto",
                    help="largest tile side in pixels (rounded to the network multiple), or 'auto' (default: "
                         "the largest that fits ~512 MB of activations)")
-    p.add_argument("--overlap", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: by memory)")
+    p.add_argument("--overlap", type=_non_negative(int), default=64, help="smallest overlap of neighbouring tiles")
+    p.add_argument("--batch-size", type=_positive(int), default=None,
+                   help="tiles per forward pass (default: by memory)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--suffix", default="", help="appended to output file names")
@@ -275,21 +312,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="checkpoint.safetensors to continue from")
     p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options override it)")
     p.add_argument("--task", choices=TASKS)
+    p.add_argument("--recipe", choices=list(RECIPES),
+                   help="how to train: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values())
+                   + " (default: fidelity; colorize: paper)")
+    p.add_argument("--start-from", help="warm start: a bundled model's name (e.g. denoise) or a model file")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive(int), help="training steps (default 2000)")
+    budget.add_argument("--minutes", type=_positive(float),
+                        help="time budget of the whole run: the steps are derived from the measured speed")
     p.add_argument("--preset", choices=list(PRESETS))
-    p.add_argument("--ngf", type=int)
-    p.add_argument("--levels", type=int)
-    p.add_argument("--ndf", type=int)
+    p.add_argument("--ngf", type=_positive(int))
+    p.add_argument("--levels", type=_positive(int))
+    p.add_argument("--upsample", choices=UPSAMPLES, help="generator upsampling (resize: no checkerboard artefacts)")
+    p.add_argument("--batch-size", type=_positive(int), help="default: auto (about 64 k pixels per step)")
+    p.add_argument("--patch-size", type=_positive(int), help="default: auto (64, or 128 for images of 512 px+)")
+    p.add_argument("--lr", type=_positive(float), help="default: the recipe's (lower for a warm start)")
+    p.add_argument("--lambda-l1", type=_non_negative(float), help="weight of the pixel loss (default 100)")
+    p.add_argument("--gan-weight", type=_non_negative(float), help="weight of the adversarial term (0: no GAN)")
+    p.add_argument("--ndf", type=_positive(int), help="discriminator width")
     p.add_argument("--gan-mode", choices=GAN_MODES)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lambda-l1", type=float)
-    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--d-scales", type=_positive(int), help="multi-scale discriminator (pix2pixHD: 3)")
+    p.add_argument("--spectral-norm", action="store_true", help="spectral normalisation in the discriminator")
+    p.add_argument("--feature-matching", type=_non_negative(float), help="feature-matching weight (pix2pixHD: 10)")
+    p.add_argument("--r1", type=_non_negative(float), help="R1 gradient-penalty weight")
+    p.add_argument("--ema", type=_non_negative(float), help="EMA decay of the generator's weights (e.g. 0.999)")
+    p.add_argument("--val-fraction", type=_non_negative(float))
     p.add_argument("--val-split", choices=["image", "region"])
-    p.add_argument("--val-every", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--noise-sigma", type=float, help="denoise synthesis: fixed Gaussian sigma (0-255 units)")
+    p.add_argument("--val-every", type=_positive(int))
+    p.add_argument("--checkpoint-every", type=_positive(int))
+    p.add_argument("--noise-sigma", type=_non_negative(float), help="denoise synthesis: fixed Gaussian sigma (0-255)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--precision", choices=PRECISIONS)

@@ -78,8 +78,8 @@ class ModelInfo:
     def label(self) -> str:
         """Text for a combo box."""
         if self.bundled:
-            return f"{self.name} (bundled {self.task} model)"
-        return f"{Path(self.ref).name}  ({self.task}, {self.preset})"
+            return f"{self.name} (bundled)"
+        return Path(self.ref).name
 
     @property
     def tooltip(self) -> str:
@@ -159,6 +159,31 @@ class RecentModels:
 
 
 RECENT = RecentModels()
+
+
+class SessionModels:
+    """Model files the Train widget saved in this napari session, newest last.
+
+    A restoration widget docked after a training preselects the newest of its task.
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def trained(self, path: str | os.PathLike[str]) -> None:
+        """Remember a model file saved by a training of this session."""
+        p = str(Path(path).resolve())
+        self.paths = [q for q in self.paths if q != p] + [p]
+
+    def newest(self, refs: list[str]) -> str | None:
+        """The newest session-trained model among `refs` (the choices of a widget), if any."""
+        for p in reversed(self.paths):
+            if p in refs:
+                return p
+        return None
+
+
+SESSION = SessionModels()
 
 
 def model_choices(task: str | None = None) -> list[ModelInfo]:

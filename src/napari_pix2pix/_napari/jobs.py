@@ -288,7 +288,8 @@ def train_job(
     ----------
     config : TrainConfig
         The run's settings. When resuming, the checkpoint's settings are used, with this
-        config's resumable fields (:data:`~napari_pix2pix.engine.train_config.RESUMABLE`).
+        config's steps (or minutes), device and validation interval: the resumable fields
+        (:data:`~napari_pix2pix.engine.train_config.RESUMABLE`) the widget sets.
     model_path : path
         Where the model file is written when training finishes or is stopped.
     data : PairedData, optional
@@ -304,4 +305,7 @@ def train_job(
     _wait_for_warm_up()
     if data is None:
         data = training_data(config, source or {})
-    return (yield from train_iter(data=data, config=config, model_path=model_path, resume=resume, stop=stop))
+    if resume is not None:  # the checkpoint's settings, with what the widget sets for a resumed run
+        more = {k: getattr(config, k) for k in ("steps", "minutes", "device", "val_every")}
+        return (yield from train_iter(data=data, model_path=model_path, resume=resume, stop=stop, **more))
+    return (yield from train_iter(data=data, config=config, model_path=model_path, stop=stop))

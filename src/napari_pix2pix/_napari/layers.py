@@ -50,6 +50,13 @@ def current_plane(viewer: napari.Viewer, layer: napari.layers.Image) -> tuple[in
     return tuple(int(np.clip(np.round(p), 0, n - 1)) for p, n in zip(pos[: len(stack)], stack, strict=True))
 
 
+def plane_label(plane: tuple[int, ...], stack: tuple[int, ...]) -> str:
+    """A plane index for people: ``(3,)`` of 6 planes is "4 of 6"; ``(1, 2)`` of (2, 5): "axis 0: 2/2, axis 1: 3/5"."""
+    if len(plane) == 1 and len(stack) == 1:
+        return f"{plane[0] + 1} of {stack[0]}"
+    return ", ".join(f"axis {a}: {i + 1}/{n}" for a, (i, n) in enumerate(zip(plane, stack, strict=False)))
+
+
 def mask_array(mask_layer: napari.layers.Layer, image_layer: napari.layers.Image) -> np.ndarray:
     """Boolean mask (True = fill) from a Labels layer (non-zero) or a Shapes layer (inside a shape).
 

@@ -29,7 +29,8 @@ def resolve_model(model: ModelLike, task: str) -> Pix2PixModel:
         model = name
     m = load_model(model)
     if m.task.name != task:
-        raise ValueError(f"{m.name!r} is a {m.task.name} model, not a {task} model")
+        raise ValueError(f"the model “{m.name}” does {m.task.name}, not {task}: choose a {task} model "
+                         f"(p2p.list_models()), or apply any model with p2p.translate")
     return m
 
 

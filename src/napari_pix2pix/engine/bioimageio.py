@@ -210,6 +210,16 @@ def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int,
     return "\n".join(lines)
 
 
+def receptive_field(config: Any) -> int:
+    """The U-Net's theoretical receptive field along x (see :attr:`UNetConfig.receptive_field`)."""
+    return int(config.receptive_field[-1])
+
+
+def halo(config: Any) -> int:
+    """The halo a package states along x: half the size multiple (see :attr:`UNetConfig.halo`)."""
+    return int(config.halo[-1])
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """The network's tiling facts as a package states them (along y and x)."""
@@ -499,4 +509,4 @@ def check_package(model: Pix2PixModel, path: str | os.PathLike[str], image: np.n
     return out
 
 
-__all__ = ["check_package", "export_bioimageio", "output_affine", "package_preprocess"]
+__all__ = ["check_package", "export_bioimageio", "halo", "output_affine", "package_preprocess", "receptive_field"]

@@ -52,21 +52,26 @@ def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dic
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(path: Path, model: Pix2PixModel, disc: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, step: int, rng: np.random.Generator, extra: dict[str, Any]) -> Path:
+def save_checkpoint(path: Path, model: Pix2PixModel, disc: nn.Module | None, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer | None, step: int, rng: np.random.Generator, extra: dict[str, Any],
+                    more: dict[str, torch.Tensor] | None = None) -> Path:
     """Write everything needed to resume (atomic, no pickle).
 
     Tensors: the generator (``G.*``), the discriminator (``D.*``), both optimizers' state
-    (``optG.*``, ``optD.*``) and torch's random state; metadata: the step, the model's
-    metadata, the optimizers' scalars, numpy's random state and `extra` (config, best
-    validation PSNR, history, status, gradient-scaler state).
+    (``optG.*``, ``optD.*``; no ``D.*``/``optD.*`` when the recipe has no discriminator),
+    torch's random state and `more` (the EMA weights ``E.*``); metadata: the step, the
+    model's metadata, the optimizers' scalars, numpy's random state and `extra` (config,
+    best validation PSNR, history, status, gradient-scaler state).
     """
     tensors = {f"G.{k}": v for k, v in model.generator.state_dict().items()}
-    tensors.update({f"D.{k}": v for k, v in disc.state_dict().items()})
     tg, mg = flatten_optimizer("optG", opt_g)
-    td, md = flatten_optimizer("optD", opt_d)
     tensors.update(tg)
-    tensors.update(td)
+    md = None
+    if disc is not None and opt_d is not None:
+        tensors.update({f"D.{k}": v for k, v in disc.state_dict().items()})
+        td, md = flatten_optimizer("optD", opt_d)
+        tensors.update(td)
+    tensors.update(more or {})
     tensors["torch_rng"] = torch.get_rng_state()
     meta = {"kind": "training-checkpoint", "step": step, "model": model.metadata, "optG": mg, "optD": md,
             "numpy_rng": rng.bit_generator.state, **extra}

@@ -68,6 +68,7 @@ class PairedData:
     synth: NoiseConfig | None = None  # denoise: noise drawn per patch
     synthesize: bool = False  # pairs made on the fly from clean targets
     val: list[Plane] = field(default_factory=list)
+    intensity: float = 0.0  # augmentation: random gains up to exp(±intensity) (and offsets) in network units
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -90,6 +91,8 @@ class PairedData:
         a = p.input[:, y : y + patch, x : x + patch]
         b = p.target[:, y : y + patch, x : x + patch]
         a, b, m = self.degrade(a, b, p, rng)
+        if augment and self.intensity > 0:
+            a, b = self._intensity(a, b, rng)
         if augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             a, b = np.rot90(a, k, (1, 2)), np.rot90(b, k, (1, 2))
@@ -101,6 +104,19 @@ class PairedData:
         b = np.ascontiguousarray(b, np.float32)
         m = np.ascontiguousarray(m) if m is not None else None
         return a, b, m
+
+    def _intensity(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random affine change of the network values, as another plane's percentiles would give.
+
+        The same change applies to the target when outputs go back to the input's scale (its
+        normalization is the input's); with a fixed output range only the input changes.
+        """
+        gain = np.float32(np.exp(rng.uniform(-self.intensity, self.intensity)))
+        shift = np.float32(rng.uniform(-0.25, 0.25) * self.intensity)
+        a = (a + np.float32(0.8)) * gain - np.float32(0.8) + shift
+        if self.normalization.output != "fixed":
+            b = (b + np.float32(0.8)) * gain - np.float32(0.8) + shift
+        return a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
 
     def degrade(self, a: np.ndarray, b: np.ndarray, p: Plane, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -125,14 +141,22 @@ class PairedData:
         if self.synthesize and task == "colorize":
             lo, hi = p.in_range
             return to_network(to_gray(b), lo, hi), to_network(b, lo, hi), None
-        lo, hi = p.in_range
-        a_n = to_network(a, lo, hi)
-        tlo, thi = p.tgt_range if task == "translate" else p.in_range
-        return a_n, to_network(b, tlo, thi), None
+        norm = self.normalization  # as prediction will normalize; targets on the scale outputs go back to
+        lo, hi = (norm.in_lo, norm.in_hi) if norm.input == "fixed" else p.in_range
+        tlo, thi = (norm.out_lo, norm.out_hi) if norm.output == "fixed" else (lo, hi)
+        return to_network(a, lo, hi), to_network(b, tlo, thi), None
 
 
-def _check_pair(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    if a.shape[-2:] != b.shape[-2:]:
+def _spatial_shape(x: np.ndarray, channel_axis: int | None) -> tuple[int, ...]:
+    if channel_axis is None:
+        return tuple(x.shape)
+    ca = channel_axis % x.ndim
+    return tuple(s for i, s in enumerate(x.shape) if i != ca)
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, what: str, a_channels: int | None, b_channels: int | None) -> None:
+    """Input and target must match pixel for pixel (their channels may differ)."""
+    if _spatial_shape(a, a_channels)[-2:] != _spatial_shape(b, b_channels)[-2:]:
         raise ValueError(
             f"{what}: input {a.shape} and target {b.shape} differ in shape; paired images must match"
         )
@@ -304,10 +328,10 @@ def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype.kind not in "uif" or b.dtype.kind not in "uif":
         raise TypeError(f"{name}: images must be numeric arrays, got {a.dtype} and {b.dtype}")
-    _check_pair(a, b, name)
     ca = channel_axis
     if ca is None and b.ndim == 3 and b.shape[-1] in (3, 4) and (task.name == "colorize" or from_file):
         ca = -1  # RGB (PNG/JPEG/RGB TIFF files are read colour-last)
+    _check_pair(a, b, name, ca if a.ndim == b.ndim else None, ca)
     pa = _planes(a, ca if a.ndim == b.ndim else None)
     pb = _planes(b, ca)
     if len(pa) != len(pb):

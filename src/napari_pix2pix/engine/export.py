@@ -273,4 +273,11 @@ def check_network(model: Pix2PixModel, run: Any, image: np.ndarray | None = None
     return float(np.max(np.abs(theirs - to_network(ours, olo, ohi))))
 
 
-__all__ = ["EXTRA", "FORMATS", "ExportReport", "MissingExtraError", "guess_format", "write_onnx", "write_torchscript"]
+def export(model: Pix2PixModel, path: str | os.PathLike[str], format: str | None = None, *, check: bool = True,
+           **options: Any) -> ExportReport:
+    """Export `model` (see :meth:`Pix2PixModel.export`, which picks the format)."""
+    return model.export(path, format, check=check, **options)
+
+
+__all__ = ["EXTRA", "FORMATS", "ExportReport", "MissingExtraError", "export", "guess_format", "write_onnx",
+           "write_torchscript"]

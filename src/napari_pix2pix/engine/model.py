@@ -371,7 +371,7 @@ class Pix2PixModel:
         kwargs: dict[str, Any] = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
                                       precision=precision)
         PredictOptions(**kwargs)  # checked here, before any work
-        if uncertainty and (not isinstance(samples, int) or samples < 2):
+        if uncertainty and (not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2):
             raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
         kwargs["channel_axis"] = channel_axis
         result = run_to_end(self.predict_iter(image, mask, out=out, **kwargs), progress, cancel, "prediction")

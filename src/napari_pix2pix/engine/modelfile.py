@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import struct
@@ -190,9 +191,8 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     if kind != "safetensors":
         raise ModelFileError(f"{path.name} is not a napari-pix2pix model file (no safetensors header)")
     data = path.read_bytes()
+    header = _read_header(io.BytesIO(data), path.name)
     try:
-        (n,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + n])
         tensors = load(data)
     except (SafetensorError, ValueError, struct.error, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path.name} is corrupted or truncated ({e}); re-download or re-save it") from e

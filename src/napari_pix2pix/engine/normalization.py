@@ -28,13 +28,21 @@ class Normalization:
     Attributes
     ----------
     low, high : float
-        Percentiles of each input plane mapped to -0.8 and +0.8.
+        Percentiles of each input plane mapped to -0.8 and +0.8 (``input="plane"``).
     output : {"input", "fixed"}
         "input": outputs go back to the input's intensity scale (denoise, inpaint,
         colorize). "fixed": outputs use ``out_lo``/``out_hi`` learnt from training targets
         (translate between modalities whose intensities differ).
     out_lo, out_hi : float
         Target intensity range for ``output="fixed"``.
+    input : {"plane", "fixed"}
+        "plane": every plane is normalized by its own percentiles (models for any image:
+        the bundled ones). "fixed": every plane by ``in_lo``/``in_hi``, the training data's
+        typical percentiles, as CARE normalizes by its training data: the noise and the
+        intensities a model trained on one microscope's images sees at prediction are
+        those it saw in training, however the content of an image differs.
+    in_lo, in_hi : float
+        Input intensity range for ``input="fixed"``.
     """
 
     low: float = 0.5
@@ -42,6 +50,9 @@ class Normalization:
     output: str = "input"
     out_lo: float = 0.0
     out_hi: float = 1.0
+    input: str = "plane"
+    in_lo: float = 0.0
+    in_hi: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low < self.high <= 100.0:
@@ -50,6 +61,8 @@ class Normalization:
             )
         if self.output not in ("input", "fixed"):
             raise ValueError(f"normalization output must be 'input' or 'fixed', got {self.output!r}")
+        if self.input not in ("plane", "fixed"):
+            raise ValueError(f"normalization input must be 'plane' or 'fixed', got {self.input!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""

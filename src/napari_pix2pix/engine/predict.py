@@ -27,13 +27,13 @@ from .normalization import (
     safe_range,
     to_network,
 )
-from .progress import Cancelled, PredictionCancelled, Progress
+from .progress import Cancelled, PredictionCancelled, Progress, run_to_end
 from .tiling import AxisPlan, iter_bands, n_tiles, plan_axis
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
 
-__all__ = ["Cancelled", "PredictOptions", "PredictionCancelled", "Progress", "predict_iter"]
+__all__ = ["Cancelled", "PredictOptions", "PredictionCancelled", "Progress", "predict_iter", "run_to_end"]
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,10 @@ class PredictOptions:
     output_dtype: Any = None
 
     def __post_init__(self) -> None:
+        for name in ("tile_size", "overlap", "batch_size"):  # whole numbers given as floats (64.0) are fine
+            v = getattr(self, name)
+            if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                object.__setattr__(self, name, int(v))
         t = self.tile_size
         if not (t is None or t == "auto" or (_is_int(t) and int(t) >= 1)):
             raise ValueError(f"tile_size must be a positive number of pixels, 'auto' or None, got {t!r}")
@@ -335,10 +339,16 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
     """The intensity ranges a plane maps to -0.8/+0.8: on the way in (its percentiles) and out.
 
     ``rows(y0, y1)`` reads the plane's rows (any further axes, e.g. channels, are pooled);
-    `exclude` leaves pixels out (inpainting holes). Outputs go back to the input's range, or
-    to the model's fixed output range (``translate`` between modalities).
+    `exclude` leaves pixels out (inpainting holes). A model with a fixed input range uses it
+    for every plane (nothing is read). Outputs go back to the input's range, or to the
+    model's fixed output range (``translate`` between modalities).
     """
-    lo, hi = safe_range(*plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude))
+    if norm.input == "fixed":
+        lo, hi = safe_range(norm.in_lo, norm.in_hi)
+        if np.dtype(dtype).kind == "f":  # read anyway: NaN or infinite values are named, never passed on
+            plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude)
+    else:
+        lo, hi = safe_range(*plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude))
     out = safe_range(norm.out_lo, norm.out_hi) if norm.output == "fixed" else (lo, hi)
     return (lo, hi), out
 

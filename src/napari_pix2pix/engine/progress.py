@@ -82,6 +82,7 @@ class ValidationUpdate:
     preview: tuple[np.ndarray, np.ndarray, np.ndarray]  # input, output, target (C, h, w) in [0, 1]
     uncertainty: float = 0.0  # mean spread over the 8 flips/rotations of the preview patch ([0, 1] units)
     preview_uncertainty: np.ndarray | None = None  # (h, w) spread map of the preview patch
+    target: str = "clean"  # what the scores are measured against: "clean", or "noisy" (noise2noise)
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,15 @@ class StatusUpdate:
     """The run's status changed: RUNNING when the loop starts, FINISHED or STOPPED at its end.
 
     A run that fails raises instead (its checkpoint is saved first); a generator closed by
-    its consumer saves and ends without a last update.
+    its consumer saves and ends without a last update. `config` is the run's resolved
+    settings (what "auto" and the recipe decided; the steps of a time budget once known)
+    and `message` says what was decided or is happening.
     """
 
     step: int
     status: TrainingStatus
+    config: Any = None  # TrainConfig
+    message: str = ""
 
 
 TrainEvent = StepUpdate | ValidationUpdate | CheckpointSaved | StatusUpdate

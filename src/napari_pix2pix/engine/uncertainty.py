@@ -108,7 +108,7 @@ class ResidualReport:
     flagged: np.ndarray
 
 
-def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0, threshold: float = 0.3
+def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0, threshold: float = 0.45
                     ) -> ResidualReport:
     """Analyse the residual of a denoising (works on 2D images and on stacks plane by plane).
 
@@ -132,16 +132,22 @@ def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0
     res = image - output
     axes = (-2, -1)
     sig = [0.0] * (res.ndim - 2) + [sigma, sigma]
-    hp_sig = [0.0] * (res.ndim - 2) + [1.5, 1.5]
-    structure = output - ndimage.gaussian_filter(output, hp_sig)  # edges and texture of the output
-    r0 = res - ndimage.gaussian_filter(res, sig)
+    def band(x: np.ndarray) -> np.ndarray:  # edges at 1-3 px: above the noise's scale, where removed signal shows
+        fine, coarse = ([0.0] * (x.ndim - 2) + [s, s] for s in (1.0, 3.0))
+        return ndimage.gaussian_filter(x, fine) - ndimage.gaussian_filter(x, coarse)
+
+    structure = band(output)  # the output's edges
+    r0 = band(res)  # the residual in the same band: noise, plus the signal a denoiser removed at the edges
     num = ndimage.gaussian_filter(r0 * structure, sig)
-    den = np.sqrt(ndimage.gaussian_filter(r0**2, sig) * ndimage.gaussian_filter(structure**2, sig)) + 1e-12
+    # the output's structure energy is floored by the residual's: in flat regions a denoiser's output keeps a
+    # shrunk copy of the noise, which the residual correlates with perfectly; that is no signal removed
+    r_energy = ndimage.gaussian_filter(r0**2, sig)
+    den = np.sqrt(r_energy * (ndimage.gaussian_filter(structure**2, sig) + r_energy)) + 1e-12
     local = (num / den).astype(np.float32)
-    a = r0.reshape(-1)
-    b = structure.reshape(-1)
-    score = float(np.dot(a - a.mean(), b - b.mean()) / (np.linalg.norm(a - a.mean()) * np.linalg.norm(b - b.mean())
-                                                          + 1e-12))
+    a = r0.reshape(-1) - r0.mean()
+    b = structure.reshape(-1) - structure.mean()
+    na, nb = float(np.dot(a, a)), float(np.dot(b, b))
+    score = float(np.dot(a, b) / (np.sqrt(na * (nb + na)) + 1e-12))
     rc = res - res.mean(axis=axes, keepdims=True)
     var = float(np.mean(rc**2)) + 1e-12
     ac = 0.5 * (float(np.mean(rc[..., 1:, :] * rc[..., :-1, :])) + float(np.mean(rc[..., :, 1:] * rc[..., :, :-1])))

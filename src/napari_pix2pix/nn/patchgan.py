@@ -1,4 +1,11 @@
-"""70x70 PatchGAN discriminator: judges (input, output) pairs patch by patch."""
+"""PatchGAN discriminators: the paper's 70x70 one, and pix2pixHD's multi-scale variant.
+
+``scales=1`` is the paper's discriminator (its state-dict keys are ``model.*``, as in
+napari-pix2pix 0.1.0). ``scales=k`` adds k-1 copies that judge the pair downsampled by 2,
+4, ... (``extra.*``); ``spectral_norm`` constrains every convolution (Miyato et al. 2018;
+the norm layers are then left out). :meth:`PatchGANDiscriminator.judge` returns each scale's
+logits with the features of its hidden layers, for a feature-matching loss (pix2pixHD).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ class PatchGANConfig:
     ndf: int = 64
     n_layers: int = 3
     norm: str = "batch"
+    scales: int = 1  # 1: the paper's; k: k discriminators on the pair at 1, 1/2, ... 1/2**(k-1) resolution
+    spectral_norm: bool = False  # spectral normalisation of every convolution (no norm layers then)
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.ndf < 1 or self.n_layers < 1:
@@ -27,6 +36,8 @@ class PatchGANConfig:
             )
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not 1 <= self.scales <= 4:
+            raise ValueError(f"scales must be between 1 and 4, got {self.scales}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -34,34 +45,72 @@ class PatchGANConfig:
 
     @property
     def receptive_field(self) -> int:
-        """Side in pixels of the input patch that one output logit judges (70 for n_layers 3)."""
+        """Side in pixels of the input patch that one output logit of the first scale judges (70 for n_layers 3)."""
         rf = 1
         for stride in [1, 1] + [2] * self.n_layers:  # from the output back to the input
             rf = rf * stride + (4 - stride)
         return rf
 
 
+def _layers(config: PatchGANConfig) -> nn.Sequential:
+    """conv-lrelu, then (conv-norm-lrelu) blocks of doubling width, then a 1-channel conv: one logit per patch."""
+    sn = config.spectral_norm
+    norm = norm_layer("none" if sn else config.norm)
+    bias = config.norm != "batch" or sn
+
+    def conv(cin: int, cout: int, stride: int, with_bias: bool = True) -> nn.Module:
+        return nn.Conv2d(cin, cout, 4, stride, 1, bias=with_bias)
+
+    ndf = config.ndf
+    layers: list[nn.Module] = [conv(config.in_channels, ndf, 2), nn.LeakyReLU(0.2, True)]
+    mult = 1
+    for n in range(1, config.n_layers):  # stride-2 blocks
+        prev, mult = mult, min(2**n, 8)
+        layers += [conv(ndf * prev, ndf * mult, 2, bias), norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+    prev, mult = mult, min(2**config.n_layers, 8)
+    layers += [conv(ndf * prev, ndf * mult, 1, bias), norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+    layers += [conv(ndf * mult, 1, 1)]  # one logit per patch
+    return nn.Sequential(*layers)
+
+
 class PatchGANDiscriminator(nn.Module):
-    """Convolutional discriminator returning a map of real/fake logits, one per patch."""
+    """Convolutional discriminator returning a map of real/fake logits, one per patch (per scale)."""
 
     def __init__(self, config: PatchGANConfig | None = None) -> None:
         super().__init__()
         config = config if config is not None else PatchGANConfig()
         self.config = config
-        norm = norm_layer(config.norm)
-        bias = config.norm != "batch"
-        ndf = config.ndf
-        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        mult = 1
-        for n in range(1, config.n_layers):  # stride-2 blocks
-            prev, mult = mult, min(2**n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=bias), norm(ndf * mult), nn.LeakyReLU(0.2, True)]
-        prev, mult = mult, min(2**config.n_layers, 8)
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=bias), norm(ndf * mult), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]  # one logit per patch
-        self.model = nn.Sequential(*layers)
+        self.model = _layers(config)
+        self.extra = nn.ModuleList([_layers(config) for _ in range(config.scales - 1)]) if config.scales > 1 else None
         init_weights(self)
+        if config.spectral_norm:  # after the initialisation, which sets the weights it normalises
+            for seq in [self.model, *(self.extra or [])]:
+                for i, layer in enumerate(seq):
+                    if isinstance(layer, nn.Conv2d):
+                        seq[i] = nn.utils.parametrizations.spectral_norm(layer)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 1, h, w) for pairs of input `x` (B, Cx, H, W) and output `y` (B, Cy, H, W)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor, judge: bool = False) -> Any:
+        """Logits (B, 1, h, w) of the first scale for pairs of input `x` (B, Cx, H, W) and output `y`.
+
+        With ``judge=True``: :meth:`judge`'s list (every scale, with features), through
+        ``forward`` so that DistributedDataParallel sees the call.
+        """
+        if judge:
+            return self.judge(x, y)
         return self.model(torch.cat([x, y], dim=1))
+
+    def judge(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """For every scale: (logits, features of the hidden layers), the pair downsampled 2x per scale."""
+        pair = torch.cat([x, y], dim=1)
+        out = []
+        for i, net in enumerate([self.model, *(self.extra or [])]):
+            if i:
+                pair = nn.functional.avg_pool2d(pair, 3, stride=2, padding=1, count_include_pad=False)
+            feats: list[torch.Tensor] = []
+            h = pair
+            for layer in net:
+                h = layer(h)
+                if isinstance(layer, nn.LeakyReLU):
+                    feats.append(h)
+            out.append((h, feats))
+        return out

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
+UPSAMPLES = ("transpose", "resize")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class UNetConfig:
     # first out_channels channels are the base (or its one channel, repeated, when in_channels is 1)
     full_res_convs: int = 0  # 3x3 conv + norm layers at full resolution before the first halving and after
     # the last doubling (a stem and a tail joined by a skip); 0 = paper
+    upsample: str = "transpose"  # "transpose": 4x4 stride-2 transposed convolutions (paper); "resize": nearest
+    # 2x upsampling + 3x3 convolution (no checkerboard artefacts; Odena et al. 2016)
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -52,6 +55,8 @@ class UNetConfig:
         if self.block_convs < 0 or self.full_res_convs < 0:
             raise ValueError(f"block_convs and full_res_convs must be >= 0, got {self.block_convs}, "
                              f"{self.full_res_convs}")
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.residual and not (self.in_channels >= self.out_channels or self.in_channels == 1):
             raise ValueError(
                 f"a residual generator adds its input to its output: it needs in_channels >= out_channels "
@@ -94,7 +99,7 @@ class UNetConfig:
         the full-resolution stem and tail); the widest over the output positions of one size
         multiple.
         """
-        return tuple(_receptive_field_1d(self.levels, self.block_convs, self.full_res_convs, m)
+        return tuple(_receptive_field_1d(self.levels, self.block_convs, self.full_res_convs, m, self.upsample)
                      for m in self.size_multiple)
 
     @property
@@ -117,10 +122,10 @@ class UNetConfig:
     @property
     def is_paper(self) -> bool:
         """True for the paper's topology (no extra convolutions, Tanh output)."""
-        return self.block_convs == 0 and not self.residual and self.full_res_convs == 0
+        return self.block_convs == 0 and not self.residual and self.full_res_convs == 0 and self.upsample == "transpose"
 
 
-def _receptive_field_1d(n: int, k: int, kf: int, multiple: int) -> int:
+def _receptive_field_1d(n: int, k: int, kf: int, multiple: int, upsample: str = "transpose") -> int:
     """Receptive field along one axis of a U-Net with `n` levels, `k` extra convs per level, `kf` at full size."""
 
     def stem(a: int, b: int) -> tuple[int, int]:  # full-resolution 3x3 convolutions before level 0
@@ -132,8 +137,10 @@ def _receptive_field_1d(n: int, k: int, kf: int, multiple: int) -> int:
         a, b = 2 * a - 1, 2 * b + 2  # 4x4 stride-2 convolution, padding 1
         return stem(a, b) if i == 0 else down(i - 1, a, b)
 
-    def transposed(a: int, b: int) -> tuple[int, int]:  # 4x4 stride-2 transposed convolution, padding 1
-        return -((2 - a) // 2), (b + 1) // 2
+    def transposed(a: int, b: int) -> tuple[int, int]:  # the 2x upsampling layer: output [a, b] -> input
+        if upsample == "resize":  # nearest 2x, then a 3x3 convolution (padding 1)
+            return (a - 1) // 2, (b + 1) // 2
+        return -((2 - a) // 2), (b + 1) // 2  # 4x4 stride-2 transposed convolution, padding 1
 
     def up(j: int, a: int, b: int) -> tuple[int, int]:  # decoder block j over [a, b] -> input pixels
         a, b = transposed(a - k, b + k)
@@ -221,6 +228,11 @@ class UNetGenerator(nn.Module):
         def relu() -> nn.Module:
             return nn.ReLU(True)
 
+        def up2x(cin: int, cout: int, with_bias: bool) -> list[nn.Module]:  # doubles the size
+            if config.upsample == "resize":
+                return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=with_bias)]
+            return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=with_bias)]
+
         # encoder: down[i] halves the size and produces w[i] channels
         f, kf = config.ngf, config.full_res_convs
         # optional full-resolution stem: kf 3x3 convs before the first halving
@@ -243,14 +255,14 @@ class UNetGenerator(nn.Module):
 
         # decoder, innermost first: up[j] turns level n-1-j features into level n-2-j ones
         up: list[nn.Module] = [
-            nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(w[n - 1], w[n - 2], 4, 2, 1, bias=bias), norm(w[n - 2]),
+            nn.Sequential(nn.ReLU(True), *up2x(w[n - 1], w[n - 2], bias), norm(w[n - 2]),
                           *_extra_convs(w[n - 2], k, relu, norm, bias))
         ]
         for j in range(1, n - 1):
             lvl = n - 1 - j
             layers: list[nn.Module] = [
                 nn.ReLU(True),
-                nn.ConvTranspose2d(2 * w[lvl], w[lvl - 1], 4, 2, 1, bias=bias),
+                *up2x(2 * w[lvl], w[lvl - 1], bias),
                 norm(w[lvl - 1]),
                 *_extra_convs(w[lvl - 1], k, relu, norm, bias),
             ]
@@ -260,12 +272,12 @@ class UNetGenerator(nn.Module):
         out_act: list[nn.Module] = [] if config.residual else [nn.Tanh()]
         self.tail = None
         if kf:  # back to full resolution, then kf 3x3 convs on [stem features, upsampled features]
-            up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], f, 4, 2, 1, bias=bias), norm(f)))
+            up.append(nn.Sequential(nn.ReLU(True), *up2x(2 * w[0], f, bias), norm(f)))
             self.tail = nn.Sequential(nn.ReLU(True), nn.Conv2d(2 * f, f, 3, 1, 1, bias=bias), norm(f),
                                       *_extra_convs(f, kf - 1, relu, norm, bias), nn.ReLU(True),
                                       nn.Conv2d(f, config.out_channels, 1), *out_act)
         else:
-            up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1),
+            up.append(nn.Sequential(nn.ReLU(True), *up2x(2 * w[0], config.out_channels, True),
                                     *out_act))
         self.up = nn.ModuleList(up)
         init_weights(self)

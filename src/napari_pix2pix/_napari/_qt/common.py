@@ -9,14 +9,24 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QSizePolicy, QWidget
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 if TYPE_CHECKING:
     import napari
     import napari.layers
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from ...engine.device import DEVICES
 
 
 class LayerCombo(QComboBox):
@@ -122,15 +132,15 @@ class StatusLabel(QLabel):
         self.setStyleSheet("")
         self.setText(text)
 
-    def error(self, text: str, *, notify: bool = True) -> None:
-        """Show a problem in red (and as a napari notification)."""
+    def error(self, text: str, *, notify: bool = True, failure: bool = False) -> None:
+        """Show a problem in red (and as a napari notification: a warning, or an error for a failed run)."""
         self.is_error = True
         self.setStyleSheet("color: #ff6b6b;")
         self.setText(text)
         if notify:
-            from napari.utils.notifications import show_warning
+            from napari.utils.notifications import show_error, show_warning
 
-            show_warning(text)
+            (show_error if failure else show_warning)(text)
 
 
 def device_combo(parent: QWidget | None = None) -> QComboBox:
@@ -219,7 +229,7 @@ class Outcome:
 
 
 def _worker_class() -> type:
-    from napari.qt.threading import GeneratorWorker
+    from superqt.utils import GeneratorWorker  # napari's adds its own error notification: the widgets notify
 
     class StoppableWorker(GeneratorWorker):  # type: ignore[misc, valid-type]
         """A worker whose quit() (napari quitting) sets the job's stop event.
@@ -244,12 +254,13 @@ class WorkerRunner:
 
     `on_yielded` gets each update while the job runs; `on_finished` gets the :class:`Outcome`
     once, after the last update, on the GUI thread. Errors always arrive (RuntimeErrors
-    included, see :class:`JobFailed`), and napari's own notification shows them. `stop` is
-    the job's stop/cancel event: :meth:`stop` and napari quitting set it.
+    included, see :class:`JobFailed`); the widget shows them (and notifies napari) once. `stop` is
+    the job's stop/cancel event: :meth:`stop` and napari quitting set it (a job that checks
+    no event, None, is aborted by napari's quit as usual).
     """
 
     def __init__(self, on_yielded: Callable[[Any], Any], on_finished: Callable[[Outcome], Any],
-                 stop: threading.Event) -> None:
+                 stop: threading.Event | None = None) -> None:
         self._on_yielded, self._on_finished, self.stop_event = on_yielded, on_finished, stop
         self.worker: Any = None
         self._outcome: Outcome | None = None
@@ -265,7 +276,8 @@ class WorkerRunner:
 
         if self.worker is not None:
             raise RuntimeError("a job is already running")
-        self.stop_event.clear()
+        if self.stop_event is not None:
+            self.stop_event.clear()
         self._outcome = None
         worker = create_worker(_reraising(fn), *args, _start_thread=False, _ignore_errors=True,
                                _worker_class=_worker_class(), **kwargs)
@@ -280,7 +292,10 @@ class WorkerRunner:
 
     def stop(self) -> None:
         """Ask the job to stop at its next check (training saves; prediction returns nothing)."""
-        self.stop_event.set()
+        if self.stop_event is not None:
+            self.stop_event.set()
+        elif self.worker is not None:
+            self.worker.quit()
 
     def _record(self, outcome: Outcome) -> None:
         if self._outcome is None:
@@ -289,14 +304,97 @@ class WorkerRunner:
     def _yielded(self, update: Any) -> None:
         if self.worker is None or self._outcome is not None:  # a late report
             return
-        with contextlib.suppress(RuntimeError):  # the widget is gone (napari closed it)
+        with _unless_deleted():
             self._on_yielded(update)
 
     def _finished(self) -> None:
         outcome, self._outcome = self._outcome or Outcome(), None
-        worker, self.worker = self.worker, None
-        if outcome.aborted and worker is not None:  # napari's quit() before our stop event existed: save
+        worker = self.worker
+        if outcome.aborted and worker is not None:  # aborted mid-run: close the job so that it saves
             with contextlib.suppress(Exception):
                 worker._gen.close()
-        with contextlib.suppress(RuntimeError):  # the widget is gone (napari closed it)
-            self._on_finished(outcome)
+        try:
+            with _unless_deleted():
+                self._on_finished(outcome)
+        finally:
+            self.worker = None  # only now: a click while the outcome is shown starts no second job
+
+
+@contextlib.contextmanager
+def _unless_deleted() -> Any:
+    """Ignore the error Qt raises when the widget a signal is delivered to has been deleted (napari closed it)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "deleted" not in str(e):
+            raise
+
+
+# ---------------------------------------------------------------------- dock layout
+class Section(QWidget):
+    """A titled section whose content folds away (closed by default): the "Advanced" settings."""
+
+    def __init__(self, title: str, content: QWidget, *, expanded: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._button = QToolButton()
+        self._button.setText(title)
+        self._button.setCheckable(True)
+        self._button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self._button.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
+        self._content = content
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._button)
+        layout.addWidget(content)
+        self._button.toggled.connect(self._set)
+        self._set(expanded)
+        self._button.setChecked(expanded)
+
+    def _set(self, expanded: bool) -> None:
+        self._button.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self._content.setVisible(expanded)
+
+    def is_expanded(self) -> bool:
+        """Whether the content is shown."""
+        return self._button.isChecked()
+
+    def expand(self, expanded: bool = True) -> None:
+        """Show (or fold away) the content."""
+        self._button.setChecked(expanded)
+
+
+class DockWidget(QWidget):
+    """A plugin widget that fits small screens and stops its job when its dock closes.
+
+    Subclasses lay out their controls on :attr:`body`, which scrolls inside the dock (so
+    the dock never forces napari's window larger than the screen), and implement
+    :meth:`stop_job`. napari closes a dock by taking the widget out of it (``setParent(None)``,
+    no ``closeEvent``); quitting deletes it: both stop the job, as does ``closeEvent``.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.body = QWidget()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setWidget(self.body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._scroll = scroll
+
+    def stop_job(self) -> None:  # pragma: no cover - overridden
+        """Stop the running job (training saves what a stopped run saves)."""
+
+    def event(self, e: Any) -> bool:
+        """A dock's close (the widget taken out of its dock) stops the job."""
+        if e.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.stop_job()
+        return bool(super().event(e))
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        """Stop the running job when the widget closes."""
+        self.stop_job()
+        super().closeEvent(event)

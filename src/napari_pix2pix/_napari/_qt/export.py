@@ -8,7 +8,6 @@ napari notification.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ class ExportDialog(QDialog):
     def __init__(self, model_ref: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export a Pix2Pix model")
-        self._runner = WorkerRunner(self._on_progress, self._on_finished, threading.Event())
+        self._runner = WorkerRunner(self._on_progress, self._on_finished)  # an export checks no stop event
         self._started = 0.0
         self._dest_edited = False
         self.report: Any = None  # the last ExportReport
@@ -244,7 +243,7 @@ class ExportDialog(QDialog):
         self._progress_bar.setRange(0, 1)
         if outcome.result is None:
             self._progress_bar.setValue(0)
-            self._status.error(f"Export failed: {outcome.error or 'stopped'}", notify=False)  # napari notifies
+            self._status.error(f"Export failed: {outcome.error or 'stopped'}", failure=outcome.error is not None)
             self.export_finished.emit("failed")
             return
         self.report = report = outcome.result

@@ -31,24 +31,28 @@ class CurvesPlot(QWidget):
         self._series: dict[str, list[tuple[float, float]]] = {}
         self._colors: dict[str, QColor] = {}
         self._dashed: set[str] = set()
+        self._labels: dict[str, str] = {}
         self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
-    def add_series(self, name: str, color: str | None = None, *, dashed: bool = False) -> None:
-        """Declare a series (fixes its colour, line style and legend order)."""
+    def add_series(self, name: str, color: str | None = None, *, dashed: bool = False, label: str | None = None
+                   ) -> None:
+        """Declare a series (fixes its colour, line style, legend text and legend order)."""
         if name not in self._series:
             self._series[name] = []
             self._colors[name] = QColor(color or PALETTE[len(self._colors) % len(PALETTE)])
+            self._labels[name] = label or name
             if dashed:
                 self._dashed.add(name)
 
-    def add_point(self, name: str, x: float, y: float | None, *, redraw: bool = True) -> None:
+    def add_point(self, name: str, x: float, y: float | None, *, redraw: bool = True, label: str | None = None
+                  ) -> None:
         """Append a point to a series (None and non-finite values are skipped).
 
         With ``redraw=False`` the plot is repainted at the next :meth:`update` only (to batch
         many points into one repaint).
         """
-        self.add_series(name)
+        self.add_series(name, label=label)
         if y is None or not math.isfinite(y) or (self._log_y and y <= 0):
             return
         pts = self._series[name]
@@ -91,13 +95,15 @@ class CurvesPlot(QWidget):
         p.drawRect(area)
         p.setPen(fg)
         p.drawText(QPointF(4, lh), self._title)
-        # legend, right-aligned on the title line
+        # legend, right-aligned on the title line: the series that have points (all, before any)
         x = float(self.width() - 6)
-        for name in reversed(list(self._series)):
-            w = fm.horizontalAdvance(name)
+        shown = [n for n, pts in self._series.items() if pts] or list(self._series)
+        for name in reversed(shown):
+            text = self._labels.get(name, name)
+            w = fm.horizontalAdvance(text)
             x -= w
             p.setPen(fg)
-            p.drawText(QPointF(x, lh), name)
+            p.drawText(QPointF(x, lh), text)
             x -= 16
             p.setPen(self._pen(name))
             p.drawLine(QPointF(x, lh - fm.ascent() / 2 + 1), QPointF(x + 12, lh - fm.ascent() / 2 + 1))

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -34,9 +35,18 @@ from qtpy.QtWidgets import (
 
 from ...engine.modelfile import ModelFileError
 from .. import layers as lyr
-from ..choices import RECENT, ModelInfo, model_choices, model_info, short_path
+from ..choices import RECENT, SESSION, ModelInfo, model_choices, model_info, short_path
 from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
-from .common import LayerCombo, Outcome, StatusLabel, WorkerRunner, device_combo, napari_progress, open_file
+from .common import (
+    DockWidget,
+    LayerCombo,
+    Outcome,
+    StatusLabel,
+    WorkerRunner,
+    device_combo,
+    napari_progress,
+    open_file,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -44,6 +54,7 @@ if TYPE_CHECKING:
 MODEL_FILTER = "Pix2Pix models (*.safetensors *.zip);;All files (*)"
 UI_INTERVAL = 0.2  # seconds between updates of the widget's progress display (repaints cost GUI time)
 PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
+FLAG_NOTICE = 0.05  # share of flagged pixels from which the flags are drawn and a notification is shown
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ class RestoreJob:
     settings: PredictSettings
 
 
-class RestoreWidget(QWidget):
+class RestoreWidget(DockWidget):
     """Apply a Pix2Pix model to an image layer; subclasses set the task.
 
     Parameters
@@ -106,7 +117,8 @@ class RestoreWidget(QWidget):
             self._mask_combo.setToolTip("Pixels to fill: non-zero labels, or the inside of the shapes")
         self._model_combo = QComboBox()
         self._model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self._model_combo.setMinimumContentsLength(14)
+        self._model_combo.setMinimumContentsLength(10)
+        self._model_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._browse_btn = QPushButton("Choose file…")
         self._browse_btn.setToolTip("Use a .safetensors model file (e.g. one written by the Train widget) or a "
                                     "bioimage.io package (.zip) exported by napari-pix2pix")
@@ -155,15 +167,16 @@ class RestoreWidget(QWidget):
         self._samples_spin.setToolTip(tip)
 
     def _lay_out(self) -> None:
-        model_row = QHBoxLayout()
-        model_row.addWidget(self._model_combo, 1)
-        model_row.addWidget(self._browse_btn)
-        model_row.addWidget(self._export_btn)
+        model_buttons = QHBoxLayout()  # below the model's name, which gets the whole width
+        model_buttons.addWidget(self._browse_btn)
+        model_buttons.addWidget(self._export_btn)
+        model_buttons.addStretch(1)
         form = QFormLayout()
         form.addRow("Image", self._image_combo)
         if self._mask_combo is not None:
             form.addRow("Mask", self._mask_combo)
-        form.addRow("Model", model_row)
+        form.addRow("Model", self._model_combo)
+        form.addRow("", model_buttons)
         form.addRow("", self._model_note)
         form.addRow("Device", self._device_combo)
         form.addRow("Tile size", self._tile_spin)
@@ -175,7 +188,7 @@ class RestoreWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self._run_btn, 1)
         buttons.addWidget(self._cancel_btn)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(self.body)
         layout.addWidget(self._help)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -192,6 +205,7 @@ class RestoreWidget(QWidget):
         self._uncertainty_check.toggled.connect(self._samples_spin.setEnabled)
         self._model_combo.currentIndexChanged.connect(self._update_model_note)
         RECENT.changed.connect(self._refresh_models)
+        self._viewer.dims.events.ndisplay.connect(self._update_scope)
         # closing napari deletes docked widgets without closeEvent: stop a running job then too
         self.destroyed.connect(lambda *_, cancel=self._cancel: cancel.set())
 
@@ -199,7 +213,7 @@ class RestoreWidget(QWidget):
     def _accepts(self, info: ModelInfo) -> str | None:
         """Why this widget cannot use `info` (None if it can)."""
         if info.task != self.TASK:
-            return (f"{info.name} is a {info.task} model; the {self.TITLE} widget needs a {self.TASK} model "
+            return (f"“{info.name}” does {info.task}; the {self.TITLE} widget needs a {self.TASK} model "
                     "(the Translate widget applies any model)")
         return None
 
@@ -224,6 +238,8 @@ class RestoreWidget(QWidget):
         added = [i.ref for i in infos if not i.bundled and i.ref not in listed]
         if listed and added:  # a model just trained or opened elsewhere: choose it
             ref = added[0]
+        elif not listed:  # a new widget: the model trained last in this session, if it does this task
+            ref = SESSION.newest([i.ref for i in infos]) or ref
         self._model_combo.blockSignals(True)
         self._model_combo.clear()
         for info in infos:
@@ -289,10 +305,17 @@ class RestoreWidget(QWidget):
 
     # ------------------------------------------------------------------ choices
     def _update_scope(self, *_: Any) -> None:
-        layer = self._image_combo.layer()
+        try:
+            layer = self._image_combo.layer()
+        except RuntimeError:  # widget closed: stop listening
+            self._viewer.dims.events.ndisplay.disconnect(self._update_scope)
+            return
         has_stack = layer is not None and bool(lyr.stack_shape(layer))
-        self._scope_combo.setEnabled(has_stack)
-        if not has_stack:
+        in_3d = self._viewer.dims.ndisplay == 3  # no single plane is on screen
+        self._scope_combo.setEnabled(has_stack and not in_3d)
+        self._scope_combo.setToolTip("In the 3D view every plane is shown: the whole stack is processed"
+                                     if in_3d else "For stacks: every plane, or only the plane on screen")
+        if not has_stack or in_3d:
             self._scope_combo.setCurrentIndex(0)
 
     def _prepare(self) -> RestoreJob:
@@ -394,7 +417,9 @@ class RestoreWidget(QWidget):
         self._progress_bar.setRange(0, 1)
         if outcome.error is not None:
             state = "failed"
-            self._status.error(f"{self.TITLE} failed: {outcome.error}", notify=False)  # napari notifies
+            hint = (" Out of memory: use a smaller tile size, or the CPU (Device)."
+                    if getattr(outcome.error, "out_of_memory", False) else "")
+            self._status.error(f"{self.TITLE} failed: {outcome.error}.{hint}", failure=True)
         elif outcome.result is None or job is None:
             state = "cancelled"
             self._status.info("Cancelled: nothing was changed.")
@@ -419,8 +444,9 @@ class RestoreWidget(QWidget):
         except Exception as e:  # shown in the widget, not lost in the event loop
             self._status.error(f"Could not show the result: {e}")
             return "failed"
-        where = f" (plane {job.plane})" if job.plane else ""
-        self._status.info(f"Done in {time.perf_counter() - self._started:.1f} s → layer “{out.name}”{where}{note}")
+        where = f" (plane {lyr.plane_label(job.plane, lyr.stack_shape(job.layer))})" if job.plane else ""
+        self._status.info(f"Done in {time.perf_counter() - self._started:.1f} s with {job.info.name} → layer "
+                          f"“{out.name}”{where}{note}")
         return "finished"
 
     def _show_trust(self, job: RestoreJob, trust: TrustResult, info: dict[str, Any]) -> str:
@@ -434,24 +460,24 @@ class RestoreWidget(QWidget):
             lyr.add_overlay(self._viewer, layer, report.residual, "residual", colormap="PiYG", blending="translucent",
                             opacity=1.0, centered=True, visible=False, plane=plane, info=info)
             share = float(np.mean(report.flagged)) if report.flagged.size else 0.0
-            note = (f". Residual structure score {report.score:.2f} (≈0 = noise only); "
-                    f"{100 * share:.0f}% of the image flagged")
+            note = (f". Residual structure score {report.score:.2f} (0: only noise was removed; a 2-px blur of "
+                    f"a noisy image scores about 0.2-0.3); {100 * share:.0f}% of the image flagged")
             if share > 0 or lyr.find_result(self._viewer, layer, "flagged", Labels) is not None:
-                lyr.add_labels_result(self._viewer, layer, report.flagged, "flagged", plane=plane, info=info)
-            if share > 0:
+                flagged = lyr.add_labels_result(self._viewer, layer, report.flagged, "flagged", plane=plane, info=info)
+                flagged.visible = share >= FLAG_NOTICE  # a few small flags: listed, not drawn over the result
+            if share >= FLAG_NOTICE:
                 from napari.utils.notifications import show_info
 
                 show_info(f"{layer.name}: residual structure score {report.score:.2f} (≈0 = noise only); "
                           f"{100 * share:.0f}% of the image flagged: check the regions outlined in "
                           f"“{layer.name} flagged” (the residual is in “{layer.name} residual”).")
         spread = lyr.add_overlay(self._viewer, layer, trust.uncertainty, "uncertainty", colormap="magma",
-                                 blending="additive", opacity=0.6, plane=plane, info=info)
-        return f"{note}; uncertainty in “{spread.name}”"
+                                 blending="additive", opacity=0.5, visible=False, plane=plane, info=info)
+        return f"{note}; uncertainty in “{spread.name}” (hidden: show it with its eye in the layer list)"
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
-        """Cancel a running job when the widget closes."""
+    def stop_job(self) -> None:
+        """Cancel the running job (Cancel, closing the dock, quitting napari)."""
         self._cancel.set()
-        super().closeEvent(event)
 
 
 class DenoiseWidget(RestoreWidget):

@@ -1,9 +1,11 @@
-"""The Train widget: pairs from layers or folders, live curves and preview, Start / Stop / Resume.
+"""The Train widget: pairs from layers or folders, a recipe, a warm start, a time budget; live curves and preview.
 
 The widget checks every choice before work starts (shapes, folders, patch size, settings),
 runs :func:`..jobs.train_job` in a worker thread and listens to the engine's typed updates.
-The saved model is added to the remembered models, so it shows up in the restoration
-widgets at once.
+What is left at "auto" (batch, patch, learning rate, validation interval) is decided by the
+engine once the data are known, and shown when the run starts. The saved model is added to
+the remembered models, so it shows up in the restoration widgets at once. The controls
+scroll inside the dock and the rarely changed ones fold away under "Advanced".
 """
 
 from __future__ import annotations
@@ -34,22 +36,25 @@ from qtpy.QtWidgets import (
 from ...engine.device import resolve_device
 from ...engine.io import list_images
 from ...engine.modelfile import ModelFileError
+from ...engine.progress import StatusUpdate
 from ...engine.tasks import TASKS
-from ...engine.train_config import resume_config
+from ...engine.train_config import DEFAULT_RECIPES, RECIPES, resume_config
 from ...engine.training import (
     CHECKPOINT,
-    RESUMABLE,
     CheckpointSaved,
     StepUpdate,
     TrainConfig,
     ValidationUpdate,
 )
+from ...engine.warmstart import compatible_tasks
 from .. import layers as lyr
-from ..choices import RECENT, read_header
+from ..choices import RECENT, model_choices, read_header, short_path
 from ..jobs import train_job, training_data, warm_up_in_background
 from .common import (
+    DockWidget,
     LayerCombo,
     Outcome,
+    Section,
     StatusLabel,
     WorkerRunner,
     device_combo,
@@ -63,24 +68,29 @@ from .plot import CurvesPlot
 if TYPE_CHECKING:
     import napari
 
+TASK_LABELS = {"denoise": "Denoise", "inpaint": "Inpaint (fill masked regions)", "colorize": "Colorize (gray → colour)",
+               "translate": "Translate (any image → image)"}
 PRESETS = {
-    "unet_tiny": "tiny: ~2 M parameters, fast on a CPU (patch multiple of 64)",
-    "unet_small": "small: ~10 M parameters, CPU or GPU (multiple of 128)",
-    "unet_128": "paper's U-Net-128: 42 M parameters, GPU (multiple of 128)",
-    "unet_256": "paper's U-Net-256: 54 M parameters, GPU (multiple of 256)",
+    "unet_tiny": ("Tiny: 2 M parameters, fast on a CPU", "Patches: multiples of 64 px"),
+    "unet_small": ("Small: 10 M parameters, CPU or GPU", "Patches: multiples of 128 px"),
+    "unet_128": ("Paper's U-Net 128: 42 M parameters, GPU", "Patches: multiples of 128 px"),
+    "unet_256": ("Paper's U-Net 256: 54 M parameters, GPU", "Patches: multiples of 256 px"),
 }
 SOURCES = (
-    ("layers", "Image layers: input → target"),
-    ("clean", "Clean image layer (pairs synthesized)"),
-    ("folders", "Folders: input → target (paired by file name)"),
-    ("clean_dir", "Folder of clean images (pairs synthesized)"),
+    ("layers", "Two image layers: input → target"),
+    ("clean", "A clean image layer (pairs are synthesized)"),
+    ("folders", "Two folders: input → target (same file names)"),
+    ("clean_dir", "A folder of clean images (pairs are synthesized)"),
 )
+LOSS_NAMES = {"G_GAN": "adversarial", "G_L1": "L1 to target", "G_L2": "L2 to target", "D": "discriminator"}
+TARGET_HINTS = ("clean", "target", "reference", "ground", "truth", "gt", "high", "sharp", "colour", "color")
 PREVIEW_NAME = "pix2pix preview (input | output | target)"
-PREVIEW_UNCERTAINTY_NAME = "pix2pix preview uncertainty"  # over the preview's output panel
+PREVIEW_UNCERTAINTY_NAME = "pix2pix preview uncertainty"  # over the preview's output panel (hidden at first)
 PREVIEW_GAP = 4  # pixels between the preview's panels
 UI_INTERVAL = 0.25  # seconds between updates of the progress display and curves (repaints cost GUI time)
 PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 MODEL_FILTER = "Pix2Pix models (*.safetensors)"
+DEFAULT_MINUTES = 5.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,21 @@ def default_model_path(task: str) -> Path:
     return Path.home() / "napari-pix2pix-models" / f"{task}-{stamp}.safetensors"
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or ``<stem>-2``, ``-3``, ... if a file of that name exists (a new run never overwrites a model)."""
+    if not path.exists():
+        return path
+    stem = path.name.removesuffix(".safetensors")
+    base, _, n = stem.rpartition("-")
+    start = int(n) + 1 if base and n.isdigit() else 2
+    stem = base if base and n.isdigit() else stem
+    for k in range(start, start + 10_000):
+        candidate = path.with_name(f"{stem}-{k}.safetensors")
+        if not candidate.exists():
+            return candidate
+    raise ValueError(f"could not find a free file name beside {path}")
+
+
 def _fmt_time(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -113,6 +138,7 @@ class _PathEdit(QWidget):
         super().__init__(parent)
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
+        self.edit.setMinimumWidth(60)
         self.button = QPushButton("…")
         self.button.setFixedWidth(28)
         self.button.clicked.connect(lambda: browse(self))
@@ -128,7 +154,20 @@ class _PathEdit(QWidget):
         self.edit.setText(text)
 
 
-class TrainWidget(QWidget):
+def _auto_spin(maximum: int, step: int, suffix: str, tip: str) -> QSpinBox:
+    """A spin box whose 0 reads "auto" (decided from the data when the run starts)."""
+    s = QSpinBox()
+    s.setRange(0, maximum)
+    s.setSingleStep(step)
+    s.setSpecialValueText("auto")
+    s.setValue(0)
+    if suffix:
+        s.setSuffix(suffix)
+    s.setToolTip(tip + "\n“auto”: decided from the data when the run starts (shown then).")
+    return s
+
+
+class TrainWidget(DockWidget):
     """Train a Pix2Pix model from napari layers or folders.
 
     Parameters
@@ -151,25 +190,34 @@ class TrainWidget(QWidget):
         self._last_ui = self._last_pbar = 0.0
         self._export_dialog: Any = None
         self._last_model: str | None = None  # the model file saved last
+        self._preview_shown = False
         self._make_source_widgets(viewer)
         self._make_setting_widgets()
+        self._make_advanced_widgets()
         self._make_run_widgets()
         self._lay_out()
         self._connect()
         self._on_task()
+        self._preselect_target()
         self._warm = warm_up_in_background()  # torch's first optimizer import, off the GUI thread
 
+    # ------------------------------------------------------------------ widgets
     def _make_source_widgets(self, viewer: napari.viewer.Viewer) -> None:
         from napari.layers import Image
 
         self._task_combo = QComboBox()
         for t in TASKS:
-            self._task_combo.addItem(t, t)
+            self._task_combo.addItem(TASK_LABELS[t], t)
+        self._task_combo.setToolTip("What the model learns to do")
         self._source_combo = QComboBox()
         for key, label in SOURCES:
             self._source_combo.addItem(label, key)
+        self._source_combo.setToolTip("Real pairs (an input and its target), or clean images from which the "
+                                      "task's inputs are synthesized (noise, holes, gray)")
         self._input_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
+        self._input_combo.setToolTip("The degraded images the model will be given (e.g. noisy)")
         self._target_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
+        self._target_combo.setToolTip("What the model should make of them (e.g. clean), pixel for pixel")
         self._clean_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
         self._input_dir = _PathEdit(self._browse_folder, "folder of input images")
         self._target_dir = _PathEdit(self._browse_folder, "folder of target images (same file names)")
@@ -177,7 +225,7 @@ class TrainWidget(QWidget):
         self._source_stack = QStackedWidget()
         pages: list[list[tuple[str, QWidget]]] = [
             [("Input", self._input_combo), ("Target", self._target_combo)],
-            [("Clean", self._clean_combo)],
+            [("Clean images", self._clean_combo)],
             [("Input folder", self._input_dir), ("Target folder", self._target_dir)],
             [("Clean folder", self._clean_dir)],
         ]
@@ -190,30 +238,60 @@ class TrainWidget(QWidget):
             self._source_stack.addWidget(page)
 
     def _make_setting_widgets(self) -> None:
-        self._preset_combo = QComboBox()
-        for name, text in PRESETS.items():
-            self._preset_combo.addItem(name, name)
-            self._preset_combo.setItemData(self._preset_combo.count() - 1, text, 3)  # 3: ToolTipRole
-        self._patch_spin = _spin(32, 2048, 64, 32, " px")
-        self._batch_spin = _spin(1, 256, 4)
+        self._recipe_combo = QComboBox()
+        self._recipe_combo.setToolTip("\n".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+        self._start_combo = QComboBox()
+        self._start_combo.setToolTip("Scratch trains a new network; a trained model (a bundled one or a file of "
+                                     "yours) starts from what it knows and usually needs far less time.\n"
+                                     "Automatic: the bundled denoiser for single-channel denoise and translate runs, "
+                                     "scratch otherwise.")
+        self._duration_combo = QComboBox()
+        self._duration_combo.addItem("minutes", "minutes")
+        self._duration_combo.addItem("steps", "steps")
+        self._duration_combo.setToolTip("A time budget (the steps are derived from the measured speed, and the run "
+                                        "ends on time with its learning-rate schedule complete) or a number of steps")
+        self._minutes_spin = QDoubleSpinBox()
+        self._minutes_spin.setRange(0.1, 100_000)
+        self._minutes_spin.setDecimals(1)
+        self._minutes_spin.setValue(DEFAULT_MINUTES)
         self._steps_spin = _spin(1, 10_000_000, 2000, 100)
+        self._duration_stack = QStackedWidget()
+        self._duration_stack.addWidget(self._minutes_spin)
+        self._duration_stack.addWidget(self._steps_spin)
+        self._preset_combo = QComboBox()
+        for name, (text, tip) in PRESETS.items():
+            self._preset_combo.addItem(text, name)
+            self._preset_combo.setItemData(self._preset_combo.count() - 1, f"{name}. {tip}", 3)  # 3: ToolTipRole
+        self._preset_combo.setToolTip("The size of a new network (a warm start keeps the starting model's)")
+        self._output = _PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>")
+        self._output.setToolTip("Where the model is saved. A new run never overwrites a model: it adds -2, -3, …")
+
+    def _make_advanced_widgets(self) -> None:
+        self._patch_spin = _auto_spin(2048, 32, " px", "Side of the square patches cut from the images for each step")
+        self._batch_spin = _auto_spin(256, 1, "", "Patches per training step")
         self._lr_spin = QDoubleSpinBox()
         self._lr_spin.setDecimals(6)
-        self._lr_spin.setRange(1e-6, 1.0)
+        self._lr_spin.setRange(0.0, 1.0)
         self._lr_spin.setSingleStep(1e-4)
-        self._lr_spin.setValue(2e-4)
+        self._lr_spin.setSpecialValueText("auto")
+        self._lr_spin.setValue(0.0)
+        self._lr_spin.setToolTip("Adam's learning rate. “auto”: the recipe's (lower for a warm start)")
         self._l1_spin = QDoubleSpinBox()
         self._l1_spin.setRange(0, 10_000)
-        self._l1_spin.setValue(100)
-        self._l1_spin.setToolTip("Weight of the L1 loss against the adversarial loss (paper: 100)")
+        self._l1_spin.setSpecialValueText("auto")
+        self._l1_spin.setValue(0)
+        self._l1_spin.setToolTip("Weight of the pixel loss (L1 to the target) against the adversarial loss. "
+                                 "“auto”: the recipe's (the paper's 100)")
         self._val_spin = QDoubleSpinBox()
-        self._val_spin.setRange(0, 0.5)
-        self._val_spin.setSingleStep(0.05)
-        self._val_spin.setValue(0.1)
-        self._val_spin.setToolTip("Share of the data held out for validation (0: no validation)")
-        self._val_every_spin = _spin(1, 1_000_000, 100, 10)
+        self._val_spin.setRange(0, 50)
+        self._val_spin.setSingleStep(5)
+        self._val_spin.setDecimals(0)
+        self._val_spin.setSuffix(" %")
+        self._val_spin.setValue(10)
+        self._val_spin.setToolTip("Share of the training images (or, for a single image, of its rows) held out to "
+                                  "measure progress; 0: no validation")
+        self._val_every_spin = _auto_spin(1_000_000, 10, " steps", "How often the held-out part is measured")
         self._device_combo = device_combo()
-        self._output = _PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>.safetensors")
         self._resume_path = _PathEdit(self._browse_checkpoint, "a checkpoint.safetensors to continue from")
 
     def _make_run_widgets(self) -> None:
@@ -222,7 +300,7 @@ class TrainWidget(QWidget):
         self._stop_btn.setEnabled(False)
         self._stop_btn.setToolTip("Stop after the current step; the model and a checkpoint are saved")
         self._resume_btn = QPushButton("Resume")
-        self._resume_btn.setToolTip("Continue from the checkpoint (with the data chosen above)")
+        self._resume_btn.setToolTip("Continue from the checkpoint (“Advanced”), with the data chosen above")
         self._export_btn = QPushButton("Export…")
         self._export_btn.setToolTip("Export a model (by default the one trained last) as a bioimage.io package, "
                                     "ONNX or TorchScript")
@@ -231,42 +309,48 @@ class TrainWidget(QWidget):
         self._progress_bar.setValue(0)
         self._status = StatusLabel()
         self._val_label = StatusLabel()
-        self._loss_plot = CurvesPlot("losses (log)", log_y=True)
+        self._loss_plot = CurvesPlot("training losses (log scale)", log_y=True)
         for name in ("G_GAN", "G_L1", "D"):
-            self._loss_plot.add_series(name)
-        self._psnr_plot = CurvesPlot("validation PSNR (dB)")
-        self._psnr_plot.add_series("model", "#00e676")
-        self._psnr_plot.add_series("input", "#bdbdbd", dashed=True)
+            self._loss_plot.add_series(name, label=LOSS_NAMES[name])
+        self._psnr_plot = CurvesPlot("held-out PSNR (dB)")
+        self._psnr_plot.add_series("model", "#00e676", label="model")
+        self._psnr_plot.add_series("input", "#bdbdbd", dashed=True, label="input")
+        for plot in (self._loss_plot, self._psnr_plot):
+            plot.setFixedHeight(96)
 
     def _lay_out(self) -> None:
+        duration = QHBoxLayout()
+        duration.addWidget(self._duration_stack, 1)
+        duration.addWidget(self._duration_combo)
         form = QFormLayout()
         form.addRow("Task", self._task_combo)
         form.addRow("Training data", self._source_combo)
         form.addRow(self._source_stack)
-        form.addRow("Model size", self._preset_combo)
-        grid = QFormLayout()
-        grid.addRow("Patch size", self._patch_spin)
-        grid.addRow("Batch size", self._batch_spin)
-        grid.addRow("Steps", self._steps_spin)
-        grid2 = QFormLayout()
-        grid2.addRow("Learning rate", self._lr_spin)
-        grid2.addRow("λ L1", self._l1_spin)
-        grid2.addRow("Validation", self._val_spin)
-        two = QHBoxLayout()
-        two.addLayout(grid)
-        two.addLayout(grid2)
-        form.addRow(two)
-        form.addRow("Validate every", self._val_every_spin)
-        form.addRow("Device", self._device_combo)
+        form.addRow("Recipe", self._recipe_combo)
+        form.addRow("Start from", self._start_combo)
+        form.addRow("Train for", duration)
+        form.addRow("Network size", self._preset_combo)
         form.addRow("Save model as", self._output)
-        form.addRow("Resume from", self._resume_path)
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        adv_form.setContentsMargins(8, 0, 0, 0)
+        adv_form.addRow("Patch size", self._patch_spin)
+        adv_form.addRow("Batch size", self._batch_spin)
+        adv_form.addRow("Learning rate", self._lr_spin)
+        adv_form.addRow("Pixel-loss weight", self._l1_spin)
+        adv_form.addRow("Held out", self._val_spin)
+        adv_form.addRow("Validate every", self._val_every_spin)
+        adv_form.addRow("Device", self._device_combo)
+        adv_form.addRow("Resume from", self._resume_path)
+        self._advanced = Section("Advanced", adv)
         buttons = QHBoxLayout()
         buttons.addWidget(self._start_btn, 1)
         buttons.addWidget(self._stop_btn)
         buttons.addWidget(self._resume_btn)
         buttons.addWidget(self._export_btn)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(self.body)
         layout.addLayout(form)
+        layout.addWidget(self._advanced)
         layout.addLayout(buttons)
         layout.addWidget(self._progress_bar)
         layout.addWidget(self._status)
@@ -279,14 +363,39 @@ class TrainWidget(QWidget):
         self._source_combo.currentIndexChanged.connect(self._source_stack.setCurrentIndex)
         self._task_combo.currentIndexChanged.connect(self._on_task)
         self._preset_combo.currentIndexChanged.connect(self._on_preset)
+        self._start_combo.currentIndexChanged.connect(self._on_start_from)
+        self._duration_combo.currentIndexChanged.connect(self._duration_stack.setCurrentIndex)
+        self._input_combo.currentIndexChanged.connect(self._preselect_target)
         self._start_btn.clicked.connect(self._start_clicked)
         self._stop_btn.clicked.connect(self._request_stop)
         self._resume_btn.clicked.connect(self._resume_clicked)
         self._export_btn.clicked.connect(self.open_export)
+        RECENT.changed.connect(self._refresh_starts)
         # closing napari deletes docked widgets without closeEvent: stop (and save) a running training then too
         self.destroyed.connect(lambda *_, stop=self._stop: stop.set())
 
     # ------------------------------------------------------------------ choices
+    def set_steps(self, steps: int) -> None:
+        """Train for `steps` steps (instead of a time budget)."""
+        self._duration_combo.setCurrentIndex(self._duration_combo.findData("steps"))
+        self._steps_spin.setValue(int(steps))
+
+    def set_minutes(self, minutes: float) -> None:
+        """Train for `minutes` (the steps are derived from the measured speed)."""
+        self._duration_combo.setCurrentIndex(self._duration_combo.findData("minutes"))
+        self._minutes_spin.setValue(float(minutes))
+
+    def set_start_from(self, ref: str | None) -> None:
+        """Start from "scratch", "auto", a bundled model's name or a model file (added to the choices)."""
+        ref = "auto" if ref is None else str(ref)
+        i = self._start_combo.findData(ref)
+        if i < 0 and ref not in ("auto", "scratch"):
+            RECENT.add(ref)  # refreshes the choices
+            i = self._start_combo.findData(str(Path(ref).resolve()))
+        if i < 0:
+            raise ValueError(f"{ref} cannot start a {self._task_combo.currentData()} run")
+        self._start_combo.setCurrentIndex(i)
+
     def _on_task(self, *_: Any) -> None:
         task = self._task_combo.currentData()
         source = self._source_combo.currentData()
@@ -294,12 +403,70 @@ class TrainWidget(QWidget):
             self._source_combo.setCurrentIndex(1 if source == "layers" else 3)
         elif task == "translate" and source in ("clean", "clean_dir"):
             self._source_combo.setCurrentIndex(0 if source == "clean" else 2)
+        current = self._recipe_combo.currentData()
+        self._recipe_combo.blockSignals(True)
+        self._recipe_combo.clear()
+        self._recipe_combo.addItem(f"Default for {task} ({DEFAULT_RECIPES[task]})", None)
+        for r in RECIPES.values():
+            if r.name != "noise2noise" or task == "denoise":
+                self._recipe_combo.addItem(f"{r.name.capitalize()}: {r.description}", r.name)
+                self._recipe_combo.setItemData(self._recipe_combo.count() - 1, r.description, 3)
+        i = self._recipe_combo.findData(current)
+        self._recipe_combo.setCurrentIndex(max(i, 0))
+        self._recipe_combo.blockSignals(False)
+        self._refresh_starts()
+
+    def _refresh_starts(self, *_: Any) -> None:
+        """The models a run of this task can start from: automatic, scratch, bundled ones, the user's files."""
+        try:
+            task = self._task_combo.currentData()
+            current = self._start_combo.currentData()
+        except RuntimeError:  # widget closed: stop listening
+            RECENT.changed.disconnect(self._refresh_starts)
+            return
+        self._start_combo.blockSignals(True)
+        self._start_combo.clear()
+        self._start_combo.addItem("Automatic (a bundled model where it fits)", "auto")
+        self._start_combo.addItem("Scratch: a new network", "scratch")
+        for info in model_choices(None):
+            if compatible_tasks(info.task, task):
+                label = f"{info.name} (bundled)" if info.bundled else f"{Path(info.ref).name} ({info.task})"
+                self._start_combo.addItem(label, info.ref)
+                self._start_combo.setItemData(self._start_combo.count() - 1, info.tooltip, 3)
+        i = self._start_combo.findData(current)
+        self._start_combo.setCurrentIndex(max(i, 0))
+        self._start_combo.blockSignals(False)
+        self._on_start_from()
+
+    def _on_start_from(self, *_: Any) -> None:
+        warm = self._start_combo.currentData() not in ("auto", "scratch", None)
+        self._preset_combo.setEnabled(not warm)  # a warm start keeps the starting model's network
 
     def _on_preset(self, *_: Any) -> None:
-        multiple = TrainConfig(preset=self._preset_combo.currentData(), patch_size=256).generator_config(1, 1).multiple
+        multiple = TrainConfig(preset=self._preset_combo.currentData()).generator_config(1, 1).multiple
         self._patch_spin.setSingleStep(max(multiple, 32))
         if self._patch_spin.value() % multiple:
-            self._patch_spin.setValue(max(multiple, 32))
+            self._patch_spin.setValue(0)
+
+    def _preselect_target(self, *_: Any) -> None:
+        """A target other than the input: a layer whose name or sample role says so, else the next one."""
+        try:
+            a = self._input_combo.currentData()
+            if a is None or self._target_combo.currentData() not in (a, None):
+                return
+            names = [self._target_combo.itemData(i) for i in range(self._target_combo.count())]
+            others = [n for n in names if n is not None and n != a and n in self._viewer.layers]
+        except RuntimeError:  # the widget is gone
+            return
+        if not others:
+            return
+
+        def score(name: str) -> int:
+            layer = self._viewer.layers[name]
+            role = (getattr(layer, "metadata", {}) or {}).get("napari_pix2pix_sample", {}).get("role")
+            return 2 * (role in ("clean", "target")) + any(h in name.lower() for h in TARGET_HINTS)
+
+        self._target_combo.set_layer(max(others, key=score))
 
     def _browse_folder(self, target: _PathEdit) -> None:
         path = open_folder(self, "Choose a folder of images", target.text())
@@ -320,16 +487,27 @@ class TrainWidget(QWidget):
             target.setText(path)
 
     def config(self) -> TrainConfig:
-        """The settings as a :class:`TrainConfig` (raises ValueError with a message if invalid)."""
-        steps = self._steps_spin.value()
+        """The settings as a :class:`TrainConfig` (raises ValueError with a message if invalid); None = auto."""
+        by_time = self._duration_combo.currentData() == "minutes"
+        start = self._start_combo.currentData()
+        warm = start not in ("auto", "scratch", None)
         kwargs: dict[str, Any] = dict(
-            task=self._task_combo.currentData(), preset=self._preset_combo.currentData(),
-            patch_size=self._patch_spin.value(), batch_size=self._batch_spin.value(), steps=steps,
-            lr=self._lr_spin.value(), lambda_l1=self._l1_spin.value(), val_fraction=self._val_spin.value(),
-            val_every=self._val_every_spin.value(), device=self._device_combo.currentData(),
-            checkpoint_every=max(100, steps // 5),
+            task=self._task_combo.currentData(), recipe=self._recipe_combo.currentData(),
+            preset=None if warm or start == "auto" else self._preset_combo.currentData(),
+            start_from=start if start != "auto" else None,
+            minutes=self._minutes_spin.value() if by_time else None,
+            steps=None if by_time else self._steps_spin.value(),
+            patch_size=self._patch_spin.value() or None, batch_size=self._batch_spin.value() or None,
+            lr=self._lr_spin.value() or None, lambda_l1=self._l1_spin.value() or None,
+            val_fraction=self._val_spin.value() / 100, val_every=self._val_every_spin.value() or None,
+            device=self._device_combo.currentData(),
+            checkpoint_every=max(100, self._steps_spin.value() // 5) if not by_time else 500,
         )
+        if start == "auto" and self._preset_combo.currentIndex() > 0:  # a network size chosen: a new network
+            kwargs["preset"], kwargs["start_from"] = self._preset_combo.currentData(), "scratch"
         kwargs.update(self._config_overrides)
+        if kwargs.get("generator") and kwargs.get("start_from") is None:
+            kwargs["start_from"] = "scratch"  # an architecture given (tests, experts): a new network
         return TrainConfig(**kwargs)
 
     def _source(self, config: TrainConfig) -> tuple[dict[str, Any], Any]:
@@ -340,15 +518,18 @@ class TrainWidget(QWidget):
             if a is None or b is None:
                 raise ValueError("Choose the input and the target image layers (File › Open Sample › Pix2Pix "
                                  "has pairs), or train from clean images.")
-            if a is b:
-                raise ValueError(f"Input and target are the same layer ({a.name!r}); choose the paired target "
-                                 "(e.g. the clean image) or train from clean images.")
+            if a.name == b.name:  # names are unique in a layer list (napari hands plugins proxies: no `is`)
+                raise ValueError(f"Input and target are the same layer (“{a.name}”): choose the paired target "
+                                 "(e.g. the clean image), or train from clean images.")
             xa, ca = lyr.image_array(a)
             xb, cb = lyr.image_array(b)
             sa, sb = _spatial(xa.shape, ca), _spatial(xb.shape, cb)
             if sa != sb:
-                raise ValueError(f"Input {a.name!r} {sa} and target {b.name!r} {sb} differ in shape; paired "
+                raise ValueError(f"Input “{a.name}” {sa} and target “{b.name}” {sb} differ in shape: paired "
                                  "images must match pixel for pixel.")
+            if config.task == "colorize" and cb is None:
+                raise ValueError(f"A colorizer learns colour: the target “{b.name}” is grayscale. Choose an RGB "
+                                 "target layer, or train from RGB clean images (the gray input is synthesized).")
             channel_axis = -1 if (ca is not None or cb is not None) else None
             return {"input": np.asarray(xa), "target": np.asarray(xb), "channel_axis": channel_axis}, a
         if kind == "clean":
@@ -358,6 +539,8 @@ class TrainWidget(QWidget):
             if config.task == "translate":
                 raise ValueError("Translate models need real pairs: choose input and target layers or folders.")
             xc, cc = lyr.image_array(c)
+            if config.task == "colorize" and cc is None:
+                raise ValueError(f"A colorizer learns colour from RGB images: “{c.name}” is grayscale.")
             return {"clean": np.asarray(xc), "channel_axis": cc}, c
         if kind == "folders":
             din, dtg = self._input_dir.text(), self._target_dir.text()
@@ -390,6 +573,8 @@ class TrainWidget(QWidget):
             raise ValueError(f"{model_path} is a folder; choose a file name for the model (…/name.safetensors).")
         if model_path.suffix != ".safetensors":
             model_path = model_path.with_name(model_path.name + ".safetensors")
+        if resume is None:
+            model_path = unused_path(model_path)  # a new run never overwrites a saved model
         source, layer = self._source(config)
         data = None
         if any(k in source for k in ("input", "clean")):  # arrays: prepare now, every problem shows here
@@ -404,17 +589,20 @@ class TrainWidget(QWidget):
             raise ValueError(f"{Path(path).name} is a model file, not a training checkpoint: resume from the "
                              f"{CHECKPOINT} in the run's .checkpoints folder.")
         saved = TrainConfig.from_dict(meta["config"])
-        for combo, value in ((self._task_combo, saved.task), (self._preset_combo, saved.preset)):
-            combo.setCurrentIndex(max(combo.findData(value), 0))
-        self._patch_spin.setValue(saved.patch_size)
-        self._batch_spin.setValue(saved.batch_size)
-        self._lr_spin.setValue(saved.lr)
-        self._l1_spin.setValue(saved.lambda_l1)
-        self._val_spin.setValue(saved.val_fraction)
+        self._task_combo.setCurrentIndex(max(self._task_combo.findData(saved.task), 0))
+        if saved.preset is not None:
+            self._preset_combo.setCurrentIndex(max(self._preset_combo.findData(saved.preset), 0))
+        self._recipe_combo.setCurrentIndex(max(self._recipe_combo.findData(saved.recipe), 0))
+        self._patch_spin.setValue(saved.patch_size or 0)
+        self._batch_spin.setValue(saved.batch_size or 0)
+        self._lr_spin.setValue(saved.lr or 0.0)
+        self._l1_spin.setValue(saved.lambda_l1 or 0.0)
+        self._val_spin.setValue(100 * saved.val_fraction)
         step = int(meta.get("step", 0))
-        if config.steps <= step:
-            raise ValueError(f"The checkpoint is at step {step}; set Steps above {step} to train further.")
-        return resume_config(saved, {k: getattr(config, k) for k in RESUMABLE})
+        if config.steps is not None and config.steps <= step:
+            raise ValueError(f"The checkpoint is at step {step}; set “Train for” above {step} steps (or a number "
+                             "of minutes) to train further.")
+        return resume_config(saved, {k: getattr(config, k) for k in ("steps", "minutes", "device", "val_every")})
 
     # ------------------------------------------------------------------ running
     def _start_clicked(self) -> None:
@@ -436,29 +624,41 @@ class TrainWidget(QWidget):
         try:
             job = self._prepare(resume)
         except (ValueError, TypeError, OSError, ModelFileError) as e:
+            self._clear_results(curves=resume is None)  # no last run's bar and curves beside a new problem
             self._status.error(str(e))
             return
         self._start(job)
+
+    def _clear_results(self, curves: bool = True) -> None:
+        self._progress_bar.setRange(0, 1)
+        self._progress_bar.setValue(0)
+        self._val_label.info("")
+        if curves:
+            self._loss_plot.clear()
+            self._psnr_plot.clear()
 
     def _start(self, job: TrainJob) -> None:
         cfg = job.config
         self._job = job
         self._last_ui = self._last_pbar = 0.0
-        self._loss_plot.clear()
-        self._psnr_plot.clear()
-        self._val_label.info("")
+        self._preview_shown = False
+        self._clear_results(curves=job.resume is None)  # a resumed run keeps its curves
         self._output.setText(str(job.model_path))
         verb = "Resuming" if job.resume else "Training"
-        self._status.info(f"{verb} a {cfg.task} model ({cfg.preset}, {cfg.steps} steps)…")
-        self._progress_bar.setRange(0, cfg.steps)
-        self._progress_bar.setValue(0)
+        length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.minutes:g} min"
+        self._status.info(f"{verb} a {cfg.task} model ({length}) → {short_path(job.model_path)}…")
+        self._progress_bar.setRange(0, cfg.steps or 0)  # busy until a time budget's steps are known
         self._prepare_preview(cfg, job.data)
-        self._pbar = napari_progress(f"Train {cfg.task} model", total=cfg.steps, on_cancel=self._request_stop)
+        self._pbar = napari_progress(f"Train {cfg.task} model", total=cfg.steps or 0, on_cancel=self._request_stop)
         for b in (self._start_btn, self._resume_btn):
             b.setEnabled(False)
         self._stop_btn.setEnabled(True)
         self._runner.start(train_job, cfg, model_path=job.model_path, data=job.data, source=job.source,
                            resume=job.resume, stop=self._stop)
+
+    def stop_job(self) -> None:
+        """Stop the running training (it saves its model and checkpoint): Stop, closing the dock, quitting."""
+        self._stop.set()
 
     def _request_stop(self) -> None:
         """Stop after the current step; the engine saves the model and a checkpoint."""
@@ -469,33 +669,57 @@ class TrainWidget(QWidget):
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepUpdate):
-            for name, value in ev.losses.items():
-                self._loss_plot.add_point(name, ev.step, value, redraw=False)
-            now = time.perf_counter()
-            final = ev.step >= ev.total
-            if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
-                return
-            self._last_ui = now
-            self._loss_plot.update()
-            self._progress_bar.setValue(ev.step)
-            if not self._stop.is_set():
-                self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} it/s · "
-                                  f"ETA {_fmt_time(ev.eta)} · elapsed {_fmt_time(ev.elapsed)}")
-            if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
-                self._last_pbar = now  # last and rarely: napari's progress bar processes Qt events
-                self._pbar.update(ev.step - self._pbar.n)
+            self._on_step(ev)
         elif isinstance(ev, ValidationUpdate):
             self._psnr_plot.add_point("model", ev.step, ev.psnr)
             self._psnr_plot.add_point("input", ev.step, ev.psnr_input)
             base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
-            self._val_label.info(f"validation at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}, SSIM {ev.ssim:.3f}, "
-                                 f"uncertainty {ev.uncertainty:.4f}")
+            against = " against the second noisy image" if ev.target == "noisy" else ""
+            self._val_label.info(f"held-out part at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}{against}, "
+                                 f"SSIM {ev.ssim:.3f}, uncertainty {ev.uncertainty:.4f}")
             self._show_preview(ev.preview)
             if ev.preview_uncertainty is not None:
                 self._preview_uncertainty_layer(ev.preview_uncertainty)
+        elif isinstance(ev, StatusUpdate):
+            self._on_status(ev)
         elif isinstance(ev, CheckpointSaved):
             if ev.kind == "checkpoint":
                 self._resume_path.setText(ev.path)
+
+    def _on_step(self, ev: StepUpdate) -> None:
+        for name, value in ev.losses.items():
+            self._loss_plot.add_point(name, ev.step, value, redraw=False, label=LOSS_NAMES.get(name, name))
+        now = time.perf_counter()
+        final = ev.step >= ev.total
+        if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
+            return
+        self._last_ui = now
+        self._loss_plot.update()
+        if self._progress_bar.maximum() != ev.total:
+            self._progress_bar.setRange(0, ev.total)
+        self._progress_bar.setValue(ev.step)
+        if not self._stop.is_set():
+            self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} steps/s · "
+                              f"{_fmt_time(ev.eta)} left · {_fmt_time(ev.elapsed)} so far")
+        if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
+            self._last_pbar = now  # last and rarely: napari's progress bar processes Qt events
+            if self._pbar.total != ev.total:
+                self._pbar.total = ev.total
+            self._pbar.update(ev.step - self._pbar.n)
+
+    def _on_status(self, ev: StatusUpdate) -> None:
+        """What "auto" and the recipe decided (shown in the auto fields), and a time budget's steps."""
+        cfg = ev.config
+        if cfg is not None:
+            for spin, value in ((self._patch_spin, cfg.patch_size), (self._batch_spin, cfg.batch_size),
+                                (self._val_every_spin, cfg.val_every)):
+                spin.setSpecialValueText(f"auto ({value})" if value else "auto")
+            self._lr_spin.setSpecialValueText(f"auto ({cfg.lr:g})" if cfg.lr else "auto")
+            self._l1_spin.setSpecialValueText(f"auto ({cfg.lambda_l1:g})" if cfg.lambda_l1 else "auto")
+            if cfg.steps:
+                self._progress_bar.setRange(0, cfg.steps)
+        if ev.message:
+            self._status.info(ev.message[0].upper() + ev.message[1:] + "…")
 
     def _show_preview(self, preview: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Show input | output | target of the validation patch as one image layer."""
@@ -526,8 +750,10 @@ class TrainWidget(QWidget):
         if len(layers):  # to the right of everything shown, so that it covers nothing
             (lo, hi) = np.asarray(layers.extent.world)[:, -2:]
             translate = (float(lo[0]), float(hi[1] + 0.05 * (hi[1] - lo[1])))
-        return self._viewer.add_image(img, name=PREVIEW_NAME, rgb=rgb, contrast_limits=(0, 1), scale=scale,
-                                      translate=translate, colormap="gray" if not rgb else None)
+        layer = self._viewer.add_image(img, name=PREVIEW_NAME, rgb=rgb, contrast_limits=(0, 1), scale=scale,
+                                       translate=translate, colormap="gray" if not rgb else None)
+        self._viewer.reset_view()  # the preview lies beside the images: show both
+        return layer
 
     def _preview_uncertainty_layer(self, spread: np.ndarray) -> Any:
         """Put the validation patch's uncertainty (h, w) over the preview's output panel (made if needed)."""
@@ -553,7 +779,8 @@ class TrainWidget(QWidget):
             if name in layers:
                 layers.remove(name)
             layer = self._viewer.add_image(spread, name=name, colormap="magma", blending="additive", opacity=0.6,
-                                           contrast_limits=limits, scale=scale, translate=translate)
+                                           contrast_limits=limits, scale=scale, translate=translate,
+                                           visible=False)  # shown when asked: it would tint the output panel
         if layers.index(layer) < layers.index(preview):  # the preview was remade on top: stay over it
             layers.move(layers.index(layer), len(layers))
         return layer
@@ -564,7 +791,7 @@ class TrainWidget(QWidget):
             return
         img_c, tgt_c = data.channels
         chans = max(img_c, tgt_c, 3 if cfg.task == "colorize" else 1)
-        size = cfg.patch_size
+        size = cfg.patch_size or 64
         if PREVIEW_NAME not in self._viewer.layers:
             shape = (size, 3 * size + 2 * PREVIEW_GAP) + ((3,) if chans >= 3 else ())
             self._preview_layer(np.zeros(shape, np.float32))
@@ -577,16 +804,26 @@ class TrainWidget(QWidget):
         model_path = job.model_path if job is not None else None
         if outcome.error is not None:
             state = "failed"
-            self._status.error(f"Training failed: {outcome.error}", notify=False)  # napari notifies
+            self._progress_bar.setValue(0)
+            hint = (" Out of memory: use a smaller batch or patch size (Advanced), or the CPU."
+                    if getattr(outcome.error, "out_of_memory", False) else "")
+            self._status.error(f"Training failed: {outcome.error}.{hint}", failure=True)
         else:
             model = outcome.result
             status = (model.training.get("status") if model is not None else None) or "stopped"
             state = "finished" if status == "finished" else "stopped"
             if model_path is not None and model_path.is_file():
                 RECENT.add(model_path)  # the restoration widgets list it now
+                from ..choices import SESSION
+
+                SESSION.trained(model_path)
                 steps = model.training.get("steps_done") if model is not None else None
                 done = f" after {steps} steps" if steps is not None else ""
-                self._status.info(f"Model saved{done} ({status}): {model_path}. It is now listed in the "
+                best = model.training.get("best_val_psnr") if model is not None else None
+                kept = (f" (the weights of step {model.training['weights_of_step']}, best on the held-out part: "
+                        f"{best:.2f} dB)" if model is not None and isinstance(best, float) and best > -1e9
+                        and model.training.get("weights_of_step") not in (None, steps) else "")
+                self._status.info(f"Model saved{done} ({status}){kept}: {model_path}. It is now listed in the "
                                   "Denoise/Inpaint/Colorize/Translate widgets.")
                 self._last_model = str(model_path.resolve())
                 self.model_saved.emit(str(model_path))
@@ -610,11 +847,6 @@ class TrainWidget(QWidget):
         self._export_dialog.show()
         self._export_dialog.raise_()
         return self._export_dialog
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
-        """Stop (and save) a running training when the widget closes."""
-        self._stop.set()
-        super().closeEvent(event)
 
 
 def _spin(lo: int, hi: int, value: int, step: int = 1, suffix: str = "") -> QSpinBox:

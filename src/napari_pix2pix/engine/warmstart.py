@@ -1,0 +1,124 @@
+"""Warm starts: a trained generator as the starting point of a new run, its channels adapted where they can be.
+
+A run may start from a bundled model (``start_from="denoise"``), a model file or a
+:class:`Pix2PixModel`. Its architecture and normalization are used; the user's model is
+never modified (the run trains a copy). Tasks must agree, except that a denoiser may start
+a ``translate`` run (both map an image to an image of the same kind). A different number of
+channels is adapted in the first and last layers: new input channels share the weights of
+the old ones (a gray image repeated on every channel gives the old response), new output
+channels copy them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nn import UNetConfig, UNetGenerator
+from .model import Pix2PixModel
+from .tasks import Task
+
+StartFrom = str | os.PathLike[str] | Pix2PixModel
+
+
+def compatible_tasks(start: str, task: str) -> bool:
+    """Whether a `start` model may start a `task` run."""
+    return start == task or (start == "denoise" and task == "translate")
+
+
+def load_start(start_from: StartFrom) -> Pix2PixModel:
+    """The starting model, as a copy the run may train (a bundled name, a file or a model)."""
+    from .registry import load_model
+
+    if isinstance(start_from, Pix2PixModel):
+        model = Pix2PixModel(start_from.task.name, start_from.preset, config=start_from.config,
+                             normalization=start_from.normalization, name=start_from.name)
+        model.generator.load_state_dict(copy.deepcopy(start_from.generator.state_dict()))
+        model.card, model.source = dict(start_from.card), start_from.source
+        model.training = dict(start_from.training)
+        return model
+    return load_model(start_from)
+
+
+def start_model(start_from: StartFrom, task: Task, image_channels: int, target_channels: int) -> Pix2PixModel:
+    """The model a run starts from, checked against the run's task and adapted to its data's channels.
+
+    Raises
+    ------
+    ValueError
+        If the tasks do not fit, or the channels cannot be adapted.
+    """
+    model = load_start(start_from)
+    name = getattr(model, "name", str(start_from))
+    if not compatible_tasks(model.task.name, task.name):
+        raise ValueError(
+            f"“{name}” is a {model.task.name} model: it cannot start a {task.name} run (a model starts runs of "
+            f"its own task; a denoiser may also start a translate run). Start from a {task.name} model or "
+            "from scratch")
+    cin, cout = task.network_channels(image_channels, target_channels)
+    old = model.config
+    if (old.in_channels, old.out_channels) == (cin, cout):
+        return model
+    try:
+        new_cfg = UNetConfig(**{**old.to_dict(), "in_channels": cin, "out_channels": cout})
+    except ValueError as e:
+        raise ValueError(f"{name} takes {old.in_channels} and gives {old.out_channels} channel(s); it cannot be "
+                         f"adapted to {cin} -> {cout} ({e})") from e
+    adapted = Pix2PixModel(model.task.name, model.preset, config=new_cfg, normalization=model.normalization,
+                           name=model.name)
+    adapted.generator.load_state_dict(_adapt_state(model.generator, adapted.generator, old, new_cfg,
+                                                   mask=task.needs_mask))
+    adapted.card, adapted.source, adapted.training = dict(model.card), model.source, dict(model.training)
+    return adapted
+
+
+def _adapt_state(old_net: UNetGenerator, new_net: UNetGenerator, old: UNetConfig, new: UNetConfig, mask: bool
+                 ) -> dict[str, torch.Tensor]:
+    """The old weights in the new network's shapes: first layer's inputs and last layer's outputs adapted."""
+    old_state, new_state = old_net.state_dict(), new_net.state_dict()
+    modules = dict(new_net.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    for key, target in new_state.items():
+        src = old_state[key]
+        if src.shape == target.shape:
+            out[key] = src.clone()
+            continue
+        module = modules[key.rsplit(".", 1)[0]]
+        transposed = isinstance(module, nn.ConvTranspose2d)
+        if key.endswith("bias"):  # output channels of the last layer
+            out[key] = _copy_channels(src, 0, target.shape[0])
+        elif src.shape[1 if not transposed else 0] != target.shape[1 if not transposed else 0]:
+            out[key] = _share_inputs(src, 0 if transposed else 1, old.in_channels, new.in_channels, mask)
+        else:  # output channels of the last layer
+            out[key] = _copy_channels(src, 1 if transposed else 0, target.shape[1 if transposed else 0])
+    return out
+
+
+def _copy_channels(w: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """`n` output channels along `dim`, cycling through the old ones."""
+    idx = torch.arange(n) % w.shape[dim]
+    return w.index_select(dim, idx).clone()
+
+
+def _share_inputs(w: torch.Tensor, dim: int, old_in: int, new_in: int, mask: bool) -> torch.Tensor:
+    """New input channels along `dim`: image channels share the old image weights; a mask channel is kept."""
+    k_old, k_new = old_in - mask, new_in - mask
+    img = w.narrow(dim, 0, k_old)
+    if k_new >= k_old:  # spread: a gray image repeated on every channel gives the old response
+        parts = [img.narrow(dim, j % k_old, 1) * (k_old / k_new) for j in range(k_new)]
+    else:  # pool: channel j collects the old channels i with i % k_new == j
+        parts = [torch.stack([img.narrow(dim, i, 1) for i in range(j, k_old, k_new)]).sum(0) for j in range(k_new)]
+    if mask:
+        parts.append(w.narrow(dim, k_old, 1))
+    return torch.cat(parts, dim=dim).clone()
+
+
+def describe_start(model: Pix2PixModel, start_from: Any) -> str:
+    """A short record of where a run started from (a bundled name, a file, or a model's name)."""
+    if isinstance(start_from, Pix2PixModel):
+        return f"{model.name} (a model object{': ' + str(start_from.source) if start_from.source else ''})"
+    return str(start_from)
