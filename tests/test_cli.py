@@ -78,6 +78,9 @@ def test_cli_models_and_info(tmp_path, capsys):
     assert main(["models", str(path)]) == 0
     assert '"task": "colorize"' in capsys.readouterr().out
     assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    for name, info in p2p.list_models().items():  # every bundled model, with its task
+        assert any(line.startswith(name + " ") and info["task"] in line for line in listed.splitlines())
 
 
 def test_cli_predict_png_rgb(tmp_path):
@@ -128,6 +131,7 @@ def test_cli_trains_with_a_recipe_a_time_budget_and_a_warm_start(tmp_path, capsy
     assert m.training["started_from"] == str(first) and m.config == p2p.load_model(first).config
 
 
-def test_cli_usage_error_exits():
-    with pytest.raises(SystemExit):
+def test_cli_usage_error_exits(capsys):
+    with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
+    assert exc.value.code == 2 and "invalid choice: 'frobnicate'" in capsys.readouterr().err

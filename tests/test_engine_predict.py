@@ -155,8 +155,8 @@ def test_channel_and_mask_mismatches_are_named():
 
 
 def test_out_memmap_zarr_and_dask_inputs(tmp_path):
-    zarr = pytest.importorskip("zarr")
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+    import zarr
     m = tiny_model("denoise")
     im = smooth_image((150, 170), np.uint16)
     ref = m.predict(im, tile_size=64, overlap=16)
@@ -192,14 +192,20 @@ def test_progress_and_cancel():
     gen.close()  # stopping a generator between batches is clean
 
 
-def test_precision_fp32_matches_auto_within_40db():
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_auto_matches_fp32_within_40db(monkeypatch, native_bf16):
+    from napari_pix2pix.engine import device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: native_bf16)  # auto: bf16 where native, else fp32
     m = tiny_model("denoise", levels=4, ngf=8)
     im = smooth_image((128, 128))
     a = m.predict(im, precision="fp32")
-    b = m.predict(im, precision="bf16")
-    mse = np.mean((a - b) ** 2)
+    b = m.predict(im, precision="auto")
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
     psnr = 10 * np.log10(np.ptp(a) ** 2 / mse) if mse else np.inf
-    assert psnr > 30  # bf16 storage of a tiny random net; real nets measured in benchmarks/
+    assert psnr > 40  # bf16 arithmetic of a tiny random net; real networks are measured in benchmarks/
+    if not native_bf16:
+        assert mse == 0  # the same computation: fp32
 
 
 def test_auto_tile_size_fits_the_activation_budget():

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import napari  # noqa: E402, F401 - the testing extra has these: a missing package must fail CI
 import numpy as np
+import onnxruntime  # noqa: E402, F401
 import pytest
-
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-pytest.importorskip("onnxruntime")
+import pytestqt  # noqa: E402, F401
 
 import napari_pix2pix as p2p  # noqa: E402
 from napari_pix2pix._napari._qt.restore import DenoiseWidget  # noqa: E402
@@ -24,7 +23,7 @@ def _export(qtbot, dialog) -> str:
 
 
 def test_export_from_model_chooser_then_use_the_package(make_napari_viewer, qtbot, tiny_model_files, tmp_path):
-    pytest.importorskip("bioimageio.core")
+    import bioimageio.core  # noqa: F401
     viewer = make_napari_viewer()
     image = (np.random.default_rng(0).random((48, 40)) * 3000 + 100).astype(np.uint16)
     viewer.add_image(image, name="noisy")

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-napari = pytest.importorskip("napari")
-
 from napari.components import ViewerModel  # noqa: E402
 
 from napari_pix2pix._napari import jobs  # noqa: E402

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import napari  # noqa: E402, F401 - the testing extra has these: a missing package must fail CI
 import numpy as np
 import pytest
-
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
+import pytestqt  # noqa: E402, F401
 from PIL import Image  # noqa: E402
 
 from napari_pix2pix import Pix2PixModel  # noqa: E402
@@ -53,7 +51,7 @@ def test_train_from_layers_saves_and_model_is_listed_at_once(make_napari_viewer,
     denoise = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(denoise)
     before = denoise._model_combo.currentData()
-    assert before is None or before.bundled  # the bundled denoiser, where one ships
+    assert before is not None and before.bundled and before.ref == "denoise"  # the bundled denoiser
     w = _train_widget(viewer, tmp_path)
     w._input_combo.set_layer("noisy")
     w._target_combo.set_layer("clean")

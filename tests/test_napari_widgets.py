@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import napari  # noqa: E402, F401 - the testing extra has these: a missing package must fail CI
 import numpy as np
 import pytest
-
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
+import pytestqt  # noqa: E402, F401
 
 from napari_pix2pix._napari._qt.restore import (  # noqa: E402
     ColorizeWidget,
@@ -85,6 +84,8 @@ def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tin
     assert [str(p) for p in RECENT.paths()] == [str(tiny_model_files["denoise"].resolve())]
     fresh = _dock(viewer, DenoiseWidget)
     assert fresh._model_combo.currentData() is not None
+    refs = [fresh._model_combo.itemData(i).ref for i in range(fresh._model_combo.count())]
+    assert str(tiny_model_files["denoise"].resolve()) in refs  # the file chosen elsewhere is offered here too
 
 
 def test_bad_choices_are_reported_before_work(make_napari_viewer, qtbot, tiny_model_files):
@@ -158,7 +159,10 @@ def test_inpaint_with_labels_and_shapes(make_napari_viewer, qtbot, tiny_model_fi
     w._run_btn.click()
     assert "is empty" in w._status.text()
     labels.data[10:20, 30:40] = 1
+    before, mask_before = img.data.copy(), labels.data.copy()
     assert _run(qtbot, w) == "finished", w._status.text()
+    np.testing.assert_array_equal(img.data, before)  # the input layer, and the mask, are never modified
+    np.testing.assert_array_equal(labels.data, mask_before)
     out = viewer.layers["damaged inpainted"]
     m = labels.data > 0
     np.testing.assert_array_equal(out.data[~m], img.data[~m])  # only masked pixels change
@@ -184,9 +188,11 @@ def test_inpaint_with_labels_and_shapes(make_napari_viewer, qtbot, tiny_model_fi
 
 def test_colorize_makes_an_rgb_layer(make_napari_viewer, qtbot, tiny_model_files):
     viewer = make_napari_viewer()
-    viewer.add_image(_image((56, 64), np.uint8), name="gray", translate=(3, 4))
+    src = viewer.add_image(_image((56, 64), np.uint8), name="gray", translate=(3, 4))
+    before = src.data.copy()
     w = _dock(viewer, ColorizeWidget, tiny_model_files["colorize"])
     assert _run(qtbot, w) == "finished", w._status.text()
+    np.testing.assert_array_equal(src.data, before)  # the input layer is never modified
     out = viewer.layers["gray colorized"]
     assert out.rgb and out.data.shape == (56, 64, 3) and out.data.dtype == np.uint8
     np.testing.assert_allclose(out.translate, (3, 4))
@@ -194,7 +200,8 @@ def test_colorize_makes_an_rgb_layer(make_napari_viewer, qtbot, tiny_model_files
 
 def test_translate_applies_any_model_but_inpaint(make_napari_viewer, qtbot, tiny_model_files):
     viewer = make_napari_viewer()
-    viewer.add_image(_image((48, 48)).astype(np.float32), name="wide")
+    src = viewer.add_image(_image((48, 48)).astype(np.float32), name="wide")
+    before = src.data.copy()
     w = _dock(viewer, TranslateWidget)
     assert "No model yet" in w._model_note.text()
     assert not w.use_model_file(tiny_model_files["inpaint"]) and "Inpaint widget" in w._status.text()
@@ -204,6 +211,7 @@ def test_translate_applies_any_model_but_inpaint(make_napari_viewer, qtbot, tiny
         [w._model_combo.itemData(i).task for i in range(w._model_combo.count())].index("translate"))
     assert _run(qtbot, w) == "finished", w._status.text()
     assert viewer.layers["wide translated"].data.dtype == np.float32
+    np.testing.assert_array_equal(src.data, before)  # the input layer is never modified
 
 
 def test_widgets_and_samples_through_napari_plugin_system(make_napari_viewer):

@@ -84,19 +84,37 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def outputs_intensities(model: Pix2PixModel) -> bool:
+    """Whether the package's output is in intensities (fixed output or input range), not normalized units."""
+    norm = model.normalization
+    return norm.output == "fixed" or norm.input == "fixed"
+
+
 def output_affine(model: Pix2PixModel) -> tuple[float, float]:
     """(gain, offset) of the package's output ``scale_linear``: network units to output units."""
     norm = model.normalization
-    if norm.output == "fixed":
-        olo, ohi = safe_range(norm.out_lo, norm.out_hi)
+    if norm.output == "fixed" or norm.input == "fixed":  # a fixed range: exactly our intensities
+        olo, ohi = safe_range(norm.out_lo, norm.out_hi) if norm.output == "fixed" else safe_range(norm.in_lo,
+                                                                                                    norm.in_hi)
         gain = (ohi - olo) / (2 * SCALE)
         return gain, olo + SCALE * gain
     return 1 / (2 * SCALE), 0.5  # normalized units of the input: its low/high percentiles -> 0/1
 
 
+def input_affine(model: Pix2PixModel) -> tuple[float, float]:
+    """(gain, offset) taking intensities to network units, for a model with a fixed input range."""
+    norm = model.normalization
+    lo, hi = safe_range(norm.in_lo, norm.in_hi)
+    gain = 2 * SCALE / (hi - lo)
+    return gain, -lo * gain - SCALE
+
+
 def package_preprocess(model: Pix2PixModel, image: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """The package's preprocessing of a (C, H, W) image, as bioimageio.core computes it."""
     norm = model.normalization
+    if norm.input == "fixed":
+        gain, offset = input_affine(model)
+        return (image.astype(np.float64) * gain + offset).astype(np.float32)
     lo, hi = np.percentile(image.astype(np.float64), (norm.low, norm.high))
     x = (image.astype(np.float64) - lo) / (hi - lo + eps)
     return (x * 2 * SCALE - SCALE).astype(np.float32)
@@ -137,9 +155,12 @@ def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int,
         "",
         "## Inputs and outputs",
         "",
-        f"- `{ids['image']}` (batch, channel, y, x): any intensities. Preprocessing: the {norm.low} and "
-        f"{norm.high} percentiles of the whole sample (all channels pooled) are mapped to 0 and 1 "
-        "(`scale_range`), then to -0.8 and +0.8 (`scale_linear`): the network's range.",
+        (f"- `{ids['image']}` (batch, channel, y, x): intensities; {norm.in_lo:g} and {norm.in_hi:g} (the training "
+         "data's typical percentiles, used for every image) are mapped to -0.8 and +0.8, the network's range "
+         "(`scale_linear`)." if norm.input == "fixed" else
+         f"- `{ids['image']}` (batch, channel, y, x): any intensities. Preprocessing: the {norm.low} and "
+         f"{norm.high} percentiles of the whole sample (all channels pooled) are mapped to 0 and 1 "
+         "(`scale_range`), then to -0.8 and +0.8 (`scale_linear`): the network's range."),
     ]
     if model.task.needs_mask:
         lines.append(f"- `{ids['mask']}` (batch, 1, y, x): non-zero where pixels are to be filled. The network "
@@ -149,6 +170,9 @@ def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int,
         lines.append(f"- `{ids['output']}`: intensities on the training targets' scale "
                      f"({norm.out_lo:g} to {norm.out_hi:g} map to the network's -0.8 and +0.8), as napari-pix2pix "
                      "outputs them.")
+    elif norm.input == "fixed":
+        lines.append(f"- `{ids['output']}`: intensities on the input's scale (the network's -0.8 and +0.8 map back "
+                     f"to {norm.in_lo:g} and {norm.in_hi:g}), as napari-pix2pix outputs them.")
     else:
         lines += [
             f"- `{ids['output']}`: **in normalized units of the input**: 0 and 1 are the input's {norm.low} and "
@@ -311,12 +335,7 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
         test_tensor=bio.FileDescr(source=tmp / "test_input_image.npy"),
         sample_tensor=bio.FileDescr(source=tmp / "sample_input_image.tif"),
         data=bio.IntervalOrRatioDataDescr(type="float32"),
-        preprocessing=[
-            bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(axes=[bio.AxisId("channel"), bio.AxisId("y"),
-                                                                  bio.AxisId("x")],
-                                                            min_percentile=norm.low, max_percentile=norm.high)),
-            bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=2 * SCALE, offset=-SCALE)),
-        ],
+        preprocessing=_preprocessing(model),
     )]
     if has_mask:
         inputs.append(bio.InputTensorDescr(
@@ -329,6 +348,7 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
             data=bio.IntervalOrRatioDataDescr(type="float32"),
         ))
     units = ("intensities on the training targets' scale" if norm.output == "fixed"
+             else "intensities on the input's scale" if norm.input == "fixed"
              else f"normalized units of the input ({norm.low}/{norm.high} percentiles = 0/1)")
     gain, offset = output_affine(model)
     output = bio.OutputTensorDescr(
@@ -344,6 +364,21 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
         postprocessing=[bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=gain, offset=offset))],
     )
     return inputs, output
+
+
+def _preprocessing(model: Pix2PixModel) -> list[Any]:
+    """The input's normalization: whole-sample percentiles, or the model's fixed input range."""
+    from bioimageio.spec.model import v0_5 as bio
+
+    norm = model.normalization
+    if norm.input == "fixed":
+        gain, offset = input_affine(model)
+        return [bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=gain, offset=offset))]
+    return [
+        bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(axes=[bio.AxisId("channel"), bio.AxisId("y"), bio.AxisId("x")],
+                                                        min_percentile=norm.low, max_percentile=norm.high)),
+        bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=2 * SCALE, offset=-SCALE)),
+    ]
 
 
 def _weights_descr(tmp: Path, model: Pix2PixModel) -> Any:
@@ -493,7 +528,7 @@ def check_package(model: Pix2PixModel, path: str | os.PathLike[str], image: np.n
     if image.ndim == 2:
         image = image[None]
     ours, (lo, hi), (olo, ohi) = reference_prediction(model, image, mask)
-    if model.normalization.output != "fixed":
+    if not outputs_intensities(model):
         ours = (ours - lo) / (hi - lo)
     descr = load_model_description(Path(path), perform_io_checks=False)
     inputs: dict[str, np.ndarray] = {"image": image[None]}

@@ -139,10 +139,14 @@ class Pix2PixModel:
     def load(cls, path: str | os.PathLike[str]) -> Pix2PixModel:
         """Load a model file written by :meth:`save`, or a bioimage.io package of one of our generators.
 
-        Model files are never unpickled and tampered files are refused. bioimage.io packages
-        (a ``.zip``, its folder or its ``rdf.yaml``; see :meth:`export_bioimageio`) have every
-        file checked against its SHA-256 and their weights read with
-        ``torch.load(weights_only=True)``; the package's code is never run.
+        Model files are never unpickled, and a corrupted file (its SHA-256 integrity check
+        fails) is refused. bioimage.io packages (a ``.zip``, its folder or its ``rdf.yaml``; see
+        :meth:`export_bioimageio`) have every file checked against its SHA-256 and their
+        weights read with ``torch.load(weights_only=True)``; the package's code is never run.
+        Before any network is built, the stored architecture is checked against the stored
+        weights (names and shapes, on PyTorch's ``meta`` device: nothing is allocated) and
+        against a bound far above every preset, so that a crafted file cannot make the loader
+        allocate or run anything.
         """
         from .package import is_package, read_package
 
@@ -153,6 +157,7 @@ class Pix2PixModel:
                                  "unpacked bioimage.io package")
         else:
             tensors, meta = read_model_file(path)
+        check_weights(_architecture(meta), tensors, Path(path).name)
         model = cls.from_metadata(meta)
         try:  # float16-stored weights are copied into the float32 generator
             model.generator.load_state_dict(tensors, strict=True)
@@ -164,11 +169,10 @@ class Pix2PixModel:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Pix2PixModel:
-        """An untrained model with the architecture and settings recorded in `meta`."""
+        """An untrained model with the architecture and settings recorded in `meta` (bounded: see check_weights)."""
+        config = _architecture(meta)
+        check_size(config, "the model")
         try:
-            arch = dict(meta["architecture"])
-            arch.pop("type", None)
-            config = UNetConfig(**arch)
             task = meta["task"]
             if task not in TASKS:
                 raise ValueError(f"unknown task {task!r}")
@@ -384,6 +388,58 @@ class Pix2PixModel:
         return result, spread
 
 
+MAX_PARAMETERS = 250_000_000  # bound for a stored architecture: unet_256 has 54 M, the other presets fewer
+
+
+def _architecture(meta: dict[str, Any]) -> UNetConfig:
+    """The UNetConfig recorded in a file's metadata (checked by its own rules)."""
+    try:
+        arch = dict(meta["architecture"])
+        arch.pop("type", None)
+        return UNetConfig(**arch)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"model metadata is incomplete or invalid: {e}") from e
+
+
+def _meta_network(config: UNetConfig) -> UNetGenerator:
+    """The network of `config` on PyTorch's meta device: shapes only, nothing allocated."""
+    with torch.device("meta"):
+        return UNetGenerator(config)
+
+
+def check_size(config: UNetConfig, name: str) -> None:
+    """Refuse an architecture far beyond any napari-pix2pix network before it is built."""
+    if max(config.in_channels, config.out_channels) > 4096 or config.ngf > 8192:
+        raise ModelFileError(f"{name}: its architecture ({config.in_channels} -> {config.out_channels} channels, "
+                             f"width {config.ngf}) is far beyond any napari-pix2pix network; refusing to build it")
+    n = sum(p.numel() for p in _meta_network(config).parameters())
+    if n > MAX_PARAMETERS:
+        raise ModelFileError(f"{name}: its architecture has {n / 1e6:,.0f} M parameters, far beyond any napari-pix2pix "
+                             f"network (at most {MAX_PARAMETERS // 1_000_000} M); refusing to build it")
+
+
+def check_weights(config: UNetConfig, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """The stored weights must be exactly those of the stored architecture (names and shapes), which is bounded.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the first tensors that are missing, unexpected or of another shape.
+    """
+    check_size(config, name)
+    expected = {k: tuple(v.shape) for k, v in _meta_network(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or extra or wrong:
+        parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+            [f"unexpected {', '.join(extra[:3])}"] if extra else []) + (
+            [f"{k} is {got[k]}, the architecture needs {expected[k]}" for k in wrong[:3]])
+        raise ModelFileError(f"{name}: the weights do not fit the stored architecture ({'; '.join(parts)}); "
+                             "the file is not a napari-pix2pix model as saved")
+
+
 def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
     """Element `k` (0-7) of the square's symmetry group on the last two axes, or its inverse."""
     flip, rot = k >= 4, k % 4
@@ -448,18 +504,8 @@ def import_reference_checkpoint(
         task, preset, config=preset_config(preset, in_channels=in_channels, out_channels=out_channels,
                                            dropout=0.5 if dropout else 0.0, **overrides),
     )
-    mapping = reference_key_map(model.config)
-    ours: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for ref, our in mapping.items():
-            if key.startswith(ref) and "." not in key[len(ref):]:
-                ours[our + key[len(ref):]] = value
-                break
-        else:
-            raise ModelFileError(
-                f"{Path(path).name}: unexpected key {key!r}; is it a {preset} generator with "
-                f"input_nc={in_channels}, output_nc={out_channels}?"
-            )
+    ours = map_reference_state(state, model.config, f"{Path(path).name}: is it a {preset} generator with "
+                               f"input_nc={in_channels}, output_nc={out_channels}?")
     try:
         model.generator.load_state_dict(ours, strict=True)
     except RuntimeError as e:
@@ -467,6 +513,26 @@ def import_reference_checkpoint(
     model.source = str(path)
     model.card["imported_from"] = Path(path).name
     return model
+
+
+def map_reference_state(state: dict[str, Any], config: UNetConfig, hint: str = "") -> dict[str, Any]:
+    """The reference implementation's state-dict entries under our names (values passed through).
+
+    Raises
+    ------
+    ModelFileError
+        For a key the reference's UnetGenerator of `config` does not have.
+    """
+    mapping = reference_key_map(config)
+    ours: dict[str, Any] = {}
+    for key, value in state.items():
+        for ref, our in mapping.items():
+            if key.startswith(ref) and "." not in key[len(ref):]:
+                ours[our + key[len(ref):]] = value
+                break
+        else:
+            raise ModelFileError(f"unexpected key {key!r}" + (f"; {hint}" if hint else ""))
+    return ours
 
 
 def _half_if_it_fits(v: torch.Tensor) -> torch.Tensor:

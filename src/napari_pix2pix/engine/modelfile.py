@@ -25,7 +25,7 @@ SUFFIX = ".safetensors"
 
 
 class ModelFileError(ValueError):
-    """A model file is missing, not ours, corrupted or tampered with."""
+    """A model file is missing, not ours, corrupted, or crafted (refused before anything is built)."""
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:

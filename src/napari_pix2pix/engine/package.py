@@ -56,6 +56,7 @@ class _Package:
             raise ModelFileError(f"{self.path.name}: {name!r} is not a file inside the package")
         try:
             if self._zip is not None:
+                _check_member(self._zip.getinfo(name), self.path.name)
                 return self._zip.read(name)
             return (Path(self.root or ".") / name).read_bytes()
         except KeyError as e:
@@ -68,6 +69,20 @@ class _Package:
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
+
+
+MAX_MEMBER = 2 * 2**30  # bytes a packaged file may unpack to
+MAX_RATIO = 200  # and its unpacked / packed size (weights compress about 1.1x; a zip bomb 1000x and more)
+
+
+def _check_member(info: zipfile.ZipInfo, package: str) -> None:
+    """Refuse a zip member that would unpack to more than any model needs (a zip bomb)."""
+    if info.file_size > MAX_MEMBER:
+        raise ModelFileError(f"{package}: {info.filename} would unpack to {info.file_size / 2**30:.1f} GiB, more than "
+                             f"any model file ({MAX_MEMBER / 2**30:.0f} GiB); refusing to read it")
+    if info.file_size > 16 * 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        raise ModelFileError(f"{package}: {info.filename} unpacks {info.file_size // max(info.compress_size, 1)}-fold "
+                             "(a zip bomb?); refusing to read it")
 
 
 def is_package(path: str | os.PathLike[str]) -> bool:
