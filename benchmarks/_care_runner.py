@@ -110,8 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     if axes == "SYX":
         x, y = (a if a.ndim == 3 else a[None] for a in (x, y))
     tt = t if axes == "YX" or t.ndim == 3 else t[None]
-    common = dict(experiment_name=f"peer_{args.mode}", data_type="array", axes=axes,
-                  patch_size=_patch_size(x, t), batch_size=args.batch_size)
+    patch = _patch_size(x, t)
+    n_patches = sum((h // patch[0]) * (w // patch[1]) for h, w in ([x.shape[-2:]] if x.ndim == 2 else
+                                                                [a.shape[-2:] for a in x]))
+    # CAREamics holds out 8 validation patches by default: fewer when the training image is small
+    common = dict(experiment_name=f"peer_{args.mode}", data_type="array", axes=axes, patch_size=patch,
+                  batch_size=args.batch_size, n_val_patches=max(1, min(8, n_patches // 4)))
     if args.defaults:
         cfg = (create_care_config if args.mode == "care" else create_n2n_config)(**common)
     else:

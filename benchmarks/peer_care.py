@@ -200,8 +200,9 @@ def main() -> None:
                 print(f"{case:9s} {name:22s} {budget:>7s}  input {base:.2f}  {care_txt}  "
                       f"ours {row['ours_psnr']:.2f} dB ({ours['call_s']:.1f} s of {row['ours_budget_s']:.1f}, "
                       f"{ours['steps']} steps, {ours['recipe']}{start})", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "options": options, "rows": rows}, indent=1))
+                if args.out:  # after every row: a long run that stops keeps what it measured
+                    Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "options": options, "rows": rows},
+                                                         indent=1))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,14 @@ def test_bad_configs_are_named():
 def test_presets_build():
     for name in PRESETS:
         cfg = preset_config(name)
-        assert cfg.levels >= 6
+        if cfg.spatial_dims == 2:
+            assert cfg.levels >= 6 and cfg.size_multiple == (2**cfg.levels,) * 2
+        else:  # 3D: Z halved at the finest z_levels levels only
+            assert name.startswith("unet3d_") and cfg.size_multiple[0] == 2**cfg.z_levels < cfg.size_multiple[1]
+            net = UNetGenerator(cfg).eval()
+            x = torch.randn(1, 1, *(2 * m for m in cfg.size_multiple))
+            with torch.no_grad():
+                assert net(x).shape == x.shape
 
 
 def test_patchgan_is_70x70():

@@ -242,7 +242,7 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch):
 def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
     from napari_pix2pix.engine import training
 
-    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device: torch.float16)  # as on a GPU
+    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.float16)  # as on a GPU
     model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=3, patch_size=32, batch_size=2,
                       val_fraction=0, preset="unet_tiny", generator={"levels": 3, "ngf": 4}, recipe="paper", ndf=4,
                       model_path=tmp_path / "m.safetensors")

@@ -25,16 +25,26 @@ def _progress_bar(total: int, desc: str) -> Any:
 
 
 # ---------------------------------------------------------------------- predict
-def _tile_size(text: str) -> int | str:
+def _sizes(text: str, what: str) -> int | tuple[int, ...]:
+    """A size in pixels, or one per axis ("16,64,64": z, y, x)."""
+    try:
+        values = tuple(int(t) for t in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be a number of pixels, or one per axis as z,y,x "
+                                         f"(e.g. 16,64,64), got {text!r}") from None
+    if len(values) not in (1, 2, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{what} must be at least 1 pixel (one size, or 2-3 of them), got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _tile_size(text: str) -> int | tuple[int, ...] | str:
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tile size must be a number of pixels or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"tile size must be at least 1 pixel, got {value}")
-    return value
+    return _sizes(text, "tile size")
+
+
+def _patch_size(text: str) -> int | tuple[int, ...]:
+    return _sizes(text, "patch size")
 
 
 def _number(kind: type, low: float, inclusive: bool) -> Any:
@@ -63,21 +73,23 @@ def _non_negative(kind: type) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Apply a model to files and folders."""
-    from .engine.io import IMAGE_SUFFIXES, list_images, read_image, write_image
+    from .engine.io import IMAGE_SUFFIXES, image_axes, is_zarr, list_images, read_image, write_image
     from .engine.registry import load_model
 
     model = load_model(args.model)
     files: list[Path] = []
     for item in args.inputs:
         p = Path(item)
-        if p.is_dir():
+        if is_zarr(p):
+            files.append(p)
+        elif p.is_dir():
             files += list_images(p)
         elif p.is_file():
             files.append(p)
         else:
             raise FileNotFoundError(f"input {item!r} is neither a file nor a folder")
     if not files:
-        raise ValueError(f"no TIFF/PNG/JPEG images found in {args.inputs}")
+        raise ValueError(f"no TIFF/PNG/JPEG images or zarr stores found in {args.inputs}")
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     masks = {p.stem: p for p in list_images(args.mask_dir)} if args.mask_dir else {}
@@ -87,8 +99,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         image = read_image(f)
         ca = args.channel_axis
         is_rgb_file = image.ndim == 3 and image.shape[-1] in (3, 4) and f.suffix.lower() != ".tif"
-        if ca is None and is_rgb_file:
-            ca = -1
+        if ca is None and (is_rgb_file or (image_axes(f) or "").endswith("C")):
+            ca = -1  # RGB files, and hyperstacks (read with their channels last)
         mask = read_image(masks[f.stem]) != 0 if f.stem in masks else None
         bar = _progress_bar(0, f.name)
         t = time.perf_counter()
@@ -98,10 +110,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.n = p.done
             bar.refresh()
 
+        zarr_out = out_dir / (f.stem + args.suffix + ".zarr") if is_zarr(f) else None  # lazy in, lazy out
         result = model.predict(image, mask, channel_axis=ca, tile_size=args.tile_size, overlap=args.overlap,
                                batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               progress=on_progress)
+                               progress=on_progress, out=zarr_out)
         bar.close()
+        if zarr_out is not None:
+            print(f"{f.name} -> {zarr_out} ({result.shape}, {result.dtype}, {time.perf_counter() - t:.1f} s)")
+            continue
         suffix = f.suffix.lower()
         if suffix in (".jpg", ".jpeg") and result.dtype.name != "uint8":
             suffix = ".tif"
@@ -204,7 +220,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.config:
         options.update(json.loads(Path(args.config).read_text()))
-    for name in ("task", "recipe", "preset", "start_from", "steps", "minutes", "batch_size", "patch_size", "lr",
+    for name in ("task", "recipe", "preset", "start_from", "spatial_dims", "z_context", "steps", "minutes",
+                 "batch_size", "patch_size", "lr",
                  "lambda_l1", "gan_weight", "val_fraction", "val_split", "val_every", "checkpoint_every", "seed",
                  "device", "precision", "ndf", "gan_mode", "ema", "d_scales", "feature_matching", "r1"):
         v = getattr(args, name)
@@ -277,21 +294,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``napari-pix2pix``."""
-    ap = argparse.ArgumentParser(prog="napari-pix2pix", description="Pix2Pix image restoration and translation.")
-    ap.add_argument("--version", action="version", version=f"napari-pix2pix {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
-
+def _predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="apply a model to image files or folders")
     p.add_argument("model", help="bundled model name or model file (.safetensors)")
-    p.add_argument("inputs", nargs="+", help="TIFF/PNG/JPEG files or folders")
+    p.add_argument("inputs", nargs="+", help="TIFF/PNG/JPEG files, zarr stores (.zarr, written back as zarr) or "
+                                             "folders of them; multi-page TIFF stacks and volumes")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--mask-dir", help="inpaint: folder of masks named like the inputs (non-zero = fill)")
     p.add_argument("--channel-axis", type=int, default=None, help="channel axis of the inputs")
     p.add_argument("--tile-size", type=_tile_size, default="auto",
-                   help="largest tile side in pixels (rounded to the network multiple), or 'auto' (default: "
-                        "the largest that fits ~512 MB of activations)")
+                   help="largest tile side in pixels (rounded to the network multiple), z,y,x for volumes, or "
+                        "'auto' (default: the largest that fits ~512 MB of activations)")
     p.add_argument("--overlap", type=_non_negative(int), default=64, help="smallest overlap of neighbouring tiles")
     p.add_argument("--batch-size", type=_positive(int), default=None,
                    help="tiles per forward pass (default: by memory)")
@@ -300,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.set_defaults(func=cmd_predict)
 
+
+def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model on paired folders or clean images")
     src = p.add_argument_group("data (one source)")
     src.add_argument("--input-dir", help="input images, paired with --target-dir by file name")
@@ -325,7 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", type=_positive(int))
     p.add_argument("--upsample", choices=UPSAMPLES, help="generator upsampling (resize: no checkerboard artefacts)")
     p.add_argument("--batch-size", type=_positive(int), help="default: auto (about 64 k pixels per step)")
-    p.add_argument("--patch-size", type=_positive(int), help="default: auto (64, or 128 for images of 512 px+)")
+    p.add_argument("--patch-size", type=_patch_size,
+                   help="default: auto (64, or 128 for images of 512 px+; volumes 16,64,64); z,y,x for volumes")
+    p.add_argument("--spatial-dims", type=int, choices=(2, 3),
+                   help="3: a 3D network for volumes (Z, Y, X); default 2 (images; stacks plane by plane)")
+    p.add_argument("--z-context", type=_non_negative(int),
+                   help="2.5D: a 2D network sees each plane with this many neighbours on either side")
     p.add_argument("--lr", type=_positive(float), help="default: the recipe's (lower for a warm start)")
     p.add_argument("--lambda-l1", type=_non_negative(float), help="weight of the pixel loss (default 100)")
     p.add_argument("--gan-weight", type=_non_negative(float), help="weight of the adversarial term (0: no GAN)")
@@ -347,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("-v", "--verbose", action="store_true", help="also log every saved file")
     p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``napari-pix2pix``."""
+    ap = argparse.ArgumentParser(prog="napari-pix2pix", description="Pix2Pix image restoration and translation.")
+    ap.add_argument("--version", action="version", version=f"napari-pix2pix {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _predict_parser(sub)
+    _train_parser(sub)
 
     p = sub.add_parser("export", help="export a model: bioimage.io package (.zip), ONNX or TorchScript")
     p.add_argument("model", help="bundled model name, model file or bioimage.io package")

@@ -73,6 +73,13 @@ class ModelInfo:
     multiple: int  # inputs are padded to a multiple of this; the smallest tile size
     bundled: bool = False
     description: str = ""
+    spatial_dims: int = 2  # 3: restores volumes (Z, Y, X) as volumes
+    z_context: int = 0  # 2.5D: sees each plane with this many neighbours on either side
+
+    @property
+    def whole_stack(self) -> bool:
+        """Whether the model needs the whole stack (3D, or 2.5D: a plane's neighbours), not one plane."""
+        return self.spatial_dims == 3 or self.z_context > 0
 
     @property
     def label(self) -> str:
@@ -85,7 +92,9 @@ class ModelInfo:
     def tooltip(self) -> str:
         """Longer description for a tooltip."""
         where = "bundled with napari-pix2pix" if self.bundled else short_path(self.ref)
-        return f"{self.name}: {self.task} model, {self.preset}\n{where}" + (
+        dims = ", 3D (volumes)" if self.spatial_dims == 3 else (
+            f", 2.5D ({self.z_context} neighbouring planes each side)" if self.z_context else "")
+        return f"{self.name}: {self.task} model, {self.preset}{dims}\n{where}" + (
             f"\n{self.description}" if self.description else "")
 
 
@@ -105,8 +114,10 @@ def model_info(path: str | os.PathLike[str], *, bundled_name: str | None = None)
         )
     try:
         arch = {k: v for k, v in dict(meta["architecture"]).items() if k != "type"}
-        multiple = max(UNetConfig(**arch).size_multiple)
+        config = UNetConfig(**arch)
+        multiple = max(config.size_multiple)
         task = str(meta["task"])
+        z_context = int(meta.get("z_context", 0))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{Path(path).name} has incomplete model metadata ({e})") from e
     return ModelInfo(
@@ -117,6 +128,8 @@ def model_info(path: str | os.PathLike[str], *, bundled_name: str | None = None)
         multiple=multiple,
         bundled=bundled_name is not None,
         description=str(meta.get("card", {}).get("summary", "")),
+        spatial_dims=config.spatial_dims,
+        z_context=z_context,
     )
 
 

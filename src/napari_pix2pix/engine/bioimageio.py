@@ -134,7 +134,30 @@ def _cover(model: Pix2PixModel, image: np.ndarray, output: np.ndarray, path: Pat
     Image.fromarray(np.concatenate([left, right], axis=1)).save(path, format="PNG")
 
 
-def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int, ids: dict[str, str]) -> str:
+def _tiling_lines(model: Pix2PixModel, geometry: _Geometry) -> list[str]:
+    """The README's tiling facts: the size grid, the halo, Z for volumes, the channels of 2.5D models."""
+    multiple, halo_px, rf, c = geometry.multiple, geometry.halo, geometry.receptive_field, model.config
+    return [
+        "## Tiling",
+        "",
+        f"- y and x must be multiples of {multiple} (the U-Net halves them {c.levels} times). Tiles are at "
+        f"least {2 * multiple} px: {multiple} px plus the halo on each side.",
+        f"- Halo: {halo_px} px per side of an output tile (half the size multiple, so that a tile padded by "
+        "the halo stays a multiple of the size multiple). The theoretical "
+        f"receptive field is {rf} px; a strided U-Net is not shift-invariant, so tiles that start on multiples "
+        f"of {multiple} agree best with a prediction of the whole image.",
+        *([f"- z must be a multiple of {geometry.multiples[0]} (the U-Net halves Z at its "
+           f"{sum(c.halves(0))} finest levels only: Z is usually shorter and coarser than y and x); halo "
+           f"{geometry.halos[0]} planes."] if len(geometry.axes) == 3 else []),
+        *([f"- 2.5D: the channels are the plane to restore with its {model.z_context} neighbours on either side "
+           "along Z (reflected at the first and last planes), in the order: the plane z itself, then "
+           "z-k ... z-1, z+1 ... z+k"]
+          if model.z_context else []),
+    ]
+
+
+def _documentation(model: Pix2PixModel, geometry: _Geometry, *, ids: dict[str, str]) -> str:
+    axes = ", ".join(geometry.axes)
     norm = model.normalization
     task = model.task.name
     card = model.card or {}
@@ -155,15 +178,15 @@ def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int,
         "",
         "## Inputs and outputs",
         "",
-        (f"- `{ids['image']}` (batch, channel, y, x): intensities; {norm.in_lo:g} and {norm.in_hi:g} (the training "
+        (f"- `{ids['image']}` (batch, channel, {axes}): intensities; {norm.in_lo:g} and {norm.in_hi:g} (the training "
          "data's typical percentiles, used for every image) are mapped to -0.8 and +0.8, the network's range "
          "(`scale_linear`)." if norm.input == "fixed" else
-         f"- `{ids['image']}` (batch, channel, y, x): any intensities. Preprocessing: the {norm.low} and "
+         f"- `{ids['image']}` (batch, channel, {axes}): any intensities. Preprocessing: the {norm.low} and "
          f"{norm.high} percentiles of the whole sample (all channels pooled) are mapped to 0 and 1 "
          "(`scale_range`), then to -0.8 and +0.8 (`scale_linear`): the network's range."),
     ]
     if model.task.needs_mask:
-        lines.append(f"- `{ids['mask']}` (batch, 1, y, x): non-zero where pixels are to be filled. The network "
+        lines.append(f"- `{ids['mask']}` (batch, 1, {axes}): non-zero where pixels are to be filled. The network "
                      "sees the image with the holes set to 0 plus the mask; every pixel outside the mask is "
                      "returned unchanged.")
     if norm.output == "fixed":
@@ -183,14 +206,7 @@ def _documentation(model: Pix2PixModel, *, multiple: int, halo_px: int, rf: int,
         ]
     lines += [
         "",
-        "## Tiling",
-        "",
-        f"- y and x must be multiples of {multiple} (the U-Net halves them {c.levels} times). Tiles are at "
-        f"least {2 * multiple} px: {multiple} px plus the halo on each side.",
-        f"- Halo: {halo_px} px per side of an output tile (half the size multiple, so that a tile padded by "
-        "the halo stays a multiple of the size multiple). The theoretical "
-        f"receptive field is {rf} px; a strided U-Net is not shift-invariant, so tiles that start on multiples "
-        f"of {multiple} agree best with a prediction of the whole image.",
+        *_tiling_lines(model, geometry),
         "- Percentiles are statistics of the whole sample, never of a tile.",
         "",
         "## Exact use in napari-pix2pix",
@@ -246,41 +262,55 @@ def halo(config: Any) -> int:
 
 @dataclass(frozen=True)
 class _Geometry:
-    """The network's tiling facts as a package states them (along y and x)."""
+    """The network's tiling facts as a package states them: along x (y is the same), and per spatial axis."""
 
     multiple: int
     halo: int
     receptive_field: int
+    axes: tuple[str, ...] = ("y", "x")
+    multiples: tuple[int, ...] = ()
+    halos: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, config: Any) -> _Geometry:
+        axes = ("z", "y", "x") if config.spatial_dims == 3 else ("y", "x")
+        return cls(config.size_multiple[-1], config.halo[-1], config.receptive_field[-1], axes,
+                   tuple(config.size_multiple), tuple(config.halo))
 
 
 def _test_tensors(model: Pix2PixModel, image: np.ndarray | None, mask: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The package's test image (C, h, w) cropped to the size grid, and its mask (inpaint); checked."""
-    multiple = model.config.multiple
+    """The package's test image (C, h, w) (3D: (C, d, h, w)) cropped to the size grid, and its mask; checked."""
+    multiples = model.config.size_multiple
+    dims = len(multiples)
     if image is None:
         image, mask = test_image(model)
     image = np.asarray(image, np.float32)
     if not np.isfinite(image).all():
         raise ValueError("the test image contains NaN or infinite values: give a finite image "
                          "(the package's test tensors are computed from it)")
-    if image.ndim == 2:
+    if image.ndim == dims:
         image = image[None]
     c = model.task.image_channels(model.config.in_channels)
-    if image.ndim != 3 or image.shape[0] != c or min(image.shape[1:]) < 2 * multiple:
-        raise ValueError(f"the test image must be (H, W) or ({c}, H, W) with H and W at least {2 * multiple} "
-                         f"(twice the network's size multiple: the package's smallest tile); got shape {image.shape}")
+    axes = "D, H, W" if dims == 3 else "H, W"
+    if (image.ndim != dims + 1 or image.shape[0] != c
+            or any(n < 2 * m for n, m in zip(image.shape[1:], multiples, strict=True))):
+        raise ValueError(f"the test image must be ({axes}) or ({c}, {axes}) with sizes at least "
+                         f"{tuple(2 * m for m in multiples)} (twice the network's size multiple: the package's "
+                         f"smallest tile); got shape {image.shape}")
     full = image.shape[1:]
-    h, w = full[0] - full[0] % multiple, full[1] - full[1] % multiple
-    image = np.ascontiguousarray(image[:, :h, :w])  # top-left crop to the size grid
+    grid = tuple(n - n % m for n, m in zip(full, multiples, strict=True))
+    crop = tuple(slice(0, n) for n in grid)
+    image = np.ascontiguousarray(image[(slice(None), *crop)])  # top-left crop to the size grid
     if not model.task.needs_mask:
         return image, None
     m = None if mask is None else np.asarray(mask) != 0
     if m is None or m.shape != full:
         raise ValueError(f"an inpainting test needs a mask of the test image's size {full} (non-zero = fill)")
-    if not m[:h, :w].any():
+    if not m[crop].any():
         raise ValueError("the test mask is empty inside the test image (cropped to a multiple of "
-                         f"{multiple}); mark pixels to fill")
-    return image, m[:h, :w]
+                         f"{multiples}); mark pixels to fill")
+    return image, m[crop]
 
 
 def _write_files(tmp: Path, model: Pix2PixModel, net: Any, image: np.ndarray, mask: np.ndarray | None,
@@ -309,9 +339,9 @@ def _write_files(tmp: Path, model: Pix2PixModel, net: Any, image: np.ndarray, ma
         tifffile.imwrite(tmp / "sample_input_mask.tif", mask.astype(np.float32)[None, None])
     np.save(tmp / "test_output.npy", test_out)
     tifffile.imwrite(tmp / "sample_output.tif", test_out)
-    _cover(model, image, test_out[0], tmp / "cover.png")
-    (tmp / "README.md").write_text(_documentation(model, multiple=geometry.multiple, halo_px=geometry.halo,
-                                                  rf=geometry.receptive_field, ids=ids))
+    mid = (slice(None), image.shape[1] // 2) if image.ndim == 4 else (slice(None),)  # a volume: its middle plane
+    _cover(model, image[mid], test_out[0][mid], tmp / "cover.png")
+    (tmp / "README.md").write_text(_documentation(model, geometry, ids=ids))
 
 
 def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Geometry, ids: dict[str, str]
@@ -319,17 +349,19 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
     """The input tensors (image, and mask for inpainting) and the output tensor of the package."""
     from bioimageio.spec.model import v0_5 as bio
 
-    norm, cfg, multiple = model.normalization, model.config, geometry.multiple
+    norm, cfg = model.normalization, model.config
     image_id = bio.TensorId(ids["image"])
+    axes = geometry.axes
 
     def same_as_image(axis: str) -> Any:
         return bio.SizeReference(tensor_id=image_id, axis_id=bio.AxisId(axis))
 
-    space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=2 * multiple, step=multiple))
-             for a in ("y", "x")]
+    space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=2 * m, step=m))
+             for a, m in zip(axes, geometry.multiples, strict=True)]
+    grid = ", ".join(f"{a} multiples of {m}" for a, m in zip(axes, geometry.multiples, strict=True))
     inputs = [bio.InputTensorDescr(
         id=image_id,
-        description=f"image to {model.task.name}; y and x multiples of {multiple}",
+        description=f"{'volume' if len(axes) == 3 else 'image'} to {model.task.name}; {grid}",
         axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=_channel_names(model.task.image_channels(
             cfg.in_channels))), *space],
         test_tensor=bio.FileDescr(source=tmp / "test_input_image.npy"),
@@ -342,7 +374,7 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
             id=bio.TensorId(ids["mask"]),
             description="non-zero where pixels are to be filled",
             axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=["mask"]),
-                  *(bio.SpaceInputAxis(id=bio.AxisId(a), size=same_as_image(a)) for a in ("y", "x"))],
+                  *(bio.SpaceInputAxis(id=bio.AxisId(a), size=same_as_image(a)) for a in axes)],
             test_tensor=bio.FileDescr(source=tmp / "test_input_mask.npy"),
             sample_tensor=bio.FileDescr(source=tmp / "sample_input_mask.tif"),
             data=bio.IntervalOrRatioDataDescr(type="float32"),
@@ -356,14 +388,18 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
         description=units,
         axes=[bio.BatchAxis(),
               bio.ChannelAxis(channel_names=_channel_names(cfg.out_channels, model.task.name == "colorize")),
-              *(bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=geometry.halo, size=same_as_image(a))
-                for a in ("y", "x"))],
+              *(bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=h, size=same_as_image(a))
+                for a, h in zip(axes, geometry.halos, strict=True))],
         test_tensor=bio.FileDescr(source=tmp / "test_output.npy"),
         sample_tensor=bio.FileDescr(source=tmp / "sample_output.tif"),
         data=bio.IntervalOrRatioDataDescr(type="float32"),
         postprocessing=[bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=gain, offset=offset))],
     )
     return inputs, output
+
+
+def _axes(model: Pix2PixModel) -> tuple[str, ...]:
+    return ("z", "y", "x") if model.config.spatial_dims == 3 else ("y", "x")
 
 
 def _preprocessing(model: Pix2PixModel) -> list[Any]:
@@ -375,7 +411,7 @@ def _preprocessing(model: Pix2PixModel) -> list[Any]:
         gain, offset = input_affine(model)
         return [bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=gain, offset=offset))]
     return [
-        bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(axes=[bio.AxisId("channel"), bio.AxisId("y"), bio.AxisId("x")],
+        bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(axes=[bio.AxisId(a) for a in ("channel", *_axes(model))],
                                                         min_percentile=norm.low, max_percentile=norm.high)),
         bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=2 * SCALE, offset=-SCALE)),
     ]
@@ -438,7 +474,8 @@ def _model_descr(tmp: Path, model: Pix2PixModel, net: Any, has_mask: bool, geome
                 ),
             ),
             **{CONFIG_KEY: _json_safe({**model.metadata, "size_multiple": geometry.multiple,
-                                       "receptive_field": geometry.receptive_field, "halo": geometry.halo})},
+                                       "receptive_field": geometry.receptive_field, "halo": geometry.halo,
+                                       "size_multiples": list(geometry.multiples), "halos": list(geometry.halos)})},
         ),
     )
 
@@ -492,7 +529,7 @@ def export_bioimageio(
     except ValueError:
         raise ValueError(f"{licence!r} is not an SPDX licence identifier (e.g. BSD-3-Clause, MIT, CC-BY-4.0)") from None
     image, mask = _test_tensors(model, image, mask)
-    geometry = _Geometry(cfg.size_multiple[-1], cfg.halo[-1], cfg.receptive_field[-1])
+    geometry = _Geometry.of(cfg)
     ids = {"image": "image", "mask": "mask", "output": OUTPUT_IDS[model.task.name]}
     net = export_network(model)
     path = Path(path)

@@ -17,8 +17,9 @@ import numpy as np
 
 from .io import list_images, read_image
 from .normalization import Normalization, plane_percentiles, safe_range, to_network
-from .synthesis import NoiseConfig, add_noise, random_mask, to_gray
+from .synthesis import NoiseConfig, add_noise, random_mask, random_mask_3d, to_gray
 from .tasks import Task, get_task
+from .tiling import context_order
 
 
 @dataclass
@@ -32,25 +33,47 @@ class Plane:
     name: str = ""
 
 
-def _planes(arr: np.ndarray, channel_axis: int | None) -> list[np.ndarray]:
-    """Split an array into (C, H, W) planes: the last two non-channel axes are Y, X."""
+def _planes(arr: np.ndarray, channel_axis: int | None, dims: int = 2) -> list[np.ndarray]:
+    """Split an array into (C, H, W) planes (or (C, Z, H, W) volumes): the last `dims` non-channel axes."""
     a = np.asarray(arr)
     if a.size == 0:
         raise ValueError(f"an image is empty (shape {a.shape})")
     if channel_axis is None:
-        a = a[..., None, :, :]
+        a = np.expand_dims(a, a.ndim - dims)
     else:
         ca = channel_axis % a.ndim
-        if a.ndim - 1 < 2:
-            raise ValueError(f"image of shape {a.shape} has fewer than 2 spatial axes besides channel_axis")
-        a = np.moveaxis(a, ca, -3)
-    if a.ndim < 3:
-        raise ValueError(f"image of shape {np.shape(arr)} has fewer than 2 spatial axes")
-    return list(a.reshape(-1, *a.shape[-3:]))
+        if a.ndim - 1 < dims:
+            raise ValueError(f"image of shape {a.shape} has fewer than {dims} spatial axes besides channel_axis")
+        a = np.moveaxis(a, ca, -dims - 1)
+    if a.ndim < dims + 1:
+        what = "2 spatial axes" if dims == 2 else "3 spatial axes (Z, Y, X): a 3D model trains on volumes"
+        raise ValueError(f"image of shape {np.shape(arr)} has fewer than {what}")
+    return list(a.reshape(-1, *a.shape[-dims - 1:]))
+
+
+def _context_planes(arr: np.ndarray, channel_axis: int | None, k: int) -> list[np.ndarray]:
+    """2.5D: (C * (2k+1), H, W) planes, each with its 2k neighbours along Z (the axis before Y) as channels.
+
+    The plane itself comes first, then z-k ... z-1, z+1 ... z+k (reflected at the first and
+    last planes): the first channels are the plane's own, as a residual generator needs them.
+    """
+    vols = _planes(arr, channel_axis, 3)  # (C, Z, H, W)
+    out = []
+    for v in vols:
+        n = v.shape[1]
+        for z in range(n):
+            order = context_order(z, n, k)
+            out.append(np.concatenate([v[:, q] for q in order], axis=0))
+    return out
+
+
+def _centre(arr: np.ndarray, channel_axis: int | None) -> list[np.ndarray]:
+    """The targets of 2.5D training: every plane of the volumes, (C, H, W)."""
+    return [p for v in _planes(arr, channel_axis, 3) for p in np.moveaxis(v, 1, 0)]
 
 
 def _range(plane: np.ndarray, norm: Normalization, what: str) -> tuple[float, float]:
-    flat = np.moveaxis(plane, 0, -1)
+    flat = np.moveaxis(plane, 0, -1)  # (H, W, C) or (Z, H, W, C): rows first, the rest pooled
     try:
         lo, hi = plane_percentiles(lambda y0, y1: flat[y0:y1], flat.shape[0], plane.dtype, (norm.low, norm.high))
     except ValueError as e:
@@ -69,6 +92,8 @@ class PairedData:
     synthesize: bool = False  # pairs made on the fly from clean targets
     val: list[Plane] = field(default_factory=list)
     intensity: float = 0.0  # augmentation: random gains up to exp(±intensity) (and offsets) in network units
+    dims: int = 2  # 2: planes (C, H, W); 3: volumes (C, Z, H, W)
+    z_context: int = 0  # 2.5D: each input plane carries its 2k neighbours as channels (its own first)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -76,16 +101,19 @@ class PairedData:
         p = self.planes[0]
         return p.input.shape[0], p.target.shape[0]
 
-    def min_size(self) -> tuple[int, int]:
-        """Smallest plane height and width."""
-        return min(p.input.shape[1] for p in self.planes), min(p.input.shape[2] for p in self.planes)
+    def min_size(self) -> tuple[int, ...]:
+        """Smallest plane size along each spatial axis ((Z,) H, W)."""
+        return tuple(min(p.input.shape[1 + a] for p in self.planes) for a in range(self.dims))
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, rng: np.random.Generator, patch: int, augment: bool = True,
+    def sample(self, rng: np.random.Generator, patch: int | tuple[int, ...], augment: bool = True,
                planes: list[Plane] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """One random normalized pair (input (C,p,p), target (C',p,p), mask (p,p) or None)."""
+        """One random normalized pair (input (C, *patch), target (C', *patch), mask (*patch) or None)."""
         planes = planes if planes is not None else self.planes
         p = planes[int(rng.integers(len(planes)))]
+        if self.dims == 3:
+            return self._sample_3d(rng, patch_shape(patch, 3), augment, p)
+        patch = patch_shape(patch, 2)[0]
         _, h, w = p.input.shape
         y, x = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
         a = p.input[:, y : y + patch, x : x + patch]
@@ -104,6 +132,25 @@ class PairedData:
         b = np.ascontiguousarray(b, np.float32)
         m = np.ascontiguousarray(m) if m is not None else None
         return a, b, m
+
+    def _sample_3d(self, rng: np.random.Generator, patch: tuple[int, ...], augment: bool, p: Plane
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A random 3D patch; flips of every axis and 90-degree turns in (Y, X) (Z is usually coarser)."""
+        starts = [int(rng.integers(0, n - q + 1)) for n, q in zip(p.input.shape[1:], patch, strict=True)]
+        box = (slice(None), *(slice(s, s + q) for s, q in zip(starts, patch, strict=True)))
+        a, b, m = self.degrade(p.input[box], p.target[box], p, rng)
+        if augment and self.intensity > 0:
+            a, b = self._intensity(a, b, rng)
+        if augment:
+            k = int(rng.integers(4)) if patch[1] == patch[2] else 2 * int(rng.integers(2))
+            a, b = np.rot90(a, k, (2, 3)), np.rot90(b, k, (2, 3))
+            m = np.rot90(m, k, (1, 2)) if m is not None else None
+            for axis in (1, 2, 3):
+                if rng.integers(2):
+                    a, b = np.flip(a, axis), np.flip(b, axis)
+                    m = np.flip(m, axis - 1) if m is not None else None
+        return (np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32),
+                np.ascontiguousarray(m) if m is not None else None)
 
     def _intensity(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A random affine change of the network values, as another plane's percentiles would give.
@@ -133,7 +180,8 @@ class PairedData:
             lo, hi = safe_range(*np.percentile(sample, (self.normalization.low, self.normalization.high)))
             return to_network(noisy, lo, hi), to_network(b, lo, hi), None
         if task == "inpaint":
-            mask = random_mask(a.shape[1:], rng) if self.synthesize else None
+            mask = (random_mask(a.shape[1:], rng) if a.ndim == 3 else random_mask_3d(a.shape[1:], rng)) \
+                if self.synthesize else None
             if mask is None:
                 raise ValueError("inpaint training needs synthesized masks (pairs from clean images)")
             lo, hi = p.in_range
@@ -152,6 +200,15 @@ def _spatial_shape(x: np.ndarray, channel_axis: int | None) -> tuple[int, ...]:
         return tuple(x.shape)
     ca = channel_axis % x.ndim
     return tuple(s for i, s in enumerate(x.shape) if i != ca)
+
+
+def patch_shape(patch: int | tuple[int, ...] | list[int], dims: int) -> tuple[int, ...]:
+    """A patch size per spatial axis: an int is a square (or cube); a tuple gives (z,) y, x."""
+    if isinstance(patch, (tuple, list)):
+        if len(patch) != dims:
+            raise ValueError(f"patch_size {tuple(patch)} gives {len(patch)} sizes; {dims}D training needs {dims}")
+        return tuple(int(v) for v in patch)
+    return (int(patch),) * dims
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, what: str, a_channels: int | None, b_channels: int | None) -> None:
@@ -210,8 +267,10 @@ def make_data(
     noise: NoiseConfig | None = None,
     val_fraction: float = 0.1,
     val_split: str = "image",
-    patch_size: int = 256,
+    patch_size: int | tuple[int, ...] = 256,
     seed: int = 0,
+    dims: int = 2,
+    z_context: int = 0,
 ) -> PairedData:
     """Collect training pairs from exactly one kind of source and hold out a validation part.
 
@@ -239,10 +298,17 @@ def make_data(
         Share held out for validation (0 disables validation).
     val_split : {"image", "region"}
         Hold out whole images, or the last rows of every image.
-    patch_size : int
-        Training patch side; every image must be at least this large.
+    patch_size : int or tuple
+        Training patch side (a square; for volumes a cube or (z, y, x)); every image must be at
+        least this large.
     seed : int
         Seed for the split.
+    dims : {2, 3}
+        2: the data are split into planes (Y, X); 3: into volumes (Z, Y, X): the last three
+        non-channel axes, the axis before Y being Z.
+    z_context : int
+        2.5D (with ``dims=2``): every plane carries its k neighbours on either side along Z as
+        channels (reflected at the first and last planes).
 
     Returns
     -------
@@ -258,16 +324,22 @@ def make_data(
                                        target_dir=target_dir, clean_dir=clean_dir, aligned_dir=aligned_dir)
     if task.name == "inpaint" and not synthesize:
         raise ValueError("inpaint models are trained from clean images (clean= or clean_dir=): masks are synthesized")
+    if dims not in (2, 3) or z_context < 0 or (z_context and dims != 2):
+        raise ValueError(f"dims must be 2 or 3 and z_context (2.5D) >= 0 with 2D networks; got dims={dims}, "
+                         f"z_context={z_context}")
+    if z_context and synthesize:
+        raise ValueError("2.5D (z_context) trains from real pairs of volumes (input= and target=, or folders)")
     from_file = clean_dir is not None or input_dir is not None or aligned_dir is not None
     planes = [p for a, b, name in pairs for p in _pair_planes(task, a, b, name, channel_axis, norm, synthesize,
-                                                              from_file)]
+                                                              from_file, dims, z_context)]
     chans = {(p.input.shape[0], p.target.shape[0]) for p in planes}
     if len(chans) > 1:
         raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
-    _check_patch(planes, patch_size, "")
-    planes, val = _split_validation(planes, val_fraction, val_split, patch_size, seed)
-    data = PairedData(task, planes, norm, noise, synthesize, val)
-    _check_patch(data.planes, patch_size, " after the validation split")
+    patch = patch_shape(patch_size, dims)
+    _check_patch(planes, patch, "")
+    planes, val = _split_validation(planes, val_fraction, val_split, patch, seed)
+    data = PairedData(task, planes, norm, noise, synthesize, val, dims=dims, z_context=z_context)
+    _check_patch(data.planes, patch, " after the validation split")
     return data
 
 
@@ -323,8 +395,8 @@ def _aligned_pairs(aligned_dir: str | os.PathLike[str]) -> Pairs:
 
 
 def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None, norm: Normalization,
-                 synthesize: bool, from_file: bool) -> list[Plane]:
-    """The 2D planes of one pair, with their intensity ranges (clean images: scaled to about [0, 1])."""
+                 synthesize: bool, from_file: bool, dims: int = 2, z_context: int = 0) -> list[Plane]:
+    """The planes (or volumes) of one pair, with their intensity ranges (clean images: scaled to about [0, 1])."""
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype.kind not in "uif" or b.dtype.kind not in "uif":
         raise TypeError(f"{name}: images must be numeric arrays, got {a.dtype} and {b.dtype}")
@@ -332,8 +404,12 @@ def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None
     if ca is None and b.ndim == 3 and b.shape[-1] in (3, 4) and (task.name == "colorize" or from_file):
         ca = -1  # RGB (PNG/JPEG/RGB TIFF files are read colour-last)
     _check_pair(a, b, name, ca if a.ndim == b.ndim else None, ca)
-    pa = _planes(a, ca if a.ndim == b.ndim else None)
-    pb = _planes(b, ca)
+    if z_context:  # 2.5D: inputs with their Z neighbours as channels, targets the planes themselves
+        pa = _context_planes(a, ca if a.ndim == b.ndim else None, z_context)
+        pb = _centre(b, ca)
+    else:
+        pa = _planes(a, ca if a.ndim == b.ndim else None, dims)
+        pb = _planes(b, ca, dims)
     if len(pa) != len(pb):
         raise ValueError(f"{name}: input and target hold different numbers of planes ({len(pa)}, {len(pb)})")
     out = []
@@ -353,19 +429,20 @@ def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None
     return out
 
 
-def _check_patch(planes: list[Plane], patch_size: int, when: str) -> None:
-    small = min(planes, key=lambda p: min(p.input.shape[1:]))
-    side = min(small.input.shape[1:])
-    if patch_size > side:
-        raise ValueError(
-            f"patch size {patch_size} is larger than {small.name} ({small.input.shape[1]}x"
-            f"{small.input.shape[2]}{when}); use a patch of at most {side}"
-        )
+def _check_patch(planes: list[Plane], patch: tuple[int, ...], when: str) -> None:
+    for p in planes:
+        size = p.input.shape[1:]
+        if any(q > n for q, n in zip(patch, size, strict=True)):
+            largest = tuple(min(q, n) for q, n in zip(patch, size, strict=True))
+            shown = patch[0] if len(set(patch)) == 1 else patch
+            fit = min(size) if len(set(patch)) == 1 else largest
+            raise ValueError(f"patch size {shown} is larger than {p.name} ({'x'.join(map(str, size))}{when}); "
+                             f"use a patch of at most {fit}")
 
 
-def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, patch_size: int, seed: int
+def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, patch: tuple[int, ...], seed: int
                       ) -> tuple[list[Plane], list[Plane]]:
-    """(training planes, validation planes): whole images held out, or the last rows of every image."""
+    """(training planes, validation planes): whole images held out, or the last rows (Y) of every image."""
     if val_fraction <= 0:
         return planes, []
     if val_split == "image" and len(planes) >= 2:
@@ -373,16 +450,18 @@ def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, 
         order = np.random.default_rng(seed).permutation(len(planes))
         return [planes[i] for i in sorted(order[n_val:])], [planes[i] for i in sorted(order[:n_val])]
     train, val = [], []
+    patch_y = patch[-2]
     for p in planes:
-        h = p.input.shape[1]
-        cut = min(int(round(h * (1 - val_fraction))), h - min(patch_size, h // 2))
-        if cut < patch_size:
+        h = p.input.shape[-2]
+        cut = min(int(round(h * (1 - val_fraction))), h - min(patch_y, h // 2))
+        if cut < patch_y:
             raise ValueError(
                 f"{p.name}: height {h} is too small to hold out {val_fraction:.0%} for validation and "
-                f"still draw {patch_size}-pixel patches; use val_fraction=0, a smaller patch or more images"
+                f"still draw {patch_y}-pixel patches; use val_fraction=0, a smaller patch or more images"
             )
-        train.append(Plane(p.input[:, :cut], p.target[:, :cut], p.in_range, p.tgt_range, p.name))
-        val.append(Plane(p.input[:, cut:], p.target[:, cut:], p.in_range, p.tgt_range, p.name + " (validation)"))
+        train.append(Plane(p.input[..., :cut, :], p.target[..., :cut, :], p.in_range, p.tgt_range, p.name))
+        val.append(Plane(p.input[..., cut:, :], p.target[..., cut:, :], p.in_range, p.tgt_range,
+                         p.name + " (validation)"))
     return train, val
 
 

@@ -100,15 +100,23 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device, spatial_dims: int = 2) -> torch.dtype | None:
     """The dtype training autocasts to (:func:`resolve_precision`), or None for plain fp32.
 
     Where the installed PyTorch cannot autocast on the device (MPS before PyTorch 2.5),
-    "auto" trains in fp32 and an explicit "bf16"/"fp16" is refused.
+    "auto" trains in fp32 and an explicit "bf16"/"fp16" is refused. 3D networks train in
+    fp32 on the CPU: under bf16 autocast the backward pass of oneDNN's 3D convolutions gave
+    NaN weight gradients within a few steps (PyTorch 2.13, AVX-512 BF16 Xeon); prediction
+    in bf16 is unaffected.
     """
     dtype = resolve_precision(precision, device)
     if dtype == torch.float32:
         return None
+    if spatial_dims == 3 and device.type == "cpu":
+        if precision == "auto":
+            return None
+        raise ValueError("3D networks train in fp32 on the CPU: PyTorch's bf16 3D convolutions give NaN "
+                         "gradients there; use precision='fp32' or 'auto'")
     if not _autocast_available(device.type):
         if precision == "auto":
             return None
@@ -128,7 +136,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold eval-mode BatchNorm layers into the convolution before them (in place).
 
     Works on ``nn.Sequential`` containers where a (transposed) convolution is directly
-    followed by ``BatchNorm2d``; the fused network computes the same function.
+    followed by ``BatchNorm2d`` (or their 3D counterparts); the fused network computes the same function.
     """
     for child in module.children():
         fold_batchnorm(child)
@@ -136,8 +144,10 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
         layers = list(module)
         for i in range(len(layers) - 1):
             conv, bn = layers[i], layers[i + 1]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
-                module[i] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)) and isinstance(
+                    bn, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                transpose = isinstance(conv, (nn.ConvTranspose2d, nn.ConvTranspose3d))
+                module[i] = fuse_conv_bn_eval(conv, bn, transpose=transpose)
                 module[i + 1] = nn.Identity()
     return module
 
@@ -159,7 +169,8 @@ def inference_copy(
             if isinstance(m, nn.Dropout):
                 m.train()
     net = net.to(device=device, dtype=dtype)
-    if device.type != "mps":
+    flat = not any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in net.modules())
+    if device.type != "mps" and flat:  # channels_last is for 4-D tensors (2D networks)
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -118,14 +118,16 @@ def export_network(model: Pix2PixModel) -> ExportGenerator:
 
 
 def example_inputs(model: Pix2PixModel, size: int | None = None, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Inputs of the exported network: the image and, for inpainting, a mask (B, 1, H, W)."""
-    size = size or max(model.config.multiple, 64)
+    """Inputs of the exported network: the image and, for inpainting, a mask (B, 1, H, W) (3D: (B, 1, D, H, W))."""
+    cfg = model.config
+    size = size or max(max(cfg.size_multiple[-2:]), 64)
+    shape = (size, size) if cfg.spatial_dims == 2 else (2 * cfg.size_multiple[0], size, size)
     g = torch.Generator().manual_seed(0)
-    c = model.task.image_channels(model.config.in_channels)
-    image = torch.rand(batch, c, size, size, generator=g) * 1.6 - 0.8
+    c = model.task.image_channels(cfg.in_channels)
+    image = torch.rand(batch, c, *shape, generator=g) * 1.6 - 0.8
     if not model.task.needs_mask:
         return (image,)
-    mask = torch.zeros(batch, 1, size, size)
+    mask = torch.zeros(batch, 1, *shape)
     mask[..., size // 4 : size // 2, size // 4 : size // 2] = 1
     return image, mask
 
@@ -152,7 +154,7 @@ def write_torchscript(model: Pix2PixModel, path: str | os.PathLike[str], net: Ex
 
 def write_onnx(model: Pix2PixModel, path: str | os.PathLike[str], opset: int = ONNX_OPSET,
                net: ExportGenerator | None = None) -> Path:
-    """Write the network as ONNX with dynamic batch, height and width (needs the ``onnx`` package).
+    """Write the network as ONNX with dynamic batch, (depth,) height and width (needs the ``onnx`` package).
 
     Uses PyTorch's TorchScript-based exporter (``dynamo=False``): the dynamo exporter needs
     the extra package onnxscript and gave no benefit for this convolutional network.
@@ -161,7 +163,8 @@ def write_onnx(model: Pix2PixModel, path: str | os.PathLike[str], opset: int = O
     net = net or export_network(model)
     inputs = example_inputs(model)
     names = ["image", "mask"][: len(inputs)]
-    dynamic = {n: {0: "batch", 2: "y", 3: "x"} for n in [*names, "output"]}
+    spatial = {2: "y", 3: "x"} if model.config.spatial_dims == 2 else {2: "z", 3: "y", 4: "x"}
+    dynamic = {n: {0: "batch", **spatial} for n in [*names, "output"]}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated in favour of dynamo
         tmp_path = Path(tmp) / "model.onnx"
@@ -206,13 +209,16 @@ def test_image(model: Pix2PixModel, size: int | None = None) -> tuple[np.ndarray
 
     ``S`` is `size` or the smallest multiple of the network's size multiple that is at least
     128 px and twice the size multiple (the smallest tile of a bioimage.io package).
-    Multi-channel models get shifted copies of the sample as channels.
+    Multi-channel models get shifted copies of the sample as channels. A 3D model gets a
+    volume (C, D, S, S) of shifted copies as planes, D twice its Z size multiple (and a
+    (D, S, S) mask).
     """
     from importlib.resources import files
 
     from .io import read_image
 
-    multiple = model.config.multiple
+    cfg = model.config
+    multiple = max(cfg.size_multiple[-2:])
     s = size or multiple * max(2, -(-128 // multiple))
     if s % multiple:
         raise ValueError(f"the test image size {s} must be a multiple of the network's size multiple {multiple}")
@@ -225,19 +231,25 @@ def test_image(model: Pix2PixModel, size: int | None = None) -> tuple[np.ndarray
     img = np.tile(img, reps)[:s, :s]
     lo, hi = np.percentile(img, (0.1, 99.9))
     img = ((img - lo) / max(hi - lo, 1e-6)).astype(np.float32)
-    c = model.task.image_channels(model.config.in_channels)
+    c = model.task.image_channels(cfg.in_channels)
     chans = np.stack([np.roll(img, (7 * k, 11 * k), axis=(0, 1)) for k in range(c)])
+    if cfg.spatial_dims == 3:  # planes drifting slowly through the sample: structure that continues along Z
+        chans = np.stack([np.roll(chans, (2 * z, 3 * z), axis=(1, 2)) for z in range(2 * cfg.size_multiple[0])],
+                         axis=1)
     mask = None
     if model.task.needs_mask:
         mask = np.zeros((s, s), bool)
         mask[s // 4 : s // 4 + max(2, s // 6), s // 3 : s // 3 + max(2, s // 5)] = True
         mask[s // 2 + s // 8 : s // 2 + s // 8 + max(2, s // 10), s // 8 : s // 8 + max(2, s // 4)] = True
+        if cfg.spatial_dims == 3:  # the holes through the middle planes of the volume
+            d = chans.shape[1]
+            mask = np.stack([mask if d // 4 <= z < d - d // 4 else np.zeros_like(mask) for z in range(d)])
     return chans, mask
 
 
 def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarray | None
                          ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Our own prediction of a (C, H, W) float image, as (C_out, H, W), with the input and output ranges.
+    """Our own prediction of a (C, H, W) float image (3D: (C, D, H, W)), as (C_out, ...), with the ranges.
 
     Returns ``(output, (lo, hi), (olo, ohi))``: the intensities mapped to -0.8/+0.8 on the way
     in and on the way out, as :func:`napari_pix2pix.engine.predict.predict_iter` uses them.
@@ -250,7 +262,7 @@ def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarra
                         device="cpu", precision="fp32")
     out = np.asarray(out, np.float32)
     if c == 1:  # no channel axis in: (H, W), or (H, W, C_out) with colour last (colorize)
-        out = out[None] if out.ndim == 2 else np.moveaxis(out, -1, 0)
+        out = out[None] if out.ndim == image.ndim - 1 else np.moveaxis(out, -1, 0)
     return out, (lo, hi), (olo, ohi)
 
 

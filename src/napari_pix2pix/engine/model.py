@@ -66,15 +66,22 @@ class Pix2PixModel:
         config: UNetConfig | None = None,
         normalization: Normalization | None = None,
         name: str | None = None,
+        z_context: int = 0,
         **overrides: Any,
     ) -> None:
         self.task: Task = get_task(task)
+        if z_context < 0:
+            raise ValueError(f"z_context must be >= 0, got {z_context}")
         if config is None:
             cin, cout = self.task.network_channels(channels, out_channels)
+            cin += 2 * z_context * self.task.image_channels(cin)  # the neighbouring planes, as channels
             config = preset_config(preset, in_channels=cin, out_channels=cout, **overrides)
         elif not isinstance(config, UNetConfig):
             raise TypeError(f"config must be a UNetConfig, got {type(config).__name__}")
         self.config: UNetConfig = config
+        if z_context and config.spatial_dims != 2:
+            raise ValueError("z_context (2.5D) is for 2D networks; a 3D network convolves Z itself")
+        self.z_context = int(z_context)  # 2.5D: the network sees each plane with k neighbours on either side
         self.preset = preset if preset in PRESETS else "custom"
         self.generator: UNetGenerator = UNetGenerator(config).eval()
         self.normalization = normalization or Normalization()
@@ -94,6 +101,7 @@ class Pix2PixModel:
             "task": self.task.name,
             "preset": self.preset,
             "architecture": {"type": "unet", **self.config.to_dict()},
+            "z_context": self.z_context,
             "normalization": self.normalization.to_dict(),
             "training": self.training,
             "card": self.card,
@@ -102,11 +110,18 @@ class Pix2PixModel:
             "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
+    @property
+    def spatial_dims(self) -> int:
+        """2: the model restores images (a stack plane by plane, or 2.5D with `z_context`); 3: volumes."""
+        return self.config.spatial_dims
+
     def __repr__(self) -> str:
         c = self.config
+        dims = ", spatial_dims=3" if c.spatial_dims == 3 else ""
+        dims += f", z_context={self.z_context}" if self.z_context else ""
         return (
             f"Pix2PixModel(task={self.task.name!r}, preset={self.preset!r}, in={c.in_channels}, "
-            f"out={c.out_channels}, levels={c.levels}, ngf={c.ngf}, name={self.name!r})"
+            f"out={c.out_channels}, levels={c.levels}, ngf={c.ngf}{dims}, name={self.name!r})"
         )
 
     # ------------------------------------------------------------------ files
@@ -179,7 +194,12 @@ class Pix2PixModel:
             norm = Normalization(**meta.get("normalization", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFileError(f"model metadata is incomplete or invalid: {e}") from e
-        model = cls(task, meta.get("preset", "custom"), config=config, normalization=norm, name=meta.get("name"))
+        try:
+            z_context = int(meta.get("z_context", 0))
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"model metadata is incomplete or invalid: z_context {e}") from e
+        model = cls(task, meta.get("preset", "custom"), config=config, normalization=norm, name=meta.get("name"),
+                    z_context=z_context)
         model.training = dict(meta.get("training", {}))
         model.card = dict(meta.get("card", {}))
         return model
@@ -264,6 +284,7 @@ class Pix2PixModel:
         """A function mapping a float32 batch (B, C, H, W) to the generator's output."""
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
+        flat = self.config.spatial_dims == 2  # channels_last is for 4-D tensors
         key = (str(dev), dtype, mc_dropout, id(self.generator), self._weights_version())
         with self._lock:
             net = self._runners.get(key)
@@ -279,7 +300,7 @@ class Pix2PixModel:
             if augment:
                 x = _dihedral(x, augment)
             x = x.to(dev, non_blocking=True)
-            if dev.type != "mps":
+            if dev.type != "mps" and flat:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=autocast):
                 y = net(x.to(dtype))
@@ -324,8 +345,11 @@ class Pix2PixModel:
         ----------
         image : array-like
             2D (Y, X), with channels (``channel_axis``), or a stack (T, Z, ... leading axes)
-            processed plane by plane. numpy, memmap, zarr and dask arrays all work; they are
-            read tile by tile.
+            processed plane by plane. A 3D model (``spatial_dims == 3``) restores volumes:
+            the last three non-channel axes are (Z, Y, X), tiled on the network's grid, and
+            leading axes (T) are processed volume by volume. A 2.5D model (``z_context``)
+            reads each plane's neighbours along the axis before Y. numpy, memmap, zarr and
+            dask arrays all work; they are read tile by tile.
         mask : array-like, optional
             Inpaint only: non-zero where pixels are to be filled; the image's shape without
             the channel axis, or (Y, X) for every plane. Default: the image's NaN pixels.
@@ -348,9 +372,11 @@ class Pix2PixModel:
             "auto" picks CUDA, then Apple MPS, then the CPU.
         precision : {"auto", "fp32", "bf16", "fp16"}
             "auto" uses bf16 on CPUs with native bf16 and on GPUs, fp32 otherwise.
-        out : array-like, optional
+        out : array-like or path, optional
             Where to write the result (e.g. a zarr array or memmap for images larger than
-            RAM); must have the output's shape.
+            RAM); must have the output's shape. A path ending in ``.zarr`` creates that zarr
+            store (chunked by plane and 256² tiles; 16 planes deep for volumes), written beside
+            it and moved into place when complete; the opened store is returned.
         progress : callable, optional
             Called with a :class:`Progress` after every batch of tiles.
         cancel : threading.Event or callable, optional
@@ -441,13 +467,19 @@ def check_weights(config: UNetConfig, tensors: dict[str, torch.Tensor], name: st
 
 
 def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """Element `k` (0-7) of the square's symmetry group on the last two axes, or its inverse."""
-    flip, rot = k >= 4, k % 4
+    """Element `k` (0-7) of the square's symmetry group on the last two axes, or its inverse.
+
+    8-15 (volumes, (B, C, Z, Y, X)): element ``k - 8`` and a flip of Z: the 16 symmetries of
+    an anisotropic voxel grid.
+    """
+    flip, rot, zflip = (k % 8) >= 4, k % 4, k >= 8
     if not inverse:
+        x = torch.flip(x, (-3,)) if zflip else x
         x = torch.flip(x, (-1,)) if flip else x
         return torch.rot90(x, rot, (-2, -1))
     x = torch.rot90(x, -rot, (-2, -1))
-    return torch.flip(x, (-1,)) if flip else x
+    x = torch.flip(x, (-1,)) if flip else x
+    return torch.flip(x, (-3,)) if zflip else x
 
 
 def import_reference_checkpoint(

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 FORMAT = "napari-pix2pix"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # the newest; files are written in the oldest version that describes them
+READ_VERSIONS = ("1", "2")  # 1: 2D models (0.1.0 on); 2: adds volumes (spatial_dims 3) and 2.5D (z_context)
 SUFFIX = ".safetensors"
 
 
@@ -80,9 +81,19 @@ def write_model_file(path: str | os.PathLike[str], tensors: dict[str, torch.Tens
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_json = json.dumps(metadata, sort_keys=True)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": meta_json,
+    header = {"format": FORMAT, "format_version": format_version(metadata), "metadata": meta_json,
               "sha256": _digest(tensors, meta_json)}
     return atomic_write_bytes(path, save(tensors, metadata=header))
+
+
+def format_version(metadata: dict[str, Any]) -> str:
+    """The oldest format version that describes a model (or checkpoint).
+
+    "1" for 2D models, which napari-pix2pix 0.1 reads too; "2" for 3D and 2.5D ones, which it would misread.
+    """
+    model = metadata.get("model", metadata)  # a checkpoint holds its model's metadata
+    arch = model.get("architecture") or {}
+    return "2" if arch.get("spatial_dims", 2) != 2 or model.get("z_context") else "1"
 
 
 def sniff(path: Path) -> str:
@@ -128,10 +139,10 @@ def _our_metadata(header: dict[str, Any], name: str) -> dict[str, Any]:
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{name} is a safetensors file but not a napari-pix2pix model (no '{FORMAT}' metadata)")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READ_VERSIONS:
         raise ModelFileError(
             f"{name} uses model format version {meta.get('format_version')!r}; this napari-pix2pix "
-            f"reads version {FORMAT_VERSION}: upgrade napari-pix2pix"
+            f"reads versions {', '.join(READ_VERSIONS)}: upgrade napari-pix2pix"
         )
     return meta
 

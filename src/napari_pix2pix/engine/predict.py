@@ -10,8 +10,12 @@ that predicts one plane (:func:`_predict_plane`: whole-plane percentiles, tiles,
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +32,7 @@ from .normalization import (
     to_network,
 )
 from .progress import Cancelled, PredictionCancelled, Progress, run_to_end
-from .tiling import AxisPlan, iter_bands, n_tiles, plan_axis
+from .tiling import AxisPlan, context_order, iter_bands, n_tiles, plan_axis
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
@@ -38,32 +42,33 @@ __all__ = ["Cancelled", "PredictOptions", "PredictionCancelled", "Progress", "pr
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the axes of an image are."""
+    """Where the axes of an image are: `dims` spatial axes last (Y, X, or Z, Y, X), stack axes before them."""
 
     ndim: int
     channel_axis: int | None
+    dims: int = 2
 
     @property
-    def spatial(self) -> tuple[int, int]:
+    def spatial(self) -> tuple[int, ...]:
         axes = [a for a in range(self.ndim) if a != self.channel_axis]
-        return axes[-2], axes[-1]
+        return tuple(axes[-self.dims:])
 
     @property
     def stack(self) -> tuple[int, ...]:
         return tuple(a for a in range(self.ndim) if a != self.channel_axis and a not in self.spatial)
 
-    def index(self, stack_idx: tuple[int, ...], ch: Any, ys: slice, xs: slice) -> tuple[Any, ...]:
+    def index(self, stack_idx: tuple[int, ...], ch: Any, *spatial: slice) -> tuple[Any, ...]:
         idx: list[Any] = [slice(None)] * self.ndim
         for a, i in zip(self.stack, stack_idx, strict=True):
             idx[a] = i
         if self.channel_axis is not None:
             idx[self.channel_axis] = ch
-        y, x = self.spatial
-        idx[y], idx[x] = ys, xs
+        for a, sl in zip(self.spatial, spatial, strict=True):
+            idx[a] = sl
         return tuple(idx)
 
     def to_cyx(self, block: np.ndarray) -> np.ndarray:
-        """Reorder an indexed block (remaining axes in original order) to (C, y, x)."""
+        """Reorder an indexed block (remaining axes in original order) to (C, *spatial)."""
         if self.channel_axis is None:
             return block[None]
         kept = [self.channel_axis, *self.spatial]
@@ -79,7 +84,8 @@ class _Layout:
         return np.transpose(block, [kept.index(a) for a in order])
 
 
-def _check_image(image: Any, channel_axis: int | None) -> tuple[tuple[int, ...], np.dtype, int | None]:
+def _check_image(image: Any, channel_axis: int | None, dims: int = 2
+                 ) -> tuple[tuple[int, ...], np.dtype, int | None]:
     shape = tuple(int(s) for s in getattr(image, "shape", ()))
     if not shape:
         raise TypeError(
@@ -95,25 +101,30 @@ def _check_image(image: Any, channel_axis: int | None) -> tuple[tuple[int, ...],
         if not -ndim <= channel_axis < ndim:
             raise ValueError(f"channel_axis={channel_axis} is out of range for an image with {ndim} axes")
         channel_axis = channel_axis % ndim
-    if ndim - (channel_axis is not None) < 2:
+    spatial = ndim - (channel_axis is not None)
+    if spatial < 2:
         raise ValueError(
             f"image of shape {shape} has fewer than 2 spatial axes"
             + (f" besides channel_axis={channel_axis}" if channel_axis is not None else "")
         )
+    if spatial < dims:
+        raise ValueError(f"this is a 3D model: it restores volumes (Z, Y, X), but the image of shape {shape} has "
+                         f"only {spatial} spatial axes; use a 2D model for single planes")
     return shape, dtype, channel_axis
 
 
-def _read_padded(
-    get: Callable[[slice, slice], np.ndarray], py: AxisPlan, px: AxisPlan, y0: int, y1: int, x0: int, x1: int
-) -> np.ndarray:
-    """Read padded-coordinate rectangle [y0:y1, x0:x1] as (C, h, w), reflect-padding the image."""
-    iy0, iy1, ix0, ix1 = y0 - py.pad, y1 - py.pad, x0 - px.pad, x1 - px.pad
-    cy0, cy1, cx0, cx1 = max(iy0, 0), min(iy1, py.size), max(ix0, 0), min(ix1, px.size)
-    block = get(slice(cy0, cy1), slice(cx0, cx1))
-    pads = [(cy0 - iy0, iy1 - cy1), (cx0 - ix0, ix1 - cx1)]
+def _read_padded(get: Callable[..., np.ndarray], plans: Sequence[AxisPlan], bounds: Sequence[int]) -> np.ndarray:
+    """Read the padded-coordinate box (start, end per axis, flattened) as (C, ...), reflect-padding the image."""
+    slices, pads = [], []
+    for plan, (b0, b1) in zip(plans, zip(bounds[::2], bounds[1::2], strict=True), strict=True):
+        i0, i1 = b0 - plan.pad, b1 - plan.pad
+        c0, c1 = max(i0, 0), min(i1, plan.size)
+        slices.append(slice(c0, c1))
+        pads.append((c0 - i0, i1 - c1))
+    block = get(*slices)
     if any(p for pair in pads for p in pair):
-        widths = [(0, 0)] * (block.ndim - 2) + pads
-        mode = "reflect" if min(block.shape[-2:]) > 1 else "edge"
+        widths = [(0, 0)] * (block.ndim - len(plans)) + pads
+        mode = "reflect" if min(block.shape[-len(plans):]) > 1 else "edge"
         block = np.pad(block, widths, mode=mode)  # type: ignore[call-overload]
     return block
 
@@ -148,6 +159,7 @@ def _channel_jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int
 
 ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per forward pass when tiles/batch are automatic
 MAX_AUTO_TILE = 2048  # automatic tiles stay at most this large: progress and cancel stay responsive
+BAND_BUDGET = 768 * 2**20  # bytes a volume's band of automatic tiles may hold (blended output and weights)
 
 
 def _axis_levels(cfg: Any) -> tuple[int, ...]:
@@ -194,6 +206,17 @@ def auto_tile_size(cfg: Any, itemsize: int = 4, budget: int = ACTIVATION_BUDGET,
     return tile_of(side)
 
 
+def _band_depth(cfg: Any, sizes: Sequence[int], depth: int, budget: int = BAND_BUDGET) -> int:
+    """The deepest Z tile (at most `depth`, a multiple of Z's size multiple) whose band fits `budget`.
+
+    Tiles form bands along Z: the blended output and its weights of one band (tile deep, the
+    whole Y and X) are held in float32 while its tiles run.
+    """
+    m = cfg.size_multiple[0]
+    plane = (cfg.out_channels + 1) * 4 * (sizes[1] + 2 * cfg.size_multiple[1]) * (sizes[2] + 2 * cfg.size_multiple[2])
+    return max(m, min(depth, budget // plane // m * m))
+
+
 def auto_batch_size(cfg: Any, tile: Sequence[int], limit: int = 4, budget: int = ACTIVATION_BUDGET,
                     itemsize: int = 4) -> int:
     """Tiles per forward pass so that activations stay within `budget` (at most `limit`).
@@ -212,12 +235,12 @@ def _is_int(x: Any) -> bool:
 class PredictOptions:
     """How a prediction runs; checked once, where it enters (see :meth:`Pix2PixModel.predict`).
 
-    ``mc_dropout`` keeps dropout on and ``augment`` (0-7) applies that flip/rotation of the
-    dihedral group to each tile and undoes it on the output (both for uncertainty estimates);
+    ``mc_dropout`` keeps dropout on and ``augment`` (0-7; 8-15 also flip Z, for volumes)
+    applies that flip/rotation to each tile and undoes it on the output (for uncertainty);
     ``output_dtype`` overrides the output dtype (default: the input's).
     """
 
-    tile_size: int | str | None = "auto"
+    tile_size: int | tuple[int, ...] | str | None = "auto"
     overlap: int = 64
     batch_size: int | None = None
     device: str | torch.device = "auto"
@@ -232,7 +255,12 @@ class PredictOptions:
             if isinstance(v, (float, np.floating)) and float(v).is_integer():
                 object.__setattr__(self, name, int(v))
         t = self.tile_size
-        if not (t is None or t == "auto" or (_is_int(t) and int(t) >= 1)):
+        if isinstance(t, (tuple, list)):  # one size per spatial axis ((z, y, x) for volumes)
+            t = tuple(int(v) if isinstance(v, (float, np.floating)) and float(v).is_integer() else v for v in t)
+            object.__setattr__(self, "tile_size", t)
+            if not t or not all(_is_int(v) and int(v) >= 1 for v in t):
+                raise ValueError(f"tile_size must give a positive number of pixels per axis, got {t!r}")
+        elif not (t is None or t == "auto" or (_is_int(t) and int(t) >= 1)):
             raise ValueError(f"tile_size must be a positive number of pixels, 'auto' or None, got {t!r}")
         if not _is_int(self.overlap) or self.overlap < 0:
             raise ValueError(f"overlap must be a number of pixels >= 0, got {self.overlap!r}")
@@ -240,13 +268,13 @@ class PredictOptions:
             raise ValueError(f"batch_size must be a whole number >= 1 (or None: automatic), got {self.batch_size!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not _is_int(self.augment) or not 0 <= self.augment <= 7:
-            raise ValueError(f"augment must be a flip/rotation index 0-7, got {self.augment!r}")
+        if not _is_int(self.augment) or not 0 <= self.augment <= 15:
+            raise ValueError(f"augment must be a flip/rotation index 0-15 (8-15: 3D only), got {self.augment!r}")
 
 
 # ---------------------------------------------------------------------- the mask
 def _inpaint_mask(task: str, image: Any, mask: Any, shape: tuple[int, ...], dtype: np.dtype,
-                  channel_axis: int | None) -> Any:
+                  channel_axis: int | None, dims: int = 2) -> Any:
     """The mask to fill: the given one (checked against the image) or the image's NaN pixels; None if not inpaint."""
     if task != "inpaint":
         if mask is not None:
@@ -263,16 +291,16 @@ def _inpaint_mask(task: str, image: Any, mask: Any, shape: tuple[int, ...], dtyp
         )
     m_shape = tuple(getattr(mask, "shape", ()))
     nochan = tuple(s for a, s in enumerate(shape) if a != channel_axis)
-    if m_shape not in (nochan, nochan[-2:]):
+    if m_shape not in (nochan, nochan[-dims:]):
         raise ValueError(
-            f"mask shape {m_shape} does not match the image: expected {nochan} or {nochan[-2:]} "
+            f"mask shape {m_shape} does not match the image: expected {nochan} or {nochan[-dims:]} "
             f"(image shape {shape}, channel_axis={channel_axis})"
         )
     return mask
 
 
-def _mask_plane(mask: Any, stack_idx: tuple[int, ...], plane_shape: tuple[int, int]) -> np.ndarray | None:
-    """The (H, W) bool mask of one plane (a (Y, X) mask applies to every plane)."""
+def _mask_plane(mask: Any, stack_idx: tuple[int, ...], plane_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The bool mask of one plane (or volume); a mask of the plane's shape applies to every plane."""
     if mask is None:
         return None
     per_plane = tuple(mask.shape) != plane_shape and stack_idx
@@ -294,7 +322,7 @@ def _output_plan(model: Pix2PixModel, shape: tuple[int, ...], dtype: np.dtype, l
     """Colorize (or a multi-channel output from a single-channel image) adds a channel axis last."""
     ca = layout.channel_axis
     if ca is None and (model.task.name == "colorize" or out_channels > 1):
-        out_shape, out_layout = (*shape, out_channels), _Layout(len(shape) + 1, len(shape))
+        out_shape, out_layout = (*shape, out_channels), _Layout(len(shape) + 1, len(shape), layout.dims)
     elif ca is not None:
         out_shape, out_layout = tuple(out_channels if a == ca else s for a, s in enumerate(shape)), layout
     else:
@@ -306,31 +334,81 @@ def _output_plan(model: Pix2PixModel, shape: tuple[int, ...], dtype: np.dtype, l
     return _OutputPlan(out_shape, out_layout, out_dtype)
 
 
+class ZarrTarget:
+    """A zarr store being written: at a temporary path beside its destination, moved there when complete.
+
+    A prediction that fails or is cancelled leaves nothing at the destination (and removes
+    its temporary store); one that completes leaves a whole store.
+    """
+
+    def __init__(self, path: Path, plan: _OutputPlan) -> None:
+        import zarr
+
+        if path.exists():
+            raise FileExistsError(f"{path} exists; choose a new name for the output store (or delete it first)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+        chunks = [1] * len(plan.shape)
+        layout = plan.layout
+        for a, c in zip(layout.spatial, (16, 256, 256)[-layout.dims:], strict=True):
+            chunks[a] = min(c, plan.shape[a])
+        if layout.channel_axis is not None:
+            chunks[layout.channel_axis] = plan.shape[layout.channel_axis]
+        self.array = zarr.open_array(store=str(self.tmp), mode="w", shape=plan.shape, chunks=tuple(chunks),
+                                     dtype=plan.dtype)
+        self.shape = plan.shape
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self.array[index] = value
+
+    def commit(self) -> Any:
+        """Move the finished store into place; the store, opened for reading."""
+        import zarr
+
+        os.replace(self.tmp, self.path)
+        return zarr.open_array(store=str(self.path), mode="r")
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def _allocate(out: Any, plan: _OutputPlan) -> Any:
     if out is None:
         return np.empty(plan.shape, plan.dtype)
+    if isinstance(out, (str, os.PathLike)):
+        if Path(out).suffix.lower() != ".zarr":
+            raise ValueError(f"out={str(out)!r}: a path must name a zarr store (ending in .zarr); "
+                             "or give an array of the output's shape")
+        return ZarrTarget(Path(out), plan)
     if tuple(out.shape) != plan.shape:
         raise ValueError(f"out has shape {tuple(out.shape)}; this prediction needs {plan.shape}")
     return out
 
 
 # ---------------------------------------------------------------------- the tile plan
-def _tile_plan(cfg: Any, sizes: tuple[int, int], opts: PredictOptions) -> tuple[tuple[AxisPlan, AxisPlan], int]:
-    """Tiling of the plane's (Y, X) axes and the tiles per forward pass."""
+def _tile_plan(cfg: Any, sizes: tuple[int, ...], opts: PredictOptions) -> tuple[tuple[AxisPlan, ...], int]:
+    """Tiling of each spatial axis and the tiles per forward pass."""
     ms = cfg.size_multiple
     itemsize = resolve_precision(opts.precision, resolve_device(opts.device)).itemsize
     if opts.tile_size == "auto":
         tiles: tuple[int, ...] = auto_tile_size(cfg, itemsize, ACTIVATION_BUDGET, MAX_AUTO_TILE)
+        if len(ms) == 3:  # a volume's band of tiles (tile-deep slab, whole Y and X) stays within BAND_BUDGET
+            tiles = (_band_depth(cfg, sizes, tiles[0]), *tiles[1:])
     elif opts.tile_size is None:
         tiles = (10**9,) * len(ms)
     else:
-        assert isinstance(opts.tile_size, (int, np.integer))  # checked by PredictOptions
-        if opts.tile_size < max(ms):
-            raise ValueError(f"tile_size {opts.tile_size} is smaller than this network's size multiple {max(ms)}")
-        tiles = (int(opts.tile_size),) * len(ms)
-    py, px = (plan_axis(n, m, t, opts.overlap) for n, m, t in zip(sizes, ms, tiles, strict=True))
-    batch = opts.batch_size or auto_batch_size(cfg, (py.tile, px.tile), itemsize=itemsize)
-    return (py, px), batch
+        asked = opts.tile_size if isinstance(opts.tile_size, tuple) else (opts.tile_size,) * len(ms)
+        if len(asked) != len(ms):
+            raise ValueError(f"tile_size {opts.tile_size} has {len(asked)} sizes; this network tiles {len(ms)} axes")
+        small = [(t, m) for t, m in zip(asked, ms, strict=True) if int(t) < m]
+        if small:
+            raise ValueError(f"tile_size {opts.tile_size} is smaller than this network's size multiple "
+                             f"{max(ms) if len(set(ms)) == 1 else ms}")
+        tiles = tuple(int(t) for t in asked)
+    plans = tuple(plan_axis(n, m, t, opts.overlap) for n, m, t in zip(sizes, ms, tiles, strict=True))
+    batch = opts.batch_size or auto_batch_size(cfg, tuple(p.tile for p in plans), itemsize=itemsize)
+    return plans, batch
 
 
 # ---------------------------------------------------------------------- one plane
@@ -353,49 +431,66 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
     return (lo, hi), out
 
 
-def _predict_plane(model: Pix2PixModel, get: Callable[[slice, slice], np.ndarray], dtype: np.dtype,
-                   m_plane: np.ndarray | None, plans: tuple[AxisPlan, AxisPlan], batch_size: int,
+def _predict_plane(model: Pix2PixModel, get: Callable[..., np.ndarray], dtype: np.dtype,
+                   m_plane: np.ndarray | None, plans: tuple[AxisPlan, ...], batch_size: int,
                    run: Callable[[np.ndarray], np.ndarray], write: Callable[[int, int, np.ndarray], None],
                    ) -> Generator[int, None, None]:
-    """Predict one plane, read through ``get(ys, xs) -> (C, h, w)``; yield tiles done, ``write`` finished rows."""
-    py, px = plans
-    H, W = py.size, px.size
+    """Predict one plane (or volume), read through ``get(*slices) -> (C, ...)``; yield tiles done, write rows."""
+    full = [slice(0, p.size) for p in plans[1:]]
 
     def rows(y0: int, y1: int) -> np.ndarray:
-        return np.moveaxis(get(slice(y0, y1), slice(0, W)), 0, -1)
+        return np.moveaxis(get(slice(y0, y1), *full), 0, -1)
 
-    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, rows, H, dtype, m_plane)
+    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, rows, plans[0].size, dtype, m_plane)
 
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        x = to_network(_read_padded(get, py, px, y0, y1, x0, x1), lo, hi)
+    def read(*bounds: int) -> np.ndarray:
+        x = to_network(_read_padded(get, plans, bounds), lo, hi)
         if m_plane is None:
             return x
-        m = _read_padded(lambda ys, xs: m_plane[ys, xs], py, px, y0, y1, x0, x1)
+        m = _read_padded(lambda *sl: m_plane[sl], plans, bounds)
         return model.task.compose_input(x[None], m[None])[0]
 
     for band in iter_bands(plans, read, run, model.config.out_channels, batch_size):
         if band.rows is not None:
             result = from_network(band.rows, olo, ohi)
             if m_plane is not None:  # keep every pixel outside the mask exactly
-                orig = get(slice(band.y0, band.y1), slice(0, W))
+                orig = get(slice(band.y0, band.y1), *full)
                 result = np.where(m_plane[None, band.y0 : band.y1], result, orig)
             write(band.y0, band.y1, result)
         if band.tiles:
             yield band.tiles
 
 
-def _plane_reader(image: Any, layout: _Layout, stack_idx: tuple[int, ...], job: _ChannelJob
-                  ) -> Callable[[slice, slice], np.ndarray]:
-    """``get(ys, xs)``: a float32 (C, h, w) block of one plane and channel job (luminance for to_gray)."""
+def _plane_reader(image: Any, layout: _Layout, stack_idx: tuple[int, ...], job: _ChannelJob, z_context: int = 0
+                  ) -> Callable[..., np.ndarray]:
+    """``get(*slices)``: a float32 (C, ...) block of one plane and channel job (luminance for to_gray).
 
-    def get(ys: slice, xs: slice) -> np.ndarray:
-        block = layout.to_cyx(np.asarray(image[layout.index(stack_idx, job.read, ys, xs)]))
+    With a z context of k (a 2.5D model), the block holds plane z and its neighbours along the stack's
+    last axis as channels, in training's order (:func:`~napari_pix2pix.engine.tiling.context_order`:
+    z, then z-k ... z-1, z+1 ... z+k, reflected at the first and last planes), each with the job's channels.
+    """
+    def one(idx: tuple[int, ...], slices: tuple[slice, ...]) -> np.ndarray:
+        block = layout.to_cyx(np.asarray(image[layout.index(idx, job.read, *slices)]))
         block = block.astype(np.float32, copy=False)
         if job.to_gray:
             block = np.tensordot(LUMA, block[:3], axes=1)[None]
         return block
 
+    if not z_context:
+        return lambda *slices: one(stack_idx, slices)
+    n_z = _z_extent(image, layout)
+
+    def get(*slices: slice) -> np.ndarray:
+        planes = context_order(stack_idx[-1], n_z, z_context)
+        return np.concatenate([one((*stack_idx[:-1], q), slices) for q in planes], axis=0)
+
     return get
+
+
+def _z_extent(image: Any, layout: _Layout) -> int:
+    if not layout.stack:
+        raise ValueError("this 2.5D model reads neighbouring planes: the image needs a Z axis (before Y)")
+    return int(image.shape[layout.stack[-1]])
 
 
 # ---------------------------------------------------------------------- the whole image
@@ -415,33 +510,44 @@ def predict_iter(
     uncertainty estimates, mc_dropout, augment and output_dtype).
     """
     opts = PredictOptions(**options)
-    shape, dtype, channel_axis = _check_image(image, channel_axis)
-    layout = _Layout(len(shape), channel_axis)
-    sizes = (shape[layout.spatial[0]], shape[layout.spatial[1]])
-    stack_shape = tuple(shape[a] for a in layout.stack)
     cfg = model.config
+    dims, zc = cfg.spatial_dims, getattr(model, "z_context", 0)
+    if opts.augment >= 8 and dims == 2:
+        raise ValueError(f"augment {opts.augment} flips Z: it is for 3D models; a 2D model has augment 0-7")
+    shape, dtype, channel_axis = _check_image(image, channel_axis, dims)
+    layout = _Layout(len(shape), channel_axis, dims)
+    sizes = tuple(shape[a] for a in layout.spatial)
+    stack_shape = tuple(shape[a] for a in layout.stack)
     jobs = _channel_jobs(model.task.name, shape[channel_axis] if channel_axis is not None else 1,
-                         model.task.image_channels(cfg.in_channels), cfg.out_channels, channel_axis)
-    mask = _inpaint_mask(model.task.name, image, mask, shape, dtype, channel_axis)
+                         model.task.image_channels(cfg.in_channels) // (2 * zc + 1), cfg.out_channels, channel_axis)
+    mask = _inpaint_mask(model.task.name, image, mask, shape, dtype, channel_axis, dims)
     plan = _output_plan(model, shape, dtype, layout, cfg.out_channels * len(jobs), opts.output_dtype)
-    out = _allocate(out, plan)
     plans, batch_size = _tile_plan(cfg, sizes, opts)
+    if zc:
+        _z_extent(image, layout)  # a clear error before any work when there is no Z axis
     total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
     run = model._runner(opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment)
     done = 0
-    yield Progress(0, total, "starting")
-    for stack_idx in np.ndindex(*stack_shape):
-        m_plane = _mask_plane(mask, stack_idx, sizes)
-        for job in jobs:
-            get = _plane_reader(image, layout, stack_idx, job)
+    out = _allocate(out, plan)  # last: a zarr store is created only once everything is checked
+    try:
+        yield Progress(0, total, "starting")
+        for stack_idx in np.ndindex(*stack_shape):
+            m_plane = _mask_plane(mask, stack_idx, sizes)
+            for job in jobs:
+                get = _plane_reader(image, layout, stack_idx, job, zc)
 
-            def write(y0: int, y1: int, block: np.ndarray, stack_idx: tuple[int, ...] = stack_idx,
-                      job: _ChannelJob = job) -> None:
-                idx = plan.layout.index(stack_idx, job.write, slice(y0, y1), slice(0, sizes[1]))
-                out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype))
+                def write(y0: int, y1: int, block: np.ndarray, stack_idx: tuple[int, ...] = stack_idx,
+                          job: _ChannelJob = job) -> None:
+                    rest = [slice(0, n) for n in sizes[1:]]
+                    idx = plan.layout.index(stack_idx, job.write, slice(y0, y1), *rest)
+                    out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype))
 
-            for tiles in _predict_plane(model, get, dtype if not job.to_gray else np.dtype(np.float32), m_plane,
-                                        plans, batch_size, run, write):
-                done += tiles
-                yield Progress(done, total)
-    return out
+                for tiles in _predict_plane(model, get, dtype if not job.to_gray else np.dtype(np.float32), m_plane,
+                                            plans, batch_size, run, write):
+                    done += tiles
+                    yield Progress(done, total)
+    except BaseException:
+        if isinstance(out, ZarrTarget):
+            out.discard()
+        raise
+    return out.commit() if isinstance(out, ZarrTarget) else out

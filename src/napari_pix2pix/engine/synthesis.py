@@ -126,6 +126,28 @@ def random_mask(
     return mask
 
 
+def random_mask_3d(shape: tuple[int, ...], rng: np.random.Generator, coverage: tuple[float, float] = (0.05, 0.3)
+                   ) -> np.ndarray:
+    """A random 3D inpainting mask (Z, Y, X): blobs, boxes and dead voxels covering ~`coverage`."""
+    target = rng.uniform(*coverage)
+    mask = np.zeros(shape, bool)
+    for _ in range(50):
+        if mask.mean() >= target:
+            break
+        kind = rng.choice(["blob", "box", "voxels"], p=[0.45, 0.45, 0.1])
+        if kind == "blob":
+            sigma = [max(1.0, n / 10) for n in shape]
+            noise = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+            mask |= noise > np.quantile(noise, 1 - rng.uniform(0.03, 0.1))
+        elif kind == "box":
+            size = [int(rng.integers(max(1, n // 16), max(2, n // 3))) for n in shape]
+            start = [int(rng.integers(0, max(1, n - s))) for n, s in zip(shape, size, strict=True)]
+            mask[tuple(slice(a, a + s) for a, s in zip(start, size, strict=True))] = True
+        else:
+            mask |= rng.random(shape) < rng.uniform(0.002, 0.02)
+    return mask
+
+
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     """Luminance of channels-first RGB (3, H, W) -> (1, H, W), as skimage.color.rgb2gray."""
     return np.tensordot(LUMA, rgb[:3].astype(np.float32), axes=1)[None]

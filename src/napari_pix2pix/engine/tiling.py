@@ -8,6 +8,7 @@ time and finished rows are handed on at once, so memory stays bounded by one ban
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,9 +100,10 @@ class Band:
     tiles : int
         Tiles just processed (progress; 0 for the last item, which only hands on rows).
     y0, y1 : int
-        Image rows of `rows` (meaningless when `rows` is None).
+        Image rows (along the first tiled axis: Y of an image, Z of a volume) of `rows`
+        (meaningless when `rows` is None).
     rows : ndarray or None
-        Output rows ``y0:y1`` in image coordinates, (C, y1-y0, W), that no later tile
+        Output rows ``y0:y1`` in image coordinates, (C, y1-y0, ...rest), that no later tile
         touches: final, to be written out. None when this batch finished no rows.
     """
 
@@ -112,76 +114,109 @@ class Band:
 
 
 def iter_bands(
-    plans: tuple[AxisPlan, AxisPlan],
-    read: Callable[[int, int, int, int], np.ndarray],
+    plans: tuple[AxisPlan, ...],
+    read: Callable[..., np.ndarray],
     run: Callable[[np.ndarray], np.ndarray],
     out_channels: int,
     batch_size: int = 4,
 ) -> Iterator[Band]:
     """Run `run` over all tiles, yielding a :class:`Band` after every batch (a point to stop at).
 
-    Rows are handed on as soon as no later tile touches them, so memory stays bounded by one
-    band of tile rows.
+    Tiles form bands along the first axis (rows of an image, slabs of a volume); a band's
+    output is handed on as soon as no later tile touches it, so memory stays bounded by one
+    band of tiles whatever the image size.
 
     Parameters
     ----------
-    plans : (AxisPlan, AxisPlan)
-        Tiling of the y and x axes.
+    plans : tuple of AxisPlan
+        Tiling of every spatial axis: (y, x), or (z, y, x).
     read : callable
-        ``read(y0, y1, x0, x1)`` returns the network input (C, y1-y0, x1-x0) of the padded
-        plane (padded coordinates; the caller pads when an axis is shorter than a tile).
+        ``read(a0, a1, b0, b1, ...)``, start and end per axis, returns the network input
+        (C, a1-a0, b1-b0, ...) of the padded image (padded coordinates).
     run : callable
-        Maps a batch (B, C, ty, tx) of float32 to (B, out_channels, ty, tx).
+        Maps a batch (B, C, *tile) of float32 to (B, out_channels, *tile).
     out_channels : int
         Channels of the output.
     batch_size : int
         Tiles per call of `run`.
     """
-    py, px = plans
-    wy, wx = blend_window(py), blend_window(px)
-    width = px.padded
-    acc = np.zeros((out_channels, py.tile, width), np.float32)
-    wsum = np.zeros((py.tile, width), np.float32)
-    weight = wy[:, None] * wx[None, :]
-    base = py.starts[0]
-    finished: Band | None = None  # rows finished by the previous tile row, handed on with the next batch
-    for r, y in enumerate(py.starts):
-        if r > 0:  # rows above this tile row are final: hand them on, shift the band
+    first, rest = plans[0], plans[1:]
+    weight = blend_window(first)
+    for plan in rest:  # the product of the axes' windows
+        weight = np.multiply.outer(weight, blend_window(plan))
+    padded = tuple(p.padded for p in rest)
+    acc = np.zeros((out_channels, first.tile, *padded), np.float32)
+    wsum = np.zeros((first.tile, *padded), np.float32)
+    base = first.starts[0]
+    finished: Band | None = None  # rows finished by the previous band, handed on with the next batch
+    rest_starts = list(itertools.product(*(p.starts for p in rest)))
+    for r, y in enumerate(first.starts):
+        if r > 0:  # rows before this band are final: hand them on, shift the band
             shift = y - base
-            finished = _finished(acc[:, :shift], wsum[:shift], base, py, px)
+            finished = _finished(acc[:, :shift], wsum[:shift], base, plans)
             acc[:, :-shift] = acc[:, shift:].copy()
             wsum[:-shift] = wsum[shift:].copy()
             acc[:, -shift:] = 0
             wsum[-shift:] = 0
             base = y
-        xs = list(px.starts)
-        for b0 in range(0, len(xs), batch_size):
-            chunk = xs[b0 : b0 + batch_size]
-            batch = np.stack([read(y, y + py.tile, x, x + px.tile) for x in chunk])
+        for b0 in range(0, len(rest_starts), batch_size):
+            chunk = rest_starts[b0 : b0 + batch_size]
+            batch = np.stack([read(y, y + first.tile, *_bounds(c, rest)) for c in chunk])
             pred = run(batch)
-            for x, p in zip(chunk, pred, strict=True):
-                acc[:, :, x : x + px.tile] += p * weight
-                wsum[:, x : x + px.tile] += weight
+            for c, p in zip(chunk, pred, strict=True):
+                box = tuple(slice(s, s + plan.tile) for s, plan in zip(c, rest, strict=True))
+                acc[(slice(None), slice(None), *box)] += p * weight
+                wsum[(slice(None), *box)] += weight
             if finished is not None:
                 yield Band(len(chunk), finished.y0, finished.y1, finished.rows)
                 finished = None
             else:
                 yield Band(len(chunk))
-    last = _finished(acc, wsum, base, py, px)
+    last = _finished(acc, wsum, base, plans)
     if last is not None:
         yield last
 
 
-def _finished(acc: np.ndarray, wsum: np.ndarray, base: int, py: AxisPlan, px: AxisPlan) -> Band | None:
+def _bounds(starts: tuple[int, ...], plans: tuple[AxisPlan, ...]) -> list[int]:
+    """(start, end) of a tile along each axis, flattened."""
+    out: list[int] = []
+    for s, plan in zip(starts, plans, strict=True):
+        out += [s, s + plan.tile]
+    return out
+
+
+def _finished(acc: np.ndarray, wsum: np.ndarray, base: int, plans: tuple[AxisPlan, ...]) -> Band | None:
     """Normalise accumulated rows and crop the padding away (padded -> image coordinates); None if none are left."""
-    y0, y1 = base - py.pad, base - py.pad + acc.shape[1]
-    a, b = max(y0, 0), min(y1, py.size)
+    first, rest = plans[0], plans[1:]
+    y0, y1 = base - first.pad, base - first.pad + acc.shape[1]
+    a, b = max(y0, 0), min(y1, first.size)
     if b <= a:
         return None
-    rows = acc[:, a - y0 : b - y0, px.pad : px.pad + px.size] / wsum[a - y0 : b - y0, px.pad : px.pad + px.size]
+    crop = tuple(slice(p.pad, p.pad + p.size) for p in rest)
+    rows = acc[(slice(None), slice(a - y0, b - y0), *crop)] / wsum[(slice(a - y0, b - y0), *crop)]
     return Band(0, a, b, rows)
 
 
-def n_tiles(plans: tuple[AxisPlan, AxisPlan]) -> int:
+def n_tiles(plans: tuple[AxisPlan, ...]) -> int:
     """Number of tiles in a plan."""
-    return len(plans[0].starts) * len(plans[1].starts)
+    return int(np.prod([len(p.starts) for p in plans]))
+
+
+# ---------------------------------------------------------------------- 2.5D: a plane's neighbours
+def reflect(i: int, n: int) -> int:
+    """Index `i` reflected into [0, n) (-1 -> 1, n -> n - 2), as the planes beyond a stack's ends."""
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    i = abs(i) % period
+    return period - i if i >= n else i
+
+
+def context_order(z: int, n: int, k: int) -> list[int]:
+    """The planes a 2.5D network sees for plane `z` of `n`, for training and prediction alike.
+
+    z itself first (a residual generator's base), then z-k ... z-1, z+1 ... z+k, reflected at the
+    first and last planes.
+    """
+    return [z] + [reflect(z + d, n) for d in range(-k, k + 1) if d]
+

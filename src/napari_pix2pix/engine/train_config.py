@@ -13,9 +13,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
+
 from ..nn import preset_config
 from ..nn.losses import GAN_MODES
-from ..nn.unet import PRESETS, UNetConfig
+from ..nn.unet import PRESETS, PRESETS_3D, UNetConfig
 from .device import PRECISIONS
 from .tasks import TASKS, get_task
 
@@ -25,6 +27,7 @@ RESUMABLE = ("steps", "minutes", "device", "precision", "val_every", "checkpoint
 # keyword arguments of train()/train_iter() that name the data rather than settings
 SOURCE_KEYS = ("input", "target", "clean", "input_dir", "target_dir", "clean_dir", "aligned_dir", "channel_axis")
 DEFAULT_PRESET = "unet_tiny"
+DEFAULT_PRESET_3D = "unet3d_tiny"
 DEFAULT_STEPS = 2000  # without `minutes`
 WARM_RAMP = 20  # steps of learning-rate ramp for a warm start: Adam's first steps are as large as the rate
 
@@ -94,9 +97,21 @@ def auto_patch_size(min_side: int, multiple: int) -> int:
     return patch
 
 
-def auto_batch_size(patch: int) -> int:
-    """The "auto" batch: about 64 k pixels per step (16 patches of 64², 4 of 128²)."""
-    return max(1, min(64, round(65536 / patch**2)))
+def auto_patch_3d(min_size: tuple[int, ...], multiple: tuple[int, ...]) -> tuple[int, int, int]:
+    """The "auto" 3D patch: 16 planes (or as many as the volumes have, on Z's multiple) of 64² px."""
+    def fit(target: int, n: int, m: int) -> int:
+        p = max(m, target // m * m)
+        while p > n and p > m:
+            p -= m
+        return p
+
+    return (fit(16, min_size[0], multiple[0]), fit(64, min_size[1], multiple[1]), fit(64, min_size[2], multiple[2]))
+
+
+def auto_batch_size(patch: int | tuple[int, ...]) -> int:
+    """The "auto" batch: about 64 k pixels per step (16 patches of 64², 4 of 128²; one 16 x 64² volume)."""
+    pixels = int(np.prod(patch)) if isinstance(patch, (tuple, list)) else patch**2
+    return max(1, min(64, round(65536 / pixels)))
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,8 @@ class TrainConfig:
     generator: dict[str, Any] = field(default_factory=dict)  # UNetConfig overrides (ngf, levels, ...)
     start_from: str | None = None  # a bundled model's name or a model file to start from (warm start); "scratch";
     # None / "auto": the task's bundled starting model (AUTO_START) where the data's channels fit it, else scratch
+    spatial_dims: int | None = None  # 2: images; 3: volumes (Z, Y, X); None: 3 with a 3D preset, else 2
+    z_context: int = 0  # 2.5D: a 2D network sees each plane with its k neighbours on either side along Z
     channels: int | None = None  # image channels; None = from the data
     out_channels: int | None = None  # translate: target channels; None = from the data
     ndf: int | None = None  # discriminator width (recipe: 64)
@@ -137,7 +154,7 @@ class TrainConfig:
     freeze_norm: bool | None = None  # keep the generator's BatchNorm statistics fixed; None: for a warm start
     lr_warmup: int = 0  # steps of a linear learning-rate ramp at the start (a warm start gets WARM_RAMP)
     batch_size: int | None = None  # None: about 64 k pixels per step
-    patch_size: int | None = None  # None: 64 px, 128 px for images of 512 px and more
+    patch_size: int | tuple[int, ...] | None = None  # None: 64 px (128 from 512 px); volumes: 16 x 64 x 64
     augment: bool = True  # random flips and 90-degree rotations
     intensity_augment: float | None = None  # random gains up to exp(±x) of the network values (None: default)
     val_fraction: float = 0.1
@@ -188,6 +205,14 @@ class TrainConfig:
             (self.feature_matching is None or self.feature_matching >= 0, "feature_matching must be >= 0"),
             (self.r1 is None or self.r1 >= 0, "r1 must be >= 0"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.spatial_dims in (None, 2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}"),
+            (not (self.spatial_dims == 3 and self.preset is not None and self.preset not in PRESETS_3D),
+             f"{self.preset} is a 2D network: for spatial_dims=3 choose one of {PRESETS_3D} (or no preset)"),
+            (not (self.spatial_dims == 2 and self.preset in PRESETS_3D),
+             f"{self.preset} is a 3D network: give spatial_dims=3 (or no spatial_dims) for it"),
+            (self.z_context >= 0, f"z_context must be >= 0, got {self.z_context}"),
+            (not (self.z_context and self.dims == 3), "z_context (2.5D) is for 2D networks: a 3D network sees Z"),
+            (not (self.dims == 3 and self.task == "colorize"), "colorize is 2D: it trains on planes, not volumes"),
             (self.normalization in (None, "dataset", "plane"),
              f"normalization must be 'dataset' or 'plane', got {self.normalization!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
@@ -200,6 +225,18 @@ class TrainConfig:
 
     def check_patch(self, arch: UNetConfig) -> None:
         """Raise ValueError unless the patch size fits the network (a multiple of its size multiple, >= 32)."""
+        if isinstance(self.patch_size, (tuple, list)):
+            ms = arch.size_multiple
+            bad = any(p % m or p < m for p, m in zip(self.patch_size, ms, strict=False))
+            if len(self.patch_size) != len(ms) or bad:
+                raise ValueError(f"patch_size {tuple(self.patch_size)} must give one multiple of {ms} per axis "
+                                 f"(the size multiple of this {len(ms)}D network)")
+            return
+        if self.patch_size is not None and arch.spatial_dims == 3:
+            if any(self.patch_size % m for m in arch.size_multiple):
+                raise ValueError(f"patch_size {self.patch_size} must be a multiple of {arch.size_multiple} per "
+                                 f"axis; give (z, y, x), e.g. {arch.size_multiple[0] * 2, 64, 64}")
+            return
         multiple = max(arch.size_multiple)
         if self.patch_size is not None and (self.patch_size < 32 or self.patch_size % multiple):
             net = f"the model {self.start_from}" if self.warm and self.start_from not in (None, "auto") else (
@@ -210,11 +247,19 @@ class TrainConfig:
             )
 
     @property
+    def dims(self) -> int:
+        """The run's spatial dimensions: 3 for a 3D network, else 2."""
+        if self.spatial_dims is not None:
+            return self.spatial_dims
+        return 3 if self.preset in PRESETS_3D else 2
+
+    @property
     def warm(self) -> bool:
         """Whether the run may start from a trained model (named, or "auto" with no network chosen)."""
         if self.start_from == "scratch":
             return False
-        return self.start_from not in (None, "auto") or (self.preset is None and not self.generator)
+        auto = self.preset is None and not self.generator and self.dims == 2 and not self.z_context  # AUTO_START
+        return self.start_from not in (None, "auto") or auto
 
     # ------------------------------------------------------------------ resolving None
     @property
@@ -222,13 +267,14 @@ class TrainConfig:
         """The recipe (the task's default when none is named)."""
         return RECIPES[self.recipe or DEFAULT_RECIPES[self.task]]
 
-    def resolve(self, *, min_side: int, arch: UNetConfig, warm: bool = False) -> TrainConfig:
+    def resolve(self, *, min_size: tuple[int, ...], arch: UNetConfig, warm: bool = False) -> TrainConfig:
         """The config with every None decided: the recipe's fields and the "auto" values.
 
         Parameters
         ----------
-        min_side : int
-            The smallest side of a training image (after the validation split).
+        min_size : tuple of int
+            The smallest size of the training images along each spatial axis (after the
+            validation split).
         arch : UNetConfig
             The generator that will be trained (its size multiple bounds the patch).
         warm : bool
@@ -238,8 +284,14 @@ class TrainConfig:
         filled: dict[str, Any] = {f: getattr(spec, f) for f in RECIPE_FIELDS if getattr(self, f) is None}
         filled["recipe"] = spec.name
         if not warm and self.preset is None:
-            filled["preset"] = DEFAULT_PRESET
-        patch = self.patch_size or auto_patch_size(min_side, max(arch.size_multiple))
+            filled["preset"] = DEFAULT_PRESET if self.dims == 2 else DEFAULT_PRESET_3D
+        filled["spatial_dims"] = arch.spatial_dims
+        if self.patch_size is not None:
+            patch: int | tuple[int, ...] = self.patch_size
+        elif arch.spatial_dims == 3:
+            patch = auto_patch_3d(min_size, arch.size_multiple)
+        else:
+            patch = auto_patch_size(min(min_size), max(arch.size_multiple))
         filled["patch_size"] = patch
         if self.batch_size is None:
             filled["batch_size"] = auto_batch_size(patch)
@@ -277,8 +329,15 @@ class TrainConfig:
         return self.total_steps // 2 if self.decay_steps is None else min(self.decay_steps, self.total_steps)
 
     def generator_config(self, cin: int, cout: int) -> UNetConfig:
-        """The generator's UNetConfig for these channels (the preset, or unet_tiny when None)."""
-        return preset_config(self.preset or DEFAULT_PRESET, in_channels=cin, out_channels=cout, **self.generator)
+        """The generator's UNetConfig for these (task's) channels: the preset, or unet_tiny / unet3d_tiny.
+
+        With a z context of k, each input channel of the image comes 2k + 1 times (the plane and
+        its neighbours); an inpainting mask once.
+        """
+        preset = self.preset or (DEFAULT_PRESET if self.dims == 2 else DEFAULT_PRESET_3D)
+        image = get_task(self.task).image_channels(cin)
+        return preset_config(preset, in_channels=cin + 2 * self.z_context * image, out_channels=cout,
+                             **self.generator)
 
     def lr_at(self, step: int) -> float:
         """Learning rate for (0-based) `step`: a ramp over the first `lr_warmup` steps, constant, then a decay.
@@ -318,6 +377,8 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in names}
         if "percentiles" in d:
             d["percentiles"] = tuple(d["percentiles"])
+        if isinstance(d.get("patch_size"), list):
+            d["patch_size"] = tuple(d["patch_size"])
         if "recipe" not in d and "gan_weight" in d:  # 0.1.0: no recipes yet; its fields are all explicit
             d["recipe"] = "paper" if float(d["gan_weight"] or 0) > 0 else "fidelity"
             d.setdefault("pixel_loss", "l1")

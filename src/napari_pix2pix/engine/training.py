@@ -35,7 +35,7 @@ from torch import nn
 
 from ..nn import GANLoss, PatchGANConfig, PatchGANDiscriminator
 from .checkpoints import BEST, CHECKPOINT, load_checkpoint, save_checkpoint, unflatten_optimizer
-from .data import PairedData, make_data, stack_batch
+from .data import PairedData, make_data, patch_shape, stack_batch
 from .device import autocast_dtype, resolve_device
 from .model import Pix2PixModel
 from .normalization import Normalization, safe_range
@@ -104,9 +104,10 @@ def training_data(cfg: TrainConfig, source: dict[str, Any]) -> PairedData:
     size the images need only be as large as the smallest patch (32 px).
     """
     noise = NoiseConfig(**cfg.noise) if cfg.noise else None
+    smallest: int | tuple[int, ...] = 32 if cfg.dims == 2 else (1, 32, 32)  # "auto": decided after, to fit
     return make_data(cfg.task, **source, normalization=Normalization(*cfg.percentiles), noise=noise,
-                     val_fraction=cfg.val_fraction, val_split=cfg.val_split, patch_size=cfg.patch_size or 32,
-                     seed=cfg.seed)
+                     val_fraction=cfg.val_fraction, val_split=cfg.val_split, patch_size=cfg.patch_size or smallest,
+                     seed=cfg.seed, dims=cfg.dims, z_context=cfg.z_context)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -165,8 +166,8 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
     if cfg.recipe == "noise2noise" and data.synthesize:
         raise ValueError("noise2noise trains on pairs of two noisy acquisitions (input= and target=, or folders), "
                          "not on clean images: with clean images use the fidelity recipe")
-    if auto and start_from is not None and data.channels != (1, 1):  # the bundled starting models are 1-channel
-        start_from = None
+    if auto and start_from is not None and (data.channels != (1, 1) or cfg.dims != 2 or cfg.z_context):
+        start_from = None  # the bundled starting models are 2D, for 1-channel planes
     if start_from is not None:
         start = start_model(start_from, data.task, *data.channels)
         if auto:
@@ -175,25 +176,24 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
             cfg = replace(cfg, start_from=start.name if isinstance(start_from, Pix2PixModel) else str(start_from))
         arch = start.config
     else:
-        arch = cfg.generator_config(*data.task.network_channels(*data.channels))
+        arch = cfg.generator_config(*data.task.network_channels(data.channels[0] // (2 * cfg.z_context + 1),
+                                                                data.channels[1]))
     data.normalization = _output_normalization(cfg, data, start)  # targets on the scale outputs go back to
     data.intensity = cfg.intensity_augment if cfg.intensity_augment is not None else (
         INTENSITY_AUGMENT_WARM if start is not None else 0.0)
     if auto and start_from is None and cfg.preset is None:  # automatic, nothing fitting: a new network
         cfg = replace(cfg, start_from="scratch")
     if not cfg.resolved or cfg.steps is None:
-        min_side = min(min(p.input.shape[1:]) for p in data.planes)
-        cfg = cfg.resolve(min_side=min_side, arch=arch, warm=start is not None)
+        cfg = cfg.resolve(min_size=data.min_size(), arch=arch, warm=start is not None)
     _check_patch_fits(cfg, data)
     return cfg, data, start
 
 
 def _check_patch_fits(cfg: TrainConfig, data: PairedData) -> None:
-    small = min(data.planes, key=lambda p: min(p.input.shape[1:]))
-    side = min(small.input.shape[1:])
-    if cfg.patch_size is not None and cfg.patch_size > side:
-        raise ValueError(f"patch size {cfg.patch_size} is larger than {small.name} ({small.input.shape[1]}x"
-                         f"{small.input.shape[2]}); use a patch of at most {side}")
+    from .data import _check_patch
+
+    if cfg.patch_size is not None:
+        _check_patch(data.planes, patch_shape(cfg.patch_size, data.dims), "")
 
 
 class _Ema:
@@ -316,14 +316,15 @@ def _generator(cfg: TrainConfig, data: PairedData, start: Pix2PixModel | None,
     if resume_state is not None:  # the architecture the checkpoint was made with (weights: _restore)
         saved = Pix2PixModel.from_metadata(resume_state[1]["model"])
         return Pix2PixModel(cfg.task, saved.preset, config=saved.config, normalization=saved.normalization,
-                            name=saved.name)
+                            name=saved.name, z_context=saved.z_context)
     if start is not None:
         model = Pix2PixModel(cfg.task, start.preset, config=start.config, normalization=data.normalization)
         model.generator.load_state_dict(start.generator.state_dict())
         return model
-    cin, cout = data.task.network_channels(*data.channels)
+    image_c = data.channels[0] // (2 * cfg.z_context + 1)  # a 2.5D plane carries its neighbours as channels
+    cin, cout = data.task.network_channels(image_c, data.channels[1])
     return Pix2PixModel(cfg.task, cfg.preset or "unet_tiny", config=cfg.generator_config(cin, cout),
-                        normalization=data.normalization)
+                        normalization=data.normalization, z_context=cfg.z_context)
 
 
 def _build(cfg: TrainConfig, data: PairedData, device: torch.device, rank: int, world: int,
@@ -334,8 +335,9 @@ def _build(cfg: TrainConfig, data: PairedData, device: torch.device, rank: int, 
     cin, cout = model.config.in_channels, model.config.out_channels
     disc = PatchGANDiscriminator(_disc_config(cfg, cin + cout)) if cfg.gan_weight else None
     betas = (cfg.beta1 if cfg.beta1 is not None else 0.5, cfg.beta2)
-    amp_dtype = autocast_dtype(cfg.precision, device)
-    fmt = torch.channels_last if cfg.channels_last and device.type != "mps" else torch.contiguous_format
+    amp_dtype = autocast_dtype(cfg.precision, device, cfg.dims)
+    fmt = torch.channels_last if cfg.channels_last and device.type != "mps" and cfg.dims == 2 else (
+        torch.contiguous_format)
     for net in (model.generator, disc):  # on the device before the optimisers load their state onto it
         if net is not None:
             net.to(device)
@@ -363,10 +365,10 @@ def _build(cfg: TrainConfig, data: PairedData, device: torch.device, rank: int, 
 
 def _disc_config(cfg: TrainConfig, channels: int) -> PatchGANConfig:
     """The discriminator of a recipe: scales that fit the patch (the last sees at least 32 px)."""
-    patch = cfg.patch_size or 64
+    patch = min(patch_shape(cfg.patch_size or 64, cfg.dims)[-2:])  # Y, X: a volume's Z is not halved
     scales = max(1, min(cfg.d_scales or 1, int(math.log2(max(patch, 32) / 32)) + 1))
     return PatchGANConfig(in_channels=channels, ndf=cfg.ndf or 64, n_layers=cfg.n_layers or 3, scales=scales,
-                          spectral_norm=bool(cfg.spectral_norm))
+                          spectral_norm=bool(cfg.spectral_norm), spatial_dims=cfg.dims)
 
 
 def _restore(run: _Run, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device) -> None:
@@ -696,7 +698,8 @@ def _follow_budget(budget: _Budget, run: _Run, cfg: TrainConfig, valset: ValSet 
 def _begin(run: _Run, cfg: TrainConfig, start: Pix2PixModel | None, valset: ValSet | None, saver: _Saver,
            device: torch.device) -> Generator[TrainEvent, None, None]:
     """What was decided (the run's resolved settings), and a warm start's own score, which training must beat."""
-    picked = f"recipe {cfg.recipe}, batch {cfg.batch_size} of {cfg.patch_size}² px, lr {cfg.lr:g}"
+    size = "x".join(map(str, patch_shape(cfg.patch_size or 64, cfg.dims)))
+    picked = f"recipe {cfg.recipe}, batch {cfg.batch_size} of {size} px, lr {cfg.lr:g}"
     where = saver.summary.get("started_from")
     yield StatusUpdate(run.step, TrainingStatus.RUNNING, cfg, picked + (f", starting from {where}" if where else ""))
     if start is not None and valset is not None:

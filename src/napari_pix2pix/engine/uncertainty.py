@@ -4,8 +4,9 @@ A GAN can invent plausible structure that is not in the sample. Two checks, show
 every result:
 
 - **uncertainty**: the per-pixel spread (standard deviation) of predictions over the 8
-  flips/rotations of the image and, where the generator has dropout, dropout samples (the
-  paper keeps dropout on at test time as its noise source). Each sample is a full
+  flips/rotations of the image (16 for a volume with a 3D model: each also flipped in Z)
+  and, where the generator has dropout, dropout samples (the paper keeps dropout on at
+  test time as its noise source). Each sample is a full
   prediction, so `samples` multiplies the prediction time.
 - **residual** (denoise): input − output on the input's scale. Real noise leaves a residual
   without image structure; where the residual correlates with the output's edges, signal
@@ -46,11 +47,14 @@ def uncertainty_iter(
     if samples < 2:
         raise ValueError(f"uncertainty needs at least 2 samples, got {samples}")
     dropout = has_dropout(model)
+    volume = model.spatial_dims == 3
     mean = m2 = None
     total_done = 0
     out_channel_axis = None
     for s in range(samples):
-        gen = predict_iter(model, image, mask, channel_axis=channel_axis, mc_dropout=dropout, augment=s % 8,
+        k = s % (16 if volume else 8)  # volumes: alternately flipped in Z, so that few samples see both
+        augment = k // 2 + 8 * (k % 2) if volume else k
+        gen = predict_iter(model, image, mask, channel_axis=channel_axis, mc_dropout=dropout, augment=augment,
                            output_dtype=np.float32, **kwargs)
         tiles = [0]  # tiles of one sample
 
@@ -76,7 +80,7 @@ def uncertainty_iter(
 
 
 def _output_channel_axis(model: Pix2PixModel, image: Any, channel_axis: int | None, out_ndim: int) -> int | None:
-    shape, _, ca = _check_image(image, channel_axis)
+    shape, _, ca = _check_image(image, channel_axis, model.spatial_dims)
     if ca is not None:
         return ca
     return out_ndim - 1 if out_ndim > len(shape) else None

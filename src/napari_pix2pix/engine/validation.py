@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .data import PairedData, Plane, stack_batch
+from .data import PairedData, Plane, patch_shape, stack_batch
 from .progress import ValidationUpdate
 
 if TYPE_CHECKING:
@@ -28,18 +28,31 @@ def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     from skimage.metrics import structural_similarity
 
-    win = min(7, *a.shape[1:]) // 2 * 2 + 1 if min(a.shape[1:]) >= 3 else 3
+    smallest = min(a.shape[1:])
+    win = min(7, smallest) // 2 * 2 + 1 if smallest >= 3 else 3
+    if smallest < 3:  # too thin for a window (a few planes of a volume): the mean over its planes
+        return float(np.mean([_ssim(a[:, i], b[:, i], data_range) for i in range(a.shape[1])]))
     return float(structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win))
 
 
-def _pad_to(x: np.ndarray, multiple: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, int]]:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple[-2], -w % multiple[-1]
-    if ph or pw:
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        widths = [(0, 0)] * (x.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)]
+def _pad_to(x: np.ndarray, multiple: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """`x` (C, ...) reflect-padded to multiples of `multiple` on its last axes; the offsets of the original."""
+    sizes = x.shape[-len(multiple):]
+    pads = [-n % m for n, m in zip(sizes, multiple, strict=True)]
+    if any(pads):
+        mode = "reflect" if min(sizes) > 1 else "edge"
+        widths = [(0, 0)] * (x.ndim - len(multiple)) + [(p // 2, p - p // 2) for p in pads]
         x = np.pad(x, widths, mode=mode)  # type: ignore[call-overload]
-    return x, (ph // 2, pw // 2)
+    return x, tuple(p // 2 for p in pads)
+
+
+def _crop(x: np.ndarray, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> np.ndarray:
+    return x[(slice(None), *(slice(o, o + n) for o, n in zip(offsets, sizes, strict=True)))]
+
+
+def _mid(x: np.ndarray) -> np.ndarray:
+    """The (C, h, w) preview of a patch: itself in 2D, its middle plane for a volume (C, d, h, w)."""
+    return x[:, x.shape[1] // 2] if x.ndim == 4 else x
 
 
 @dataclass
@@ -51,22 +64,23 @@ class ValSet:
     raw_inputs: list[np.ndarray]  # the input image part, normalized (for the baseline)
 
 
-def make_valset(data: PairedData, patch_size: int, n_patches: int, seed: int) -> ValSet | None:
+def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: int, seed: int) -> ValSet | None:
     """Fixed validation patches (drawn once, with their degradation) from the held-out planes."""
     if not data.val:
         return None
     rng = np.random.default_rng(seed + 7919)
     vs = ValSet([], [], [])
-    size = patch_size
+    size = patch_shape(patch_size, data.dims)
     for i in range(n_patches):
         p: Plane = data.val[i % len(data.val)]
-        h, w = p.input.shape[1:]
-        ch, cw = min(size, h), min(size, w)
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        a, b, m = data.degrade(p.input[:, y : y + ch, x : x + cw], p.target[:, y : y + ch, x : x + cw], p, rng)
+        crop = [min(q, n) for q, n in zip(size, p.input.shape[1:], strict=True)]
+        starts = [int(rng.integers(0, n - c + 1)) for n, c in zip(p.input.shape[1:], crop, strict=True)]
+        box = (slice(None), *(slice(s0, s0 + c) for s0, c in zip(starts, crop, strict=True)))
+        a, b, m = data.degrade(p.input[box], p.target[box], p, rng)
         net_in, _ = stack_batch([(a, b, m)], data.task)
         vs.inputs.append(net_in[0])
         vs.targets.append(b)
+        a = a[: a.shape[0] // (2 * data.z_context + 1)]  # 2.5D: the plane itself, without its neighbours
         vs.raw_inputs.append(np.where(m[None], np.float32(0), a) if m is not None else a)  # inpaint: zero fill
     return vs
 
@@ -78,8 +92,8 @@ def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, t
     psnrs, ssims, l1s, psnr_in, ssim_in = [], [], [], [], []
     preview = None
     for a, b, raw in zip(vs.inputs, vs.targets, vs.raw_inputs, strict=True):
-        padded, (py, px) = _pad_to(a, model.config.size_multiple)
-        out = run(padded[None])[0][:, py : py + a.shape[1], px : px + a.shape[2]]
+        padded, offsets = _pad_to(a, model.config.size_multiple)
+        out = _crop(run(padded[None])[0], offsets, a.shape[1:])
         if task == "inpaint":  # outside the mask the input is kept, as in prediction
             m = a[-1:] > 0
             out = np.where(m, out, raw)
@@ -94,16 +108,17 @@ def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, t
             def to01(z: np.ndarray) -> np.ndarray:
                 return np.clip((z + 0.8) / 1.6, 0, 1).astype(np.float32)
 
-            preview = (to01(raw), to01(out), to01(b))
+            preview = (to01(_mid(raw)), to01(_mid(out)), to01(_mid(b)))
     finite = [p for p in psnrs if math.isfinite(p)] or [100.0]
     assert preview is not None
     # uncertainty of the preview patch: spread over the 8 flips/rotations, as in prediction
     a = vs.inputs[0]
-    padded, (py, px) = _pad_to(a, model.config.size_multiple)
-    samples = np.stack([model._runner(device, "fp32", augment=k)(padded[None])[0] for k in range(8)])
-    spread = samples[:, :, py : py + a.shape[1], px : px + a.shape[2]].std(axis=0, ddof=1).mean(axis=0) / rng_span
+    padded, offsets = _pad_to(a, model.config.size_multiple)
+    samples = np.stack([_crop(model._runner(device, "fp32", augment=k)(padded[None])[0], offsets, a.shape[1:])
+                        for k in range(8)])
+    spread = _mid(samples.std(axis=0, ddof=1)).mean(axis=0) / rng_span
     if task == "inpaint":
-        spread = np.where(a[-1] > 0, spread, 0)
+        spread = np.where(_mid(a)[-1] > 0, spread, 0)
     return ValidationUpdate(
         step, float(np.mean(finite)), float(np.mean(ssims)),
         float(np.mean(psnr_in)) if psnr_in else None, float(np.mean(ssim_in)) if ssim_in else None,

@@ -28,6 +28,7 @@ class PatchGANConfig:
     norm: str = "batch"
     scales: int = 1  # 1: the paper's; k: k discriminators on the pair at 1, 1/2, ... 1/2**(k-1) resolution
     spectral_norm: bool = False  # spectral normalisation of every convolution (no norm layers then)
+    spatial_dims: int = 2  # 3: judges (Z, Y, X) volumes; Z (short, often coarse) is halved once, by the first layer
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.ndf < 1 or self.n_layers < 1:
@@ -36,6 +37,8 @@ class PatchGANConfig:
             )
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if not 1 <= self.scales <= 4:
             raise ValueError(f"scales must be between 1 and 4, got {self.scales}")
 
@@ -55,11 +58,17 @@ class PatchGANConfig:
 def _layers(config: PatchGANConfig) -> nn.Sequential:
     """conv-lrelu, then (conv-norm-lrelu) blocks of doubling width, then a 1-channel conv: one logit per patch."""
     sn = config.spectral_norm
-    norm = norm_layer("none" if sn else config.norm)
+    dims = config.spatial_dims
+    norm = norm_layer("none" if sn else config.norm, dims)
     bias = config.norm != "batch" or sn
+    first = [True]
 
     def conv(cin: int, cout: int, stride: int, with_bias: bool = True) -> nn.Module:
-        return nn.Conv2d(cin, cout, 4, stride, 1, bias=with_bias)
+        if dims == 2:
+            return nn.Conv2d(cin, cout, 4, stride, 1, bias=with_bias)
+        z_stride = 2 if first[0] else 1  # Z: 3-wide kernels keep it, but the first layer halves it
+        first[0] = False
+        return nn.Conv3d(cin, cout, (3, 4, 4), (z_stride, stride, stride), 1, bias=with_bias)
 
     ndf = config.ndf
     layers: list[nn.Module] = [conv(config.in_channels, ndf, 2), nn.LeakyReLU(0.2, True)]
@@ -86,7 +95,7 @@ class PatchGANDiscriminator(nn.Module):
         if config.spectral_norm:  # after the initialisation, which sets the weights it normalises
             for seq in [self.model, *(self.extra or [])]:
                 for i, layer in enumerate(seq):
-                    if isinstance(layer, nn.Conv2d):
+                    if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
                         seq[i] = nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, judge: bool = False) -> Any:
@@ -102,10 +111,11 @@ class PatchGANDiscriminator(nn.Module):
     def judge(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
         """For every scale: (logits, features of the hidden layers), the pair downsampled 2x per scale."""
         pair = torch.cat([x, y], dim=1)
+        pool = nn.functional.avg_pool2d if self.config.spatial_dims == 2 else nn.functional.avg_pool3d
         out = []
         for i, net in enumerate([self.model, *(self.extra or [])]):
             if i:
-                pair = nn.functional.avg_pool2d(pair, 3, stride=2, padding=1, count_include_pad=False)
+                pair = pool(pair, 3, stride=2, padding=1, count_include_pad=False)
             feats: list[torch.Tensor] = []
             h = pair
             for layer in net:

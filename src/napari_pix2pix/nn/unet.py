@@ -37,6 +37,9 @@ class UNetConfig:
     # the last doubling (a stem and a tail joined by a skip); 0 = paper
     upsample: str = "transpose"  # "transpose": 4x4 stride-2 transposed convolutions (paper); "resize": nearest
     # 2x upsampling + 3x3 convolution (no checkerboard artefacts; Odena et al. 2016)
+    spatial_dims: int = 2  # 2: (Y, X) images; 3: (Z, Y, X) volumes, the same network with 3D layers
+    z_levels: int | None = None  # 3D: how many of the levels (the finest ones) also halve Z; None = all. Z is
+    # usually coarser and shorter than Y and X: its other levels keep Z (3x4x4 kernels, stride 1 in Z)
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -55,6 +58,10 @@ class UNetConfig:
         if self.block_convs < 0 or self.full_res_convs < 0:
             raise ValueError(f"block_convs and full_res_convs must be >= 0, got {self.block_convs}, "
                              f"{self.full_res_convs}")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (images) or 3 (volumes), got {self.spatial_dims}")
+        if self.z_levels is not None and (self.spatial_dims != 3 or not 0 <= self.z_levels <= self.levels):
+            raise ValueError(f"z_levels ({self.z_levels}) is for 3D networks, between 0 and levels ({self.levels})")
         if self.upsample not in UPSAMPLES:
             raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.residual and not (self.in_channels >= self.out_channels or self.in_channels == 1):
@@ -63,16 +70,18 @@ class UNetConfig:
                 f"or a single input channel, got {self.in_channels} -> {self.out_channels}"
             )
 
-    # ---------------------------------------------------------------- geometry, per spatial axis (Y, X)
-    @property
-    def spatial_dims(self) -> int:
-        """Number of spatial axes the network convolves (2: Y, X)."""
-        return 2
+    # ---------------------------------------------------------------- geometry, per spatial axis ((Z,) Y, X)
+    def halves(self, axis: int) -> list[bool]:
+        """Per level, whether the level halves spatial `axis` (0 = Z of a 3D network)."""
+        if self.spatial_dims == 3 and axis == 0:
+            z = self.levels if self.z_levels is None else self.z_levels
+            return [i < z for i in range(self.levels)]
+        return [True] * self.levels
 
     @property
     def size_multiple(self) -> tuple[int, ...]:
-        """Per spatial axis, the multiple every input size must be (the network halves it `levels` times)."""
-        return (2**self.levels,) * self.spatial_dims
+        """Per spatial axis, the multiple every input size must be (2 to the number of its halvings)."""
+        return tuple(2 ** sum(self.halves(a)) for a in range(self.spatial_dims))
 
     @property
     def multiple(self) -> int:
@@ -99,8 +108,8 @@ class UNetConfig:
         the full-resolution stem and tail); the widest over the output positions of one size
         multiple.
         """
-        return tuple(_receptive_field_1d(self.levels, self.block_convs, self.full_res_convs, m, self.upsample)
-                     for m in self.size_multiple)
+        return tuple(_receptive_field_1d(self.levels, self.block_convs, self.full_res_convs, m, self.upsample,
+                                         self.halves(a)) for a, m in enumerate(self.size_multiple))
 
     @property
     def n_dropout(self) -> int:
@@ -125,8 +134,13 @@ class UNetConfig:
         return self.block_convs == 0 and not self.residual and self.full_res_convs == 0 and self.upsample == "transpose"
 
 
-def _receptive_field_1d(n: int, k: int, kf: int, multiple: int, upsample: str = "transpose") -> int:
-    """Receptive field along one axis of a U-Net with `n` levels, `k` extra convs per level, `kf` at full size."""
+def _receptive_field_1d(n: int, k: int, kf: int, multiple: int, upsample: str = "transpose",
+                        halves: list[bool] | None = None) -> int:
+    """Receptive field along one axis of a U-Net with `n` levels, `k` extra convs per level, `kf` at full size.
+
+    `halves[i]`: whether level i halves this axis (else its 4x4 stride-2 layers are 3-wide, stride 1 here).
+    """
+    halves = halves if halves is not None else [True] * n
 
     def stem(a: int, b: int) -> tuple[int, int]:  # full-resolution 3x3 convolutions before level 0
         return a - kf, b + kf
@@ -134,16 +148,19 @@ def _receptive_field_1d(n: int, k: int, kf: int, multiple: int, upsample: str = 
     def down(i: int, a: int, b: int) -> tuple[int, int]:  # encoder level i over [a, b] -> input pixels
         if i < n - 1:
             a, b = a - k, b + k  # extra 3x3 convolutions
-        a, b = 2 * a - 1, 2 * b + 2  # 4x4 stride-2 convolution, padding 1
+        # 4x4 stride-2 convolution, padding 1 (3-wide, stride 1, padding 1 where this axis is kept)
+        a, b = (2 * a - 1, 2 * b + 2) if halves[i] else (a - 1, b + 1)
         return stem(a, b) if i == 0 else down(i - 1, a, b)
 
-    def transposed(a: int, b: int) -> tuple[int, int]:  # the 2x upsampling layer: output [a, b] -> input
+    def transposed(a: int, b: int, level: int = 0) -> tuple[int, int]:  # the upsampling layer undoing `level`
+        if not halves[level]:  # 3-wide, stride 1: output [a, b] depends on input [a - 1, b + 1]
+            return a - 1, b + 1
         if upsample == "resize":  # nearest 2x, then a 3x3 convolution (padding 1)
             return (a - 1) // 2, (b + 1) // 2
         return -((2 - a) // 2), (b + 1) // 2  # 4x4 stride-2 transposed convolution, padding 1
 
     def up(j: int, a: int, b: int) -> tuple[int, int]:  # decoder block j over [a, b] -> input pixels
-        a, b = transposed(a - k, b + k)
+        a, b = transposed(a - k, b + k, n - 1 - j)
         if j == 0:
             return down(n - 1, a, b)
         d, u = down(n - 1 - j, a, b), up(j - 1, a, b)  # skip and deeper path
@@ -166,7 +183,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "unet_128": {"levels": 7, "ngf": 64},  # paper, 41.8 M parameters, input multiple 128
     "unet_small": {"levels": 7, "ngf": 32},  # CPU: ~10 M parameters, multiple 128
     "unet_tiny": {"levels": 6, "ngf": 16},  # CPU: ~2 M parameters, multiple 64
+    # 3D (Z, Y, X): Z is halved at the finest z_levels levels only (stacks are short and coarse in Z)
+    "unet3d_tiny": {"spatial_dims": 3, "levels": 4, "z_levels": 2, "ngf": 16},  # multiple (4, 16, 16)
+    "unet3d_small": {"spatial_dims": 3, "levels": 5, "z_levels": 3, "ngf": 24},  # multiple (8, 32, 32)
 }
+PRESETS_3D = tuple(name for name, p in PRESETS.items() if p.get("spatial_dims") == 3)
 
 
 def preset_config(name: str, **overrides: Any) -> UNetConfig:
@@ -176,25 +197,39 @@ def preset_config(name: str, **overrides: Any) -> UNetConfig:
     return UNetConfig(**{**PRESETS[name], **overrides})
 
 
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
 def _extra_convs(width: int, n: int, act: Callable[[], nn.Module], norm: Callable[[int], nn.Module],
-                 bias: bool) -> list[nn.Module]:
+                 bias: bool, dims: int = 2) -> list[nn.Module]:
     """`n` times (activation, 3x3 conv, norm) at constant width: more capacity per level."""
     layers: list[nn.Module] = []
     for _ in range(n):
-        layers += [act(), nn.Conv2d(width, width, 3, 1, 1, bias=bias), norm(width)]
+        layers += [act(), CONV[dims](width, width, 3, 1, 1, bias=bias), norm(width)]
     return layers
 
 
-def norm_layer(name: str) -> Callable[[int], nn.Module]:
-    """Map a norm name to a layer factory; all of them use running statistics in eval."""
+def norm_layer(name: str, dims: int = 2) -> Callable[[int], nn.Module]:
+    """Map a norm name to a layer factory (2D or 3D); all of them use running statistics in eval."""
     if name == "batch":
-        return lambda c: nn.BatchNorm2d(c)
+        batch = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        return lambda c: batch(c)
     if name == "instance":
         # running statistics so that tiles of one image see identical normalization
-        return lambda c: nn.InstanceNorm2d(c, affine=True, track_running_stats=True)
+        inst = nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d
+        return lambda c: inst(c, affine=True, track_running_stats=True)
     if name == "none":
         return lambda c: nn.Identity()
     raise ValueError(f"norm must be one of {NORMS}, got {name!r}")
+
+
+def _level_geometry(config: UNetConfig, level: int) -> tuple[Any, Any, Any]:
+    """(kernel, stride, padding) of the layers that halve the size at `level` (and their transposes)."""
+    if config.spatial_dims == 2:
+        return 4, 2, 1
+    z = config.halves(0)[level]
+    return (4 if z else 3, 4, 4), (2 if z else 1, 2, 2), 1
 
 
 class UNetGenerator(nn.Module):
@@ -207,20 +242,30 @@ class UNetGenerator(nn.Module):
 
     Notes
     -----
-    Inputs must have a height and width that are multiples of ``config.multiple``; the
-    engine pads images to it (see :func:`napari_pix2pix.engine.predict`).
+    Inputs must have sizes that are multiples of ``config.size_multiple`` (per axis); the
+    engine pads images to it (see :func:`napari_pix2pix.engine.predict`). With
+    ``spatial_dims=3`` every layer is its 3D counterpart and the network maps volumes.
     """
 
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
         config = config if config is not None else UNetConfig()
         self.config = config
-        norm = norm_layer(config.norm)
+        dims = config.spatial_dims
+        norm = norm_layer(config.norm, dims)
         bias = config.norm != "batch"  # as in the reference: no bias before batch norm
         w = config.widths()
         n = config.levels
+        conv = CONV[dims]
 
         k = config.block_convs
+
+        def halve(cin: int, cout: int, level: int, with_bias: bool) -> nn.Module:  # halves the size at `level`
+            kernel, stride, pad = _level_geometry(config, level)
+            return conv(cin, cout, kernel, stride, pad, bias=with_bias)
+
+        def extra(width: int, count: int, act: Callable[[], nn.Module]) -> list[nn.Module]:
+            return _extra_convs(width, count, act, norm, bias, dims)
 
         def lrelu() -> nn.Module:
             return nn.LeakyReLU(0.2, True)
@@ -228,62 +273,52 @@ class UNetGenerator(nn.Module):
         def relu() -> nn.Module:
             return nn.ReLU(True)
 
-        def up2x(cin: int, cout: int, with_bias: bool) -> list[nn.Module]:  # doubles the size
+        def up2x(cin: int, cout: int, level: int, with_bias: bool) -> list[nn.Module]:  # undoes `level`'s halving
+            kernel, stride, pad = _level_geometry(config, level)
             if config.upsample == "resize":
-                return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=with_bias)]
-            return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=with_bias)]
+                factor = stride if isinstance(stride, int) else tuple(float(s) for s in stride)
+                return [nn.Upsample(scale_factor=factor, mode="nearest"), conv(cin, cout, 3, 1, 1, bias=with_bias)]
+            return [CONV_T[dims](cin, cout, kernel, stride, pad, bias=with_bias)]
 
         # encoder: down[i] halves the size and produces w[i] channels
         f, kf = config.ngf, config.full_res_convs
         # optional full-resolution stem: kf 3x3 convs before the first halving
-        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, f, 3, 1, 1, bias=bias), norm(f),
-                                  *_extra_convs(f, kf - 1, lrelu, norm, bias)) if kf else None
-        first = [lrelu(), nn.Conv2d(f, w[0], 4, 2, 1, bias=bias)] if kf else [
-            nn.Conv2d(config.in_channels, w[0], 4, 2, 1, bias=bias)]
-        down: list[nn.Module] = [nn.Sequential(*first, *_extra_convs(w[0], k, lrelu, norm, bias))]
+        self.stem = nn.Sequential(conv(config.in_channels, f, 3, 1, 1, bias=bias), norm(f),
+                                  *extra(f, kf - 1, lrelu)) if kf else None
+        first = [lrelu(), halve(f, w[0], 0, bias)] if kf else [halve(config.in_channels, w[0], 0, bias)]
+        down: list[nn.Module] = [nn.Sequential(*first, *extra(w[0], k, lrelu))]
         for i in range(1, n - 1):
-            down.append(
-                nn.Sequential(
-                    nn.LeakyReLU(0.2, True),
-                    nn.Conv2d(w[i - 1], w[i], 4, 2, 1, bias=bias),
-                    norm(w[i]),
-                    *_extra_convs(w[i], k, lrelu, norm, bias),
-                )
-            )
-        down.append(nn.Sequential(nn.LeakyReLU(0.2, True), nn.Conv2d(w[n - 2], w[n - 1], 4, 2, 1, bias=bias)))
+            down.append(nn.Sequential(nn.LeakyReLU(0.2, True), halve(w[i - 1], w[i], i, bias), norm(w[i]),
+                                      *extra(w[i], k, lrelu)))
+        down.append(nn.Sequential(nn.LeakyReLU(0.2, True), halve(w[n - 2], w[n - 1], n - 1, bias)))
         self.down = nn.ModuleList(down)
 
         # decoder, innermost first: up[j] turns level n-1-j features into level n-2-j ones
         up: list[nn.Module] = [
-            nn.Sequential(nn.ReLU(True), *up2x(w[n - 1], w[n - 2], bias), norm(w[n - 2]),
-                          *_extra_convs(w[n - 2], k, relu, norm, bias))
+            nn.Sequential(nn.ReLU(True), *up2x(w[n - 1], w[n - 2], n - 1, bias), norm(w[n - 2]),
+                          *extra(w[n - 2], k, relu))
         ]
         for j in range(1, n - 1):
             lvl = n - 1 - j
-            layers: list[nn.Module] = [
-                nn.ReLU(True),
-                *up2x(2 * w[lvl], w[lvl - 1], bias),
-                norm(w[lvl - 1]),
-                *_extra_convs(w[lvl - 1], k, relu, norm, bias),
-            ]
+            layers: list[nn.Module] = [nn.ReLU(True), *up2x(2 * w[lvl], w[lvl - 1], lvl, bias), norm(w[lvl - 1]),
+                                       *extra(w[lvl - 1], k, relu)]
             if j <= config.n_dropout:
                 layers.append(nn.Dropout(config.dropout))
             up.append(nn.Sequential(*layers))
         out_act: list[nn.Module] = [] if config.residual else [nn.Tanh()]
         self.tail = None
         if kf:  # back to full resolution, then kf 3x3 convs on [stem features, upsampled features]
-            up.append(nn.Sequential(nn.ReLU(True), *up2x(2 * w[0], f, bias), norm(f)))
-            self.tail = nn.Sequential(nn.ReLU(True), nn.Conv2d(2 * f, f, 3, 1, 1, bias=bias), norm(f),
-                                      *_extra_convs(f, kf - 1, relu, norm, bias), nn.ReLU(True),
-                                      nn.Conv2d(f, config.out_channels, 1), *out_act)
+            up.append(nn.Sequential(nn.ReLU(True), *up2x(2 * w[0], f, 0, bias), norm(f)))
+            self.tail = nn.Sequential(nn.ReLU(True), conv(2 * f, f, 3, 1, 1, bias=bias), norm(f),
+                                      *extra(f, kf - 1, relu), nn.ReLU(True),
+                                      conv(f, config.out_channels, 1), *out_act)
         else:
-            up.append(nn.Sequential(nn.ReLU(True), *up2x(2 * w[0], config.out_channels, True),
-                                    *out_act))
+            up.append(nn.Sequential(nn.ReLU(True), *up2x(2 * w[0], config.out_channels, 0, True), *out_act))
         self.up = nn.ModuleList(up)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, in_channels, H, W) in [-1, 1] to (B, out_channels, H, W) (in [-1, 1] unless residual)."""
+        """Map (B, in_channels, [Z,] H, W) in [-1, 1] to (B, out_channels, [Z,] H, W) (in [-1, 1] unless residual)."""
         inp = x
         if self.stem is not None:  # full-resolution features, (B, ngf, H, W)
             x = top = self.stem(x)
@@ -298,7 +333,7 @@ class UNetGenerator(nn.Module):
             x = self.tail(torch.cat([top, x], dim=1))  # full-resolution skip from the stem
         if self.config.residual:  # input image + learnt correction: (B, out_channels, H, W)
             cout = self.config.out_channels
-            base = inp[:, :1].expand(-1, cout, -1, -1) if inp.shape[1] < cout else inp[:, :cout]
+            base = inp[:, :1].expand(-1, cout, *inp.shape[2:]) if inp.shape[1] < cout else inp[:, :cout]
             x = base + x
         return x
 
@@ -306,11 +341,12 @@ class UNetGenerator(nn.Module):
 def init_weights(module: nn.Module, gain: float = 0.02) -> None:
     """Initialise as the paper: conv weights N(0, gain), norm weights N(1, gain), biases 0."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)):
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.BatchNorm3d, nn.InstanceNorm3d)) and m.weight \
+                is not None:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
 

@@ -204,6 +204,7 @@ class RestoreWidget(DockWidget):
         self._image_combo.currentIndexChanged.connect(self._update_scope)
         self._uncertainty_check.toggled.connect(self._samples_spin.setEnabled)
         self._model_combo.currentIndexChanged.connect(self._update_model_note)
+        self._model_combo.currentIndexChanged.connect(self._update_scope)
         RECENT.changed.connect(self._refresh_models)
         self._viewer.dims.events.ndisplay.connect(self._update_scope)
         # closing napari deletes docked widgets without closeEvent: stop a running job then too
@@ -312,10 +313,15 @@ class RestoreWidget(DockWidget):
             return
         has_stack = layer is not None and bool(lyr.stack_shape(layer))
         in_3d = self._viewer.dims.ndisplay == 3  # no single plane is on screen
-        self._scope_combo.setEnabled(has_stack and not in_3d)
-        self._scope_combo.setToolTip("In the 3D view every plane is shown: the whole stack is processed"
-                                     if in_3d else "For stacks: every plane, or only the plane on screen")
-        if not has_stack or in_3d:
+        info = self._model_combo.currentData()
+        whole = info is not None and info.whole_stack
+        self._scope_combo.setEnabled(has_stack and not in_3d and not whole)
+        self._scope_combo.setToolTip(
+            "A 3D model restores the whole volume at once" if whole and info.spatial_dims == 3 else
+            "A 2.5D model reads each plane's neighbours: the whole stack is processed" if whole else
+            "In the 3D view every plane is shown: the whole stack is processed" if in_3d else
+            "For stacks: every plane, or only the plane on screen")
+        if not has_stack or in_3d or whole:
             self._scope_combo.setCurrentIndex(0)
 
     def _prepare(self) -> RestoreJob:
@@ -332,7 +338,7 @@ class RestoreWidget(DockWidget):
         if not info.bundled and not Path(info.ref).exists():
             RECENT.remove(info.ref)
             raise ValueError(f"The model file {info.ref} no longer exists; choose another one.")
-        why = self._accepts(info)
+        why = self._accepts(info) or _dims_problem(info, layer)
         if why:
             raise ValueError(why)
         tile: int | str = self._tile_spin.value() or "auto"
@@ -346,7 +352,7 @@ class RestoreWidget(DockWidget):
 
         image, channel_axis = lyr.image_array(layer)
         plane: tuple[int, ...] | None = None
-        if self._scope_combo.currentData() == "plane" and lyr.stack_shape(layer):
+        if self._scope_combo.currentData() == "plane" and lyr.stack_shape(layer) and not info.whole_stack:
             plane = lyr.current_plane(self._viewer, layer)
             image = image[plane]
         mask = self._mask(layer, image, channel_axis, plane)
@@ -560,4 +566,15 @@ class TranslateWidget(RestoreWidget):
             self._model_note.setStyleSheet("color: #e0a040;")
         else:
             super()._update_model_note()
+
+
+def _dims_problem(info: ModelInfo, layer: Any) -> str | None:
+    """Why a layer cannot be restored with a 3D (or 2.5D) model: it is a single plane; None if it can."""
+    if not info.whole_stack or lyr.stack_shape(layer):
+        return None
+    if info.spatial_dims == 3:
+        return (f"“{info.name}” is a 3D model: it restores volumes (Z, Y, X), and “{layer.name}” is a single "
+                "plane. Choose a 3D layer (a stack of planes) or a 2D model.")
+    return (f"“{info.name}” is a 2.5D model: it reads each plane with its neighbours along Z, and "
+            f"“{layer.name}” is a single plane. Choose a stack, or a 2D model.")
 

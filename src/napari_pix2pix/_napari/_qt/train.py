@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...engine.data import patch_shape
 from ...engine.device import resolve_device
 from ...engine.io import list_images
 from ...engine.modelfile import ModelFileError
@@ -76,6 +77,15 @@ PRESETS = {
     "unet_128": ("Paper's U-Net 128: 42 M parameters, GPU", "Patches: multiples of 128 px"),
     "unet_256": ("Paper's U-Net 256: 54 M parameters, GPU", "Patches: multiples of 256 px"),
 }
+PRESETS_3D = {
+    "unet3d_tiny": ("Tiny 3D: 1.2 M parameters, CPU or GPU", "Patches: multiples of 4 planes x 16 px"),
+    "unet3d_small": ("Small 3D: 7.3 M parameters, GPU", "Patches: multiples of 8 planes x 32 px"),
+}
+DIMS = (
+    ("2d", "2D: images (stacks plane by plane)"),
+    ("2.5d", "2.5D: each plane with its neighbours"),
+    ("3d", "3D: volumes (Z, Y, X)"),
+)
 SOURCES = (
     ("layers", "Two image layers: input → target"),
     ("clean", "A clean image layer (pairs are synthesized)"),
@@ -258,10 +268,18 @@ class TrainWidget(DockWidget):
         self._duration_stack = QStackedWidget()
         self._duration_stack.addWidget(self._minutes_spin)
         self._duration_stack.addWidget(self._steps_spin)
+        self._dims_combo = QComboBox()
+        for key, label in DIMS:
+            self._dims_combo.addItem(label, key)
+        self._dims_combo.setToolTip(
+            "2D: a network for planes; a stack is restored plane by plane.\n"
+            "2.5D: a 2D network that also sees the neighbouring planes (as channels): cheap, uses Z.\n"
+            "3D: a 3D network: volumes are restored as volumes (best for isotropic-ish stacks; slower)")
+        self._context_spin = _spin(1, 8, 1, 1, " each side")
+        self._context_spin.setToolTip("2.5D: how many neighbouring planes above and below the network sees")
+        self._context_spin.setEnabled(False)
         self._preset_combo = QComboBox()
-        for name, (text, tip) in PRESETS.items():
-            self._preset_combo.addItem(text, name)
-            self._preset_combo.setItemData(self._preset_combo.count() - 1, f"{name}. {tip}", 3)  # 3: ToolTipRole
+        self._fill_presets("2d")
         self._preset_combo.setToolTip("The size of a new network (a warm start keeps the starting model's)")
         self._output = _PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>")
         self._output.setToolTip("Where the model is saved. A new run never overwrites a model: it adds -2, -3, …")
@@ -329,6 +347,10 @@ class TrainWidget(DockWidget):
         form.addRow("Recipe", self._recipe_combo)
         form.addRow("Start from", self._start_combo)
         form.addRow("Train for", duration)
+        dims = QHBoxLayout()
+        dims.addWidget(self._dims_combo, 1)
+        dims.addWidget(self._context_spin)
+        form.addRow("Dimensions", dims)
         form.addRow("Network size", self._preset_combo)
         form.addRow("Save model as", self._output)
         adv = QWidget()
@@ -363,6 +385,7 @@ class TrainWidget(DockWidget):
         self._source_combo.currentIndexChanged.connect(self._source_stack.setCurrentIndex)
         self._task_combo.currentIndexChanged.connect(self._on_task)
         self._preset_combo.currentIndexChanged.connect(self._on_preset)
+        self._dims_combo.currentIndexChanged.connect(self._on_dims)
         self._start_combo.currentIndexChanged.connect(self._on_start_from)
         self._duration_combo.currentIndexChanged.connect(self._duration_stack.setCurrentIndex)
         self._input_combo.currentIndexChanged.connect(self._preselect_target)
@@ -428,8 +451,12 @@ class TrainWidget(DockWidget):
         self._start_combo.clear()
         self._start_combo.addItem("Automatic (a bundled model where it fits)", "auto")
         self._start_combo.addItem("Scratch: a new network", "scratch")
+        dims = self._dims_combo.currentData()
+        want = (3 if dims == "3d" else 2, self._context_spin.value() if dims == "2.5d" else 0)
         for info in model_choices(None):
-            if compatible_tasks(info.task, task):
+            same_dims = (info.spatial_dims, info.z_context) == want or (dims == "2.5d" and info.spatial_dims == 2
+                                                                        and info.z_context > 0)
+            if compatible_tasks(info.task, task) and same_dims:
                 label = f"{info.name} (bundled)" if info.bundled else f"{Path(info.ref).name} ({info.task})"
                 self._start_combo.addItem(label, info.ref)
                 self._start_combo.setItemData(self._start_combo.count() - 1, info.tooltip, 3)
@@ -437,6 +464,27 @@ class TrainWidget(DockWidget):
         self._start_combo.setCurrentIndex(max(i, 0))
         self._start_combo.blockSignals(False)
         self._on_start_from()
+
+    def _fill_presets(self, dims: str) -> None:
+        self._preset_combo.blockSignals(True)
+        self._preset_combo.clear()
+        for name, (text, tip) in (PRESETS_3D if dims == "3d" else PRESETS).items():
+            self._preset_combo.addItem(text, name)
+            self._preset_combo.setItemData(self._preset_combo.count() - 1, f"{name}. {tip}", 3)  # 3: ToolTipRole
+        self._preset_combo.blockSignals(False)
+
+    def _on_dims(self, *_: Any) -> None:
+        dims = self._dims_combo.currentData()
+        self._context_spin.setEnabled(dims == "2.5d")
+        self._fill_presets(dims)
+        volume = dims == "3d"
+        self._patch_spin.setEnabled(not volume)
+        self._patch_spin.setToolTip("3D: automatic (16 planes of 64² px, fewer planes for short stacks)" if volume
+                                    else "Side of the square patches cut from the images for each step")
+        if volume:
+            self._patch_spin.setValue(0)
+        self._refresh_starts()
+        self._on_preset()
 
     def _on_start_from(self, *_: Any) -> None:
         warm = self._start_combo.currentData() not in ("auto", "scratch", None)
@@ -502,6 +550,8 @@ class TrainWidget(DockWidget):
             val_fraction=self._val_spin.value() / 100, val_every=self._val_every_spin.value() or None,
             device=self._device_combo.currentData(),
             checkpoint_every=max(100, self._steps_spin.value() // 5) if not by_time else 500,
+            spatial_dims=3 if self._dims_combo.currentData() == "3d" else None,
+            z_context=self._context_spin.value() if self._dims_combo.currentData() == "2.5d" else 0,
         )
         if start == "auto" and self._preset_combo.currentIndex() > 0:  # a network size chosen: a new network
             kwargs["preset"], kwargs["start_from"] = self._preset_combo.currentData(), "scratch"
@@ -590,10 +640,14 @@ class TrainWidget(DockWidget):
                              f"{CHECKPOINT} in the run's .checkpoints folder.")
         saved = TrainConfig.from_dict(meta["config"])
         self._task_combo.setCurrentIndex(max(self._task_combo.findData(saved.task), 0))
+        self._dims_combo.setCurrentIndex(self._dims_combo.findData(
+            "3d" if saved.dims == 3 else "2.5d" if saved.z_context else "2d"))
+        if saved.z_context:
+            self._context_spin.setValue(saved.z_context)
         if saved.preset is not None:
             self._preset_combo.setCurrentIndex(max(self._preset_combo.findData(saved.preset), 0))
         self._recipe_combo.setCurrentIndex(max(self._recipe_combo.findData(saved.recipe), 0))
-        self._patch_spin.setValue(saved.patch_size or 0)
+        self._patch_spin.setValue(saved.patch_size if isinstance(saved.patch_size, int) else 0)
         self._batch_spin.setValue(saved.batch_size or 0)
         self._lr_spin.setValue(saved.lr or 0.0)
         self._l1_spin.setValue(saved.lambda_l1 or 0.0)
@@ -790,8 +844,8 @@ class TrainWidget(DockWidget):
         if data is None or cfg.val_fraction <= 0:
             return
         img_c, tgt_c = data.channels
-        chans = max(img_c, tgt_c, 3 if cfg.task == "colorize" else 1)
-        size = cfg.patch_size or 64
+        chans = max(img_c // (2 * cfg.z_context + 1), tgt_c, 3 if cfg.task == "colorize" else 1)
+        size = patch_shape(cfg.patch_size or 64, cfg.dims)[-1]
         if PREVIEW_NAME not in self._viewer.layers:
             shape = (size, 3 * size + 2 * PREVIEW_GAP) + ((3,) if chans >= 3 else ())
             self._preview_layer(np.zeros(shape, np.float32))
