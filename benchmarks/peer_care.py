@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--care-seconds", type=float, default=6.0, help="with --no-care: the 'default' budget in seconds")
     ap.add_argument("--ours", default="{}", help="JSON of extra p2p.train options (default: none)")
     ap.add_argument("--out", help="JSON results file")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out (same options) and measure only the missing ones")
     args = ap.parse_args()
 
     import torch
@@ -170,6 +172,12 @@ def main() -> None:
         imgs = {k: imgs[k] for k in args.images.split(",")}
     options = json.loads(args.ours)
     rows: list[dict[str, Any]] = []
+    if args.resume and args.out and Path(args.out).exists():
+        earlier = json.loads(Path(args.out).read_text())
+        if earlier.get("options") != options:
+            raise SystemExit(f"--resume: {args.out} was measured with options {earlier.get('options')}, not {options}")
+        rows = earlier["rows"]
+    done = {(r["case"], r["image"], r["budget"]) for r in rows}
     print(f"# CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"native bf16: {torch.backends.cpu.get_cpu_capability()}; ours {options or 'at defaults'}", flush=True)
     for case in args.cases.split(","):
@@ -177,6 +185,9 @@ def main() -> None:
             pair = make_case(img, case)
             base = psnr(pair["test_input"], pair["test_clean"])
             for budget in args.budgets.split(","):
+                if (case, name, budget) in done:
+                    print(f"{case:9s} {name:22s} {budget:>7s}  (measured earlier: kept from {args.out})", flush=True)
+                    continue
                 seconds = None if budget == "default" else float(budget)
                 care: list[dict[str, Any]] = []
                 if not args.no_care:

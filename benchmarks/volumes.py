@@ -132,10 +132,16 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
                predict_s=round(time.perf_counter() - t, 1))
         if kind == "3d":
             whole = model.predict(te_in, tile_size=None, precision="fp32")
-            tiled = model.predict(te_in, tile_size=(8, 32, 32), overlap=8, precision="fp32")
-            seam = 10 * math.log10(float(np.ptp(whole)) ** 2 / max(float(np.mean((whole - tiled) ** 2)), 1e-30))
-            rows.append({"volume": name, "method": "3D tiled vs untiled", "psnr_between": seam})
-            print(f"{name:26s} {'3D tiling':12s} tiled (8x32x32) vs untiled: {seam:.1f} dB", flush=True)
+            for tile, overlap in (((8, 32, 32), 8), ((12, 64, 64), 16), ((16, 128, 128), 32)):
+                if all(t >= n for t, n in zip(tile, te_in.shape, strict=True)):
+                    continue  # one tile: nothing to compare
+                tiled = model.predict(te_in, tile_size=tile, overlap=overlap, precision="fp32")
+                mse = max(float(np.mean((whole - tiled) ** 2)), 1e-30)
+                seam = 10 * math.log10(float(np.ptp(whole)) ** 2 / mse)
+                rows.append({"volume": name, "method": "3D tiled vs untiled", "tile": list(tile),
+                             "overlap": overlap, "psnr_between": seam})
+                print(f"{name:26s} {'3D tiling':12s} tiles {'x'.join(map(str, tile))}, overlap {overlap}: "
+                      f"{seam:.1f} dB between tiled and untiled", flush=True)
     return rows
 
 

@@ -242,5 +242,8 @@ def test_samples_are_small_local_files(name):
         assert mask.shape == damaged.shape and 0.02 < mask.mean() < 0.3 and damaged[mask > 0].max() == 0
     if name == "colorize":
         assert [d.ndim for d, _, _ in layers] == [3, 2]
+    if name == "volume":  # generated: a 3D stack with its Z spacing, for 3D models and napari's 3D view
+        assert all(d.shape == (32, 128, 128) and d.dtype == np.uint16 for d, _, _ in layers)
+        assert all(k["scale"] == (3.0, 1.0, 1.0) for _, k, _ in layers)
     folder = Path(str(sample_path("")))
     assert sum(p.stat().st_size for p in folder.iterdir()) < 2_000_000

@@ -65,3 +65,26 @@ def test_train_3d_from_volume_layers_and_denoise_the_volume(make_napari_viewer, 
     out = viewer.layers["noisy denoised"]
     assert out.data.shape == noisy.shape and not np.array_equal(out.data, noisy)
     np.testing.assert_array_equal(src.data, before)  # the input layer is never modified
+
+
+def test_a_multiscale_layer_is_restored_into_a_lazy_multiscale_zarr_layer(make_napari_viewer, qtbot, tmp_path,
+                                                                           tiny_model_files):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    full = (rng.random((600, 520)) * 3000 + 100).astype(np.uint16)
+    viewer.add_image([full, full[::2, ::2]], name="slide", multiscale=True)
+    d = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(d)
+    assert d.use_model_file(tiny_model_files["denoise"]), d._status.text()
+    d._big_dir.setText(str(tmp_path))
+    d._image_combo.set_layer("slide")
+    with qtbot.waitSignal(d.done, timeout=TIMEOUT) as blocker:
+        d._run_btn.click()
+    assert blocker.args[0] == "finished", d._status.text()
+    out = viewer.layers["slide denoised"]
+    assert out.multiscale and [tuple(a.shape) for a in out.data] == [(600, 520), (300, 260)]
+    assert (tmp_path / "slide-denoised.zarr").is_dir()
+    assert not isinstance(out.data[0], np.ndarray)  # lazy: read from the store
+    d._uncertainty_check.setChecked(True)
+    d._run_btn.click()
+    assert d._status.is_error and "zarr" in d._status.text()

@@ -209,7 +209,7 @@ def test_2p5d_sees_reflected_neighbours_at_the_first_and_last_planes():
 
     def by_hand(z, order):
         planes = np.stack([vol[q] for q in order])  # (3, Y, X)
-        (lo, hi), _ = plane_ranges(m.normalization, lambda y0, y1: np.moveaxis(planes, 0, -1)[y0:y1],
+        (lo, hi), _ = plane_ranges(m.normalization, lambda y0, y1: planes[0, y0:y1],  # the plane's own range
                                    planes.shape[1], planes.dtype)
         x = torch.from_numpy(((planes - lo) / (hi - lo) * 1.6 - 0.8).astype(np.float32))[None]
         with torch.no_grad():
@@ -261,3 +261,48 @@ def test_3d_bioimageio_package_passes_bioimageio_test(tmp_path):
     assert "3d" in rdf and "id: z" in rdf
     loaded = p2p.load_model(path)
     assert loaded.spatial_dims == 3
+
+
+def test_zarr_out_with_a_pyramid_is_an_ome_zarr_multiscale(tmp_path):
+    from napari_pix2pix.engine.io import open_zarr
+    from napari_pix2pix.engine.zarrstore import open_levels
+
+    model = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=2)
+    img = (np.random.default_rng(0).random((2, 600, 530)) * 60000).astype(np.uint16)  # a stack of 2 planes
+    dest = tmp_path / "big.zarr"
+    level0 = model.predict(img, out=dest, pyramid=True, tile_size=256, device="cpu")
+    levels = open_levels(dest)
+    assert [tuple(a.shape) for a in levels] == [(2, 600, 530), (2, 300, 265)]  # halved down to 256 px
+    assert levels[1].dtype == np.uint16
+    ref = np.asarray(level0[:]).astype(np.float32)
+    expect = ref[:, :600:2, :530:2] / 4 + ref[:, 1::2, :530:2] / 4 + ref[:, :600:2, 1::2] / 4 + ref[:, 1::2, 1::2] / 4
+    assert np.abs(np.asarray(levels[1][:]).astype(np.float32) - expect).max() <= 1  # 2x2 means, rounded
+    assert np.array_equal(np.asarray(open_zarr(dest)[:]), np.asarray(level0[:]))  # readers find level 0
+
+
+def test_a_2d_model_starts_a_2p5d_run_as_itself():
+    from napari_pix2pix.engine.tasks import get_task
+    from napari_pix2pix.engine.warmstart import start_model
+
+    torch.manual_seed(0)
+    flat = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=4)
+    init_weights(flat.generator, 0.08)
+    ctx = start_model(flat, get_task("denoise"), 5, 1, z_context=2)  # 1 image channel, with 2 planes each side
+    assert ctx.z_context == 2 and ctx.config.in_channels == 5 and ctx.spatial_dims == 2
+    vol = np.stack([smooth_image_plane(s) for s in range(4)])
+    a = ctx.predict(vol, tile_size=None, device="cpu", precision="fp32")
+    b = flat.predict(vol, tile_size=None, device="cpu", precision="fp32")
+    assert np.allclose(a, b, atol=1e-5)  # the neighbours start at zero weight: the 2D model's output
+    with pytest.raises(ValueError, match="2D model: it cannot start a 3D run"):
+        start_model(flat, get_task("denoise"), 1, 1, spatial_dims=3)
+    with pytest.raises(ValueError, match="neighbouring planes"):
+        start_model(ctx, get_task("denoise"), 3, 1, z_context=1)
+
+
+def test_2p5d_models_export(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    m = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=4, z_context=1)
+    init_weights(m.generator, 0.05)
+    for name in ("c.onnx", "c.pt"):
+        assert max(m.export(tmp_path / name).max_abs_diff.values()) < 1e-4

@@ -24,6 +24,7 @@ from ..engine.progress import Progress, TrainEvent, relay
 from ..engine.registry import load_model
 from ..engine.training import TrainConfig, train_iter, training_data
 from ..engine.uncertainty import ResidualReport, residual_report, uncertainty_iter
+from ..engine.zarrstore import open_levels
 
 _CACHE: OrderedDict[tuple[Any, ...], Pix2PixModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -124,6 +125,7 @@ class PredictSettings:
     channel_axis: int | None = None
     overlap: int = 64
     batch_size: int | None = None  # None: the engine picks it from the activation memory
+    out: str | None = None  # a zarr store to write (a result too large for memory), with a multiscale pyramid
 
 
 def predict_job(
@@ -133,7 +135,7 @@ def predict_job(
     *,
     settings: PredictSettings = PredictSettings(),  # noqa: B008 - frozen dataclass
     cancel: threading.Event | None = None,
-) -> Generator[Progress, None, np.ndarray | None]:
+) -> Generator[Progress, None, Any]:
     """Load `model` and predict `image`, yielding :class:`Progress`; return the result (None if cancelled).
 
     Parameters
@@ -153,8 +155,12 @@ def predict_job(
     yield Progress(0, 0, "loading the model")
     _wait_for_warm_up()
     net = load_model_cached(model)
-    gen = net.predict_iter(image, mask, **_predict_kwargs(settings))
-    return (yield from relay(gen, cancel))
+    big = {"out": settings.out, "pyramid": True} if settings.out else {}
+    gen = net.predict_iter(image, mask, **_predict_kwargs(settings), **big)
+    result = yield from relay(gen, cancel)
+    if result is not None and settings.out:  # every level, lazily: napari shows them as a multiscale layer
+        return open_levels(settings.out)
+    return result
 
 
 def _predict_kwargs(settings: PredictSettings) -> dict[str, Any]:

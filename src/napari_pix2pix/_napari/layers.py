@@ -169,9 +169,10 @@ def add_result(
         The viewer.
     source : napari.layers.Image
         The layer the result was computed from.
-    data : array
+    data : array, or list of arrays
         The result: the source's shape, or with an RGB (3/4) axis last (colorize). Any other
-        extra last axis is shown as a leading channel axis.
+        extra last axis is shown as a leading channel axis. A list: the levels of a result
+        stored as zarr (full resolution first), shown as a lazy multiscale layer.
     suffix : str
         Appended to the source's name, e.g. ``"denoised"``.
     plane : tuple of int, optional
@@ -194,21 +195,31 @@ def add_result(
     >>> add_result(viewer, viewer.layers["noisy"], out, "denoised")  # doctest: +SKIP
     """
     existing = find_result(viewer, source, suffix)
-    data = data if hasattr(data, "shape") and hasattr(data, "dtype") else np.asarray(data)
+    multiscale = isinstance(data, list)  # levels of a result stored as zarr, full resolution first
+    if not multiscale:
+        data = data if hasattr(data, "shape") and hasattr(data, "dtype") else np.asarray(data)
     if plane:
         data = _into_plane(existing, source, data, plane)
 
     kwargs = spatial_kwargs(source)
-    extra = data.ndim - source.ndim  # source.ndim excludes an RGB axis
-    rgb = extra == 1 and data.shape[-1] in (3, 4)
+    top = data[0] if multiscale else data
+    extra = top.ndim - source.ndim  # source.ndim excludes an RGB axis
+    rgb = extra == 1 and top.shape[-1] in (3, 4)
     if extra == 1 and not rgb:  # channels: show them along a new leading axis
-        data = np.moveaxis(np.asarray(data), -1, 0)
+        if multiscale:
+            import dask.array as da
+
+            data = [da.moveaxis(da.from_zarr(level), -1, 0) for level in data]
+        else:
+            data = np.moveaxis(np.asarray(data), -1, 0)
         kwargs = _extra_axis_kwargs(kwargs)
-    ndim = data.ndim - (1 if rgb else 0)
+    top = data[0] if multiscale else data
+    ndim = top.ndim - (1 if rgb else 0)
     meta = {METADATA_KEY: {"source": source.name, **(info or {})}}
     name = f"{source.name} {suffix}"
 
-    if existing is not None and existing.rgb == rgb and existing.ndim == ndim:
+    if existing is not None and existing.rgb == rgb and existing.ndim == ndim and not multiscale and (
+            not existing.multiscale):
         existing.data = data
         for key, value in kwargs.items():
             setattr(existing, key, value)
@@ -221,7 +232,7 @@ def add_result(
         if existing is not None:  # incompatible with the new result: replace it where it was
             index = viewer.layers.index(existing)
             viewer.layers.remove(existing)
-        layer = viewer.add_image(data, name=name, rgb=rgb, metadata=meta, **kwargs)
+        layer = viewer.add_image(data, name=name, rgb=rgb, metadata=meta, multiscale=multiscale, **kwargs)
         if index is not None:
             viewer.layers.move(viewer.layers.index(layer), index)
     if not rgb:

@@ -211,9 +211,10 @@ def patch_shape(patch: int | tuple[int, ...] | list[int], dims: int) -> tuple[in
     return (int(patch),) * dims
 
 
-def _check_pair(a: np.ndarray, b: np.ndarray, what: str, a_channels: int | None, b_channels: int | None) -> None:
-    """Input and target must match pixel for pixel (their channels may differ)."""
-    if _spatial_shape(a, a_channels)[-2:] != _spatial_shape(b, b_channels)[-2:]:
+def _check_pair(a: np.ndarray, b: np.ndarray, what: str, a_channels: int | None, b_channels: int | None,
+                dims: int = 2) -> None:
+    """Input and target must match pixel for pixel (their channels may differ); volumes in Z too."""
+    if _spatial_shape(a, a_channels)[-dims:] != _spatial_shape(b, b_channels)[-dims:]:
         raise ValueError(
             f"{what}: input {a.shape} and target {b.shape} differ in shape; paired images must match"
         )
@@ -330,6 +331,8 @@ def make_data(
     if z_context and synthesize:
         raise ValueError("2.5D (z_context) trains from real pairs of volumes (input= and target=, or folders)")
     from_file = clean_dir is not None or input_dir is not None or aligned_dir is not None
+    if from_file and channel_axis is None and _hyperstack_channels(input_dir or clean_dir or aligned_dir):
+        channel_axis = -1  # ImageJ/OME hyperstacks with a C axis are read with their channels last
     planes = [p for a, b, name in pairs for p in _pair_planes(task, a, b, name, channel_axis, norm, synthesize,
                                                               from_file, dims, z_context)]
     chans = {(p.input.shape[0], p.target.shape[0]) for p in planes}
@@ -337,7 +340,8 @@ def make_data(
         raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
     patch = patch_shape(patch_size, dims)
     _check_patch(planes, patch, "")
-    planes, val = _split_validation(planes, val_fraction, val_split, patch, seed)
+    # 2.5D: a held-out plane's neighbours are other planes' targets; hold out rows of every plane instead
+    planes, val = _split_validation(planes, val_fraction, "region" if z_context else val_split, patch, seed)
     data = PairedData(task, planes, norm, noise, synthesize, val, dims=dims, z_context=z_context)
     _check_patch(data.planes, patch, " after the validation split")
     return data
@@ -403,7 +407,7 @@ def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None
     ca = channel_axis
     if ca is None and b.ndim == 3 and b.shape[-1] in (3, 4) and (task.name == "colorize" or from_file):
         ca = -1  # RGB (PNG/JPEG/RGB TIFF files are read colour-last)
-    _check_pair(a, b, name, ca if a.ndim == b.ndim else None, ca)
+    _check_pair(a, b, name, ca if a.ndim == b.ndim else None, ca, 3 if dims == 3 or z_context else 2)
     if z_context:  # 2.5D: inputs with their Z neighbours as channels, targets the planes themselves
         pa = _context_planes(a, ca if a.ndim == b.ndim else None, z_context)
         pb = _centre(b, ca)
@@ -423,8 +427,9 @@ def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None
             x = to_gray(y) if task.name == "colorize" else y
             r = _range(x, norm, label)
             out.append(Plane(x, y, r, r, label))
-        else:
-            out.append(Plane(x.astype(np.float32), y.astype(np.float32), _range(x, norm, f"{label} input"),
+        else:  # 2.5D: the plane's own channels (first) set its range, as prediction reads it
+            own = x[: x.shape[0] // (2 * z_context + 1)]
+            out.append(Plane(x.astype(np.float32), y.astype(np.float32), _range(own, norm, f"{label} input"),
                              _range(y, norm, f"{label} target"), label))
     return out
 
@@ -438,6 +443,14 @@ def _check_patch(planes: list[Plane], patch: tuple[int, ...], when: str) -> None
             fit = min(size) if len(set(patch)) == 1 else largest
             raise ValueError(f"patch size {shown} is larger than {p.name} ({'x'.join(map(str, size))}{when}); "
                              f"use a patch of at most {fit}")
+
+
+def _hyperstack_channels(folder: Any) -> bool:
+    """Whether the folder's first image is an ImageJ/OME hyperstack with a channel axis (read last)."""
+    from .io import image_axes
+
+    files = list_images(folder) if folder is not None else []
+    return bool(files) and (image_axes(files[0]) or "").endswith("C")
 
 
 def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, patch: tuple[int, ...], seed: int

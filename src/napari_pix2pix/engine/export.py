@@ -255,15 +255,34 @@ def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarra
     in and on the way out, as :func:`napari_pix2pix.engine.predict.predict_iter` uses them.
     """
     c = image.shape[0]
-    plane = np.moveaxis(image, 0, -1)
+    plane = np.moveaxis(image[: c // (2 * model.z_context + 1)], 0, -1)  # 2.5D: the plane's own channels
     (lo, hi), (olo, ohi) = plane_ranges(model.normalization, lambda y0, y1: plane[y0:y1], plane.shape[0],
                                         image.dtype, mask)
+    if model.z_context:  # a 2.5D input is a plane with its neighbours as channels: predict their stack
+        return _context_prediction(model, image, mask), (lo, hi), (olo, ohi)
     out = model.predict(image if c > 1 else image[0], mask, channel_axis=0 if c > 1 else None, tile_size=None,
                         device="cpu", precision="fp32")
     out = np.asarray(out, np.float32)
     if c == 1:  # no channel axis in: (H, W), or (H, W, C_out) with colour last (colorize)
         out = out[None] if out.ndim == image.ndim - 1 else np.moveaxis(out, -1, 0)
     return out, (lo, hi), (olo, ohi)
+
+
+def _context_prediction(model: Pix2PixModel, block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Our prediction of the centre plane of the stack whose context block (channels: z, z-k, ..., z+k) is `block`."""
+    from .tiling import context_order
+
+    k = model.z_context
+    n = 2 * k + 1
+    c = block.shape[0] // n
+    order = context_order(k, n, k)  # the centre plane of a 2k+1 stack sees every plane once, unreflected
+    stack = np.empty((n, c, *block.shape[1:]), block.dtype)
+    for j, z in enumerate(order):
+        stack[z] = block[j * c : (j + 1) * c]
+    out = model.predict(stack if c > 1 else stack[:, 0], mask, channel_axis=1 if c > 1 else None, tile_size=None,
+                        device="cpu", precision="fp32")
+    out = np.asarray(out, np.float32)[k]
+    return out if c > 1 else out[None]
 
 
 def network_inputs(model: Pix2PixModel, image: np.ndarray, mask: np.ndarray | None,

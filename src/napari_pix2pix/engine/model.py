@@ -101,7 +101,7 @@ class Pix2PixModel:
             "task": self.task.name,
             "preset": self.preset,
             "architecture": {"type": "unet", **self.config.to_dict()},
-            "z_context": self.z_context,
+            **({"z_context": self.z_context} if self.z_context else {}),  # 2D files as 0.1 wrote them
             "normalization": self.normalization.to_dict(),
             "training": self.training,
             "card": self.card,
@@ -328,7 +328,7 @@ class Pix2PixModel:
         mask: Any = None,
         *,
         channel_axis: int | None = None,
-        tile_size: int | str | None = "auto",
+        tile_size: int | tuple[int, ...] | str | None = "auto",
         overlap: int = 64,
         batch_size: int | None = None,
         device: str = "auto",
@@ -338,6 +338,7 @@ class Pix2PixModel:
         cancel: threading.Event | Callable[[], bool] | None = None,
         uncertainty: bool = False,
         samples: int = 8,
+        pyramid: bool = False,
     ) -> Any:
         """Apply the model to an image of any size, dtype and layout.
 
@@ -355,8 +356,9 @@ class Pix2PixModel:
             the channel axis, or (Y, X) for every plane. Default: the image's NaN pixels.
         channel_axis : int, optional
             Axis of channels. A single-channel model is applied to each channel in turn.
-        tile_size : int, "auto" or None
-            Largest tile side (rounded down to the network's size multiple); ``None``
+        tile_size : int, tuple of int, "auto" or None
+            Largest tile side (rounded down to the network's size multiple), or one per spatial
+            axis ((Z, Y, X) for a 3D model; an int is then a cube); ``None``
             processes each plane in one piece. Tiles start on the network's size grid so
             that tiled and untiled results agree; the overlap is therefore at least one
             size multiple (256 px for ``unet_256``), which costs extra compute: larger tiles
@@ -375,8 +377,12 @@ class Pix2PixModel:
         out : array-like or path, optional
             Where to write the result (e.g. a zarr array or memmap for images larger than
             RAM); must have the output's shape. A path ending in ``.zarr`` creates that zarr
-            store (chunked by plane and 256² tiles; 16 planes deep for volumes), written beside
-            it and moved into place when complete; the opened store is returned.
+            store (OME-Zarr layout: the result at ``"0"``, chunked by plane and 256² tiles, 16
+            planes deep for volumes), written beside it and moved into place when complete;
+            the result (level 0) is returned, opened for reading.
+        pyramid : bool
+            With a ``.zarr`` path as `out`: also write downsampled levels (2x in Y and X each,
+            down to 256 px) for a multiscale view (:func:`napari_pix2pix.engine.zarrstore.open_levels`).
         progress : callable, optional
             Called with a :class:`Progress` after every batch of tiles.
         cancel : threading.Event or callable, optional
@@ -404,7 +410,8 @@ class Pix2PixModel:
         if uncertainty and (not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2):
             raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
         kwargs["channel_axis"] = channel_axis
-        result = run_to_end(self.predict_iter(image, mask, out=out, **kwargs), progress, cancel, "prediction")
+        result = run_to_end(self.predict_iter(image, mask, out=out, pyramid=pyramid, **kwargs), progress, cancel,
+                            "prediction")
         if not uncertainty:
             return result
         from .uncertainty import uncertainty_iter

@@ -65,8 +65,12 @@ class Normalization:
             raise ValueError(f"normalization input must be 'plane' or 'fixed', got {self.input!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
+        """Plain-JSON form; a per-plane input (the default) is written as napari-pix2pix 0.1 wrote it."""
+        d = asdict(self)
+        if self.input == "plane":  # 0.1 knows no input range: leave it out where there is none
+            for key in ("input", "in_lo", "in_hi"):
+                del d[key]
+        return d
 
 
 def safe_range(lo: float, hi: float) -> tuple[float, float]:

@@ -11,8 +11,6 @@ that predicts one plane (:func:`_predict_plane`: whole-plane percentiles, tiles,
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from .normalization import (
 )
 from .progress import Cancelled, PredictionCancelled, Progress, run_to_end
 from .tiling import AxisPlan, context_order, iter_bands, n_tiles, plan_axis
+from .zarrstore import ZarrTarget
 
 if TYPE_CHECKING:
     from .model import Pix2PixModel
@@ -159,6 +158,7 @@ def _channel_jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int
 
 ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per forward pass when tiles/batch are automatic
 MAX_AUTO_TILE = 2048  # automatic tiles stay at most this large: progress and cancel stay responsive
+PERCENTILE_BLOCK = 256 * 2**20  # bytes of float32 read at once to compute a plane's (volume's) percentiles
 BAND_BUDGET = 768 * 2**20  # bytes a volume's band of automatic tiles may hold (blended output and weights)
 
 
@@ -214,7 +214,7 @@ def _band_depth(cfg: Any, sizes: Sequence[int], depth: int, budget: int = BAND_B
     """
     m = cfg.size_multiple[0]
     plane = (cfg.out_channels + 1) * 4 * (sizes[1] + 2 * cfg.size_multiple[1]) * (sizes[2] + 2 * cfg.size_multiple[2])
-    return max(m, min(depth, budget // plane // m * m))
+    return max(2 * m, min(depth, budget // plane // m * m))  # two multiples at least: tiles can overlap
 
 
 def auto_batch_size(cfg: Any, tile: Sequence[int], limit: int = 4, budget: int = ACTIVATION_BUDGET,
@@ -334,53 +334,17 @@ def _output_plan(model: Pix2PixModel, shape: tuple[int, ...], dtype: np.dtype, l
     return _OutputPlan(out_shape, out_layout, out_dtype)
 
 
-class ZarrTarget:
-    """A zarr store being written: at a temporary path beside its destination, moved there when complete.
-
-    A prediction that fails or is cancelled leaves nothing at the destination (and removes
-    its temporary store); one that completes leaves a whole store.
-    """
-
-    def __init__(self, path: Path, plan: _OutputPlan) -> None:
-        import zarr
-
-        if path.exists():
-            raise FileExistsError(f"{path} exists; choose a new name for the output store (or delete it first)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-        chunks = [1] * len(plan.shape)
-        layout = plan.layout
-        for a, c in zip(layout.spatial, (16, 256, 256)[-layout.dims:], strict=True):
-            chunks[a] = min(c, plan.shape[a])
-        if layout.channel_axis is not None:
-            chunks[layout.channel_axis] = plan.shape[layout.channel_axis]
-        self.array = zarr.open_array(store=str(self.tmp), mode="w", shape=plan.shape, chunks=tuple(chunks),
-                                     dtype=plan.dtype)
-        self.shape = plan.shape
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self.array[index] = value
-
-    def commit(self) -> Any:
-        """Move the finished store into place; the store, opened for reading."""
-        import zarr
-
-        os.replace(self.tmp, self.path)
-        return zarr.open_array(store=str(self.path), mode="r")
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _allocate(out: Any, plan: _OutputPlan) -> Any:
+def _allocate(out: Any, plan: _OutputPlan, pyramid: bool = False) -> Any:
     if out is None:
         return np.empty(plan.shape, plan.dtype)
     if isinstance(out, (str, os.PathLike)):
         if Path(out).suffix.lower() != ".zarr":
             raise ValueError(f"out={str(out)!r}: a path must name a zarr store (ending in .zarr); "
                              "or give an array of the output's shape")
-        return ZarrTarget(Path(out), plan)
+        lay = plan.layout
+        return ZarrTarget(Path(out), plan.shape, plan.dtype, (lay.spatial[-2], lay.spatial[-1]),
+                          depth_axis=lay.spatial[0] if lay.dims == 3 else None, channel_axis=lay.channel_axis,
+                          pyramid=pyramid)
     if tuple(out.shape) != plan.shape:
         raise ValueError(f"out has shape {tuple(out.shape)}; this prediction needs {plan.shape}")
     return out
@@ -413,7 +377,8 @@ def _tile_plan(cfg: Any, sizes: tuple[int, ...], opts: PredictOptions) -> tuple[
 
 # ---------------------------------------------------------------------- one plane
 def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], height: int, dtype: np.dtype,
-                 exclude: np.ndarray | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
+                 exclude: np.ndarray | None = None, block_rows: int = 512
+                 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """The intensity ranges a plane maps to -0.8/+0.8: on the way in (its percentiles) and out.
 
     ``rows(y0, y1)`` reads the plane's rows (any further axes, e.g. channels, are pooled);
@@ -424,9 +389,10 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
     if norm.input == "fixed":
         lo, hi = safe_range(norm.in_lo, norm.in_hi)
         if np.dtype(dtype).kind == "f":  # read anyway: NaN or infinite values are named, never passed on
-            plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude)
+            plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude, block_rows=block_rows)
     else:
-        lo, hi = safe_range(*plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude))
+        lo, hi = safe_range(*plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude,
+                                               block_rows=block_rows))
     out = safe_range(norm.out_lo, norm.out_hi) if norm.output == "fixed" else (lo, hi)
     return (lo, hi), out
 
@@ -437,11 +403,14 @@ def _predict_plane(model: Pix2PixModel, get: Callable[..., np.ndarray], dtype: n
                    ) -> Generator[int, None, None]:
     """Predict one plane (or volume), read through ``get(*slices) -> (C, ...)``; yield tiles done, write rows."""
     full = [slice(0, p.size) for p in plans[1:]]
+    own = model.task.image_channels(model.config.in_channels) // (2 * getattr(model, "z_context", 0) + 1)
 
-    def rows(y0: int, y1: int) -> np.ndarray:
-        return np.moveaxis(get(slice(y0, y1), *full), 0, -1)
+    def rows(y0: int, y1: int) -> np.ndarray:  # the plane's own channels (2.5D: not its neighbours')
+        return np.moveaxis(get(slice(y0, y1), *full)[:own], 0, -1)
 
-    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, rows, plans[0].size, dtype, m_plane)
+    row_bytes = 4 * int(np.prod([p.size for p in plans[1:]])) * model.task.image_channels(model.config.in_channels)
+    block = max(1, min(512, PERCENTILE_BLOCK // max(row_bytes, 1)))  # a volume: Z slabs of bounded size
+    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, rows, plans[0].size, dtype, m_plane, block)
 
     def read(*bounds: int) -> np.ndarray:
         x = to_network(_read_padded(get, plans, bounds), lo, hi)
@@ -501,6 +470,7 @@ def predict_iter(
     *,
     channel_axis: int | None = None,
     out: Any = None,
+    pyramid: bool = False,
     **options: Any,
 ) -> Generator[Progress, None, Any]:
     """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
@@ -528,7 +498,7 @@ def predict_iter(
     total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
     run = model._runner(opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment)
     done = 0
-    out = _allocate(out, plan)  # last: a zarr store is created only once everything is checked
+    out = _allocate(out, plan, pyramid)  # last: a zarr store is created only once everything is checked
     try:
         yield Progress(0, total, "starting")
         for stack_idx in np.ndindex(*stack_shape):
@@ -546,8 +516,8 @@ def predict_iter(
                                             plans, batch_size, run, write):
                     done += tiles
                     yield Progress(done, total)
+        return out.commit() if isinstance(out, ZarrTarget) else out  # a failed commit leaves nothing either
     except BaseException:
         if isinstance(out, ZarrTarget):
             out.discard()
         raise
-    return out.commit() if isinstance(out, ZarrTarget) else out

@@ -227,6 +227,9 @@ class TrainConfig:
         """Raise ValueError unless the patch size fits the network (a multiple of its size multiple, >= 32)."""
         if isinstance(self.patch_size, (tuple, list)):
             ms = arch.size_multiple
+            if len(ms) == 2 and len(self.patch_size) == 2 and self.patch_size[0] != self.patch_size[1]:
+                raise ValueError(f"patch_size {tuple(self.patch_size)}: 2D patches are square; give one size "
+                                 f"(e.g. {min(self.patch_size)})")
             bad = any(p % m or p < m for p, m in zip(self.patch_size, ms, strict=False))
             if len(self.patch_size) != len(ms) or bad:
                 raise ValueError(f"patch_size {tuple(self.patch_size)} must give one multiple of {ms} per axis "
@@ -258,7 +261,7 @@ class TrainConfig:
         """Whether the run may start from a trained model (named, or "auto" with no network chosen)."""
         if self.start_from == "scratch":
             return False
-        auto = self.preset is None and not self.generator and self.dims == 2 and not self.z_context  # AUTO_START
+        auto = self.preset is None and not self.generator and self.dims == 2  # AUTO_START: 2D and 2.5D
         return self.start_from not in (None, "auto") or auto
 
     # ------------------------------------------------------------------ resolving None

@@ -18,6 +18,7 @@ validation in :mod:`.validation`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -115,9 +116,30 @@ def _dist_info() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
+        _OWN_GROUP.append(True)
+        atexit.register(_close_process_group)  # a failed run: still torn down before the interpreter exits
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+_OWN_GROUP: list[bool] = []  # non-empty once this module has started the process group
+
+
+def _close_process_group(synchronize: bool = False) -> None:
+    """Tear down the process group this module started, once every rank is done with it.
+
+    A rank that leaves while another still talks to it (rank 1 exits while rank 0 saves) can
+    abort in gloo's threads at interpreter exit: a barrier first, then the group is destroyed.
+    """
+    if _OWN_GROUP and dist.is_initialized():
+        _OWN_GROUP.clear()
+        try:
+            if synchronize:
+                dist.barrier()
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - exiting anyway; never mask the run's own outcome
+            pass
 
 
 def _broadcast_int(value: int, world: int, device: torch.device) -> int:
@@ -157,6 +179,8 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
 
         probe = load_start(start_from)
         cfg = replace(cfg, percentiles=(probe.normalization.low, probe.normalization.high))
+        if not auto and cfg.spatial_dims is None and not cfg.z_context:  # a named model: its dimensions
+            cfg = replace(cfg, spatial_dims=probe.spatial_dims, z_context=probe.z_context)
     if data is None:
         data = training_data(cfg, src)
     elif src:
@@ -166,10 +190,11 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
     if cfg.recipe == "noise2noise" and data.synthesize:
         raise ValueError("noise2noise trains on pairs of two noisy acquisitions (input= and target=, or folders), "
                          "not on clean images: with clean images use the fidelity recipe")
-    if auto and start_from is not None and (data.channels != (1, 1) or cfg.dims != 2 or cfg.z_context):
-        start_from = None  # the bundled starting models are 2D, for 1-channel planes
+    plane_channels = data.channels[0] // (2 * cfg.z_context + 1)
+    if auto and start_from is not None and ((plane_channels, data.channels[1]) != (1, 1) or cfg.dims != 2):
+        start_from = None  # the bundled starting models are 2D, for 1-channel planes (2.5D: the plane's)
     if start_from is not None:
-        start = start_model(start_from, data.task, *data.channels)
+        start = start_model(start_from, data.task, *data.channels, spatial_dims=cfg.dims, z_context=cfg.z_context)
         if auto:
             start.source = f"{start_from} (automatic)"
         else:
@@ -318,7 +343,8 @@ def _generator(cfg: TrainConfig, data: PairedData, start: Pix2PixModel | None,
         return Pix2PixModel(cfg.task, saved.preset, config=saved.config, normalization=saved.normalization,
                             name=saved.name, z_context=saved.z_context)
     if start is not None:
-        model = Pix2PixModel(cfg.task, start.preset, config=start.config, normalization=data.normalization)
+        model = Pix2PixModel(cfg.task, start.preset, config=start.config, normalization=data.normalization,
+                             z_context=start.z_context)
         model.generator.load_state_dict(start.generator.state_dict())
         return model
     image_c = data.channels[0] // (2 * cfg.z_context + 1)  # a 2.5D plane carries its neighbours as channels
@@ -815,7 +841,9 @@ def train_iter(
             dist.barrier()
     yield from saver.save_all(status)
     yield StatusUpdate(run.step, status, cfg)
-    return _finish(run, saver, status, world)
+    model = _finish(run, saver, status, world)
+    _close_process_group(synchronize=True)
+    return model
 
 
 def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) -> Pix2PixModel:

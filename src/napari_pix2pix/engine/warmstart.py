@@ -6,7 +6,9 @@ never modified (the run trains a copy). Tasks must agree, except that a denoiser
 a ``translate`` run (both map an image to an image of the same kind). A different number of
 channels is adapted in the first and last layers: new input channels share the weights of
 the old ones (a gray image repeated on every channel gives the old response), new output
-channels copy them.
+channels copy them. A 2D model starts a 2.5D run (``z_context=k``) as itself: the plane's own
+channels keep the old weights and its neighbours' channels start at zero, so the first step
+predicts exactly what the 2D model does and training learns what the neighbours add.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def load_start(start_from: StartFrom) -> Pix2PixModel:
 
     if isinstance(start_from, Pix2PixModel):
         model = Pix2PixModel(start_from.task.name, start_from.preset, config=start_from.config,
-                             normalization=start_from.normalization, name=start_from.name)
+                             normalization=start_from.normalization, name=start_from.name,
+                             z_context=start_from.z_context)
         model.generator.load_state_dict(copy.deepcopy(start_from.generator.state_dict()))
         model.card, model.source = dict(start_from.card), start_from.source
         model.training = dict(start_from.training)
@@ -44,13 +47,16 @@ def load_start(start_from: StartFrom) -> Pix2PixModel:
     return load_model(start_from)
 
 
-def start_model(start_from: StartFrom, task: Task, image_channels: int, target_channels: int) -> Pix2PixModel:
-    """The model a run starts from, checked against the run's task and adapted to its data's channels.
+def start_model(start_from: StartFrom, task: Task, image_channels: int, target_channels: int, *,
+                spatial_dims: int = 2, z_context: int = 0) -> Pix2PixModel:
+    """The model a run starts from, checked against the run's task and dimensions, adapted to its data's channels.
+
+    `image_channels` counts a 2.5D input's context channels (the plane and its 2k neighbours).
 
     Raises
     ------
     ValueError
-        If the tasks do not fit, or the channels cannot be adapted.
+        If the tasks or dimensions do not fit, or the channels cannot be adapted.
     """
     model = load_start(start_from)
     name = getattr(model, "name", str(start_from))
@@ -59,10 +65,24 @@ def start_model(start_from: StartFrom, task: Task, image_channels: int, target_c
             f"“{name}” is a {model.task.name} model: it cannot start a {task.name} run (a model starts runs of "
             f"its own task; a denoiser may also start a translate run). Start from a {task.name} model or "
             "from scratch")
-    cin, cout = task.network_channels(image_channels, target_channels)
+    if model.config.spatial_dims != spatial_dims:
+        kind = {2: "2D", 3: "3D"}
+        raise ValueError(f"“{name}” is a {kind[model.config.spatial_dims]} model: it cannot start a "
+                         f"{kind[spatial_dims]} run. Start from a {kind[spatial_dims]} model or from scratch")
+    if model.z_context not in (0, z_context):
+        raise ValueError(f"“{name}” sees {model.z_context} neighbouring planes each side; this run sees {z_context}."
+                         f" Use z_context={model.z_context}, or start from a 2D model or from scratch")
+    plane_channels = image_channels // (2 * z_context + 1)
+    cin, cout = task.network_channels(plane_channels, target_channels)
+    if z_context and not model.z_context:  # a 2D model starts a 2.5D run as itself
+        return _with_context(model, task, plane_channels, target_channels, z_context)
+    cin += 2 * z_context * task.image_channels(cin)  # the neighbours' channels
     old = model.config
     if (old.in_channels, old.out_channels) == (cin, cout):
         return model
+    if model.z_context:
+        raise ValueError(f"“{name}” takes {old.in_channels} and gives {old.out_channels} channel(s) with its "
+                         f"neighbouring planes; this run needs {cin} -> {cout}. Start from scratch")
     try:
         new_cfg = UNetConfig(**{**old.to_dict(), "in_channels": cin, "out_channels": cout})
     except ValueError as e:
@@ -74,6 +94,35 @@ def start_model(start_from: StartFrom, task: Task, image_channels: int, target_c
                                                    mask=task.needs_mask))
     adapted.card, adapted.source, adapted.training = dict(model.card), model.source, dict(model.training)
     return adapted
+
+
+def _with_context(model: Pix2PixModel, task: Task, image_channels: int, target_channels: int, k: int
+                  ) -> Pix2PixModel:
+    """`model` (2D, adapted to the plane's channels first) with the plane's 2k neighbours as extra channels, at 0."""
+    plane = start_model(model, task, image_channels, target_channels)
+    old = plane.config
+    extra = 2 * k * task.image_channels(old.in_channels)
+    new_cfg = UNetConfig(**{**old.to_dict(), "in_channels": old.in_channels + extra})
+    ctx = Pix2PixModel(plane.task.name, plane.preset, config=new_cfg, normalization=plane.normalization,
+                       name=plane.name, z_context=k)
+    state = {key: v.clone() for key, v in plane.generator.state_dict().items()}
+    first = _first_conv(plane.generator)
+    w = state[first]  # (out, in, kh, kw): the image channels, then (inpaint) the mask channel
+    c = task.image_channels(old.in_channels)
+    zeros = torch.zeros(w.shape[0], extra, *w.shape[2:], dtype=w.dtype)
+    state[first] = torch.cat([w[:, :c], zeros, w[:, c:]], dim=1)  # the plane's own channels come first
+    ctx.generator.load_state_dict(state)
+    ctx.card, ctx.source, ctx.training = dict(model.card), model.source, dict(model.training)
+    return ctx
+
+
+def _first_conv(net: UNetGenerator) -> str:
+    """The state-dict key of the weight that reads the network's input channels."""
+    cin = net.config.in_channels
+    for name, module in net.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)) and module.in_channels == cin:
+            return f"{name}.weight"
+    raise ValueError("no input convolution found")
 
 
 def _adapt_state(old_net: UNetGenerator, new_net: UNetGenerator, old: UNetConfig, new: UNetConfig, mask: bool
@@ -88,7 +137,7 @@ def _adapt_state(old_net: UNetGenerator, new_net: UNetGenerator, old: UNetConfig
             out[key] = src.clone()
             continue
         module = modules[key.rsplit(".", 1)[0]]
-        transposed = isinstance(module, nn.ConvTranspose2d)
+        transposed = isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d))
         if key.endswith("bias"):  # output channels of the last layer
             out[key] = _copy_channels(src, 0, target.shape[0])
         elif src.shape[1 if not transposed else 0] != target.shape[1 if not transposed else 0]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
+LATER_DEFAULTS: dict[str, Any] = {"upsample": "transpose", "spatial_dims": 2, "z_levels": None}  # not in 0.1
 UPSAMPLES = ("transpose", "resize")
 
 
@@ -125,8 +126,16 @@ class UNetConfig:
         return [self.ngf * min(2**i, 8) for i in range(self.levels)]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form for model files."""
-        return asdict(self)
+        """Plain-JSON form for model files.
+
+        Fields added after napari-pix2pix 0.1 are left out at their defaults, so that a 2D
+        model file stays readable by 0.1 (which refuses keys it does not know).
+        """
+        d = asdict(self)
+        for key, default in LATER_DEFAULTS.items():
+            if d.get(key) == default:
+                del d[key]
+        return d
 
     @property
     def is_paper(self) -> bool:

@@ -14,7 +14,10 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFrame,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QToolButton,
@@ -384,9 +387,27 @@ class DockWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self._scroll = scroll
+        self._last_pbar = 0.0  # when napari's activity progress bar was last moved
 
     def stop_job(self) -> None:  # pragma: no cover - overridden
         """Stop the running job (training saves what a stopped run saves)."""
+
+    def _ask_to_stop(self, runner: WorkerRunner, button: QWidget, status: StatusLabel, message: str) -> None:
+        """Ask the running job to stop at its next check: its button off, the status says what happens."""
+        if runner.running:
+            runner.stop()
+            button.setEnabled(False)
+            status.info(message)
+
+    PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes Qt events)
+
+    def _advance_pbar(self, pbar: Any, done: int, total: int, final: bool, now: float) -> None:
+        """Move napari's activity progress bar: last and rarely (each update processes Qt events)."""
+        if pbar is not None and (final or now - self._last_pbar > self.PBAR_INTERVAL):
+            self._last_pbar = now
+            if pbar.total != total:
+                pbar.total = total
+            pbar.update(done - pbar.n)
 
     def event(self, e: Any) -> bool:
         """A dock's close (the widget taken out of its dock) stops the job."""
@@ -398,3 +419,26 @@ class DockWidget(QWidget):
         """Stop the running job when the widget closes."""
         self.stop_job()
         super().closeEvent(event)
+
+
+class PathEdit(QWidget):
+    """A line edit with a browse button."""
+
+    def __init__(self, browse: Any, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.setMinimumWidth(60)
+        self.button = QPushButton("…")
+        self.button.setFixedWidth(28)
+        self.button.clicked.connect(lambda: browse(self))
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.button)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt style
+        self.edit.setText(text)

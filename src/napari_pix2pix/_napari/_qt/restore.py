@@ -41,11 +41,13 @@ from .common import (
     DockWidget,
     LayerCombo,
     Outcome,
+    PathEdit,
     StatusLabel,
     WorkerRunner,
     device_combo,
     napari_progress,
     open_file,
+    open_folder,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +55,8 @@ if TYPE_CHECKING:
 
 MODEL_FILTER = "Pix2Pix models (*.safetensors *.zip);;All files (*)"
 UI_INTERVAL = 0.2  # seconds between updates of the widget's progress display (repaints cost GUI time)
-PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
+LARGE_RESULT = 2 * 2**30  # bytes: larger results (and those of multiscale layers) go to a zarr store, shown lazily
+RESULTS_DIR = Path.home() / "napari-pix2pix-results"  # where such stores go unless beside a zarr input
 FLAG_NOTICE = 0.05  # share of flagged pixels from which the flags are drawn and a notification is shown
 
 
@@ -140,6 +143,10 @@ class RestoreWidget(DockWidget):
         self._scope_combo.addItem("Whole stack", "stack")
         self._scope_combo.addItem("Current plane only", "plane")
         self._scope_combo.setToolTip("For stacks: every plane, or only the plane on screen")
+        self._big_dir = PathEdit(self._browse_big_dir, "beside a .zarr input, else ~/napari-pix2pix-results")
+        self._big_dir.setToolTip("Results of multiscale layers and results larger than 2 GB are written to a zarr "
+                                 "store (beside the input's store, or in this folder) and shown as a lazy, multiscale "
+                                 "layer: nothing that large is held in memory")
         self._make_trust_widgets()
         self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
         self._cancel_btn = QPushButton("Cancel")
@@ -181,6 +188,7 @@ class RestoreWidget(DockWidget):
         form.addRow("Device", self._device_combo)
         form.addRow("Tile size", self._tile_spin)
         form.addRow("Planes", self._scope_combo)
+        form.addRow("Large results", self._big_dir)
         trust_row = QHBoxLayout()
         trust_row.addWidget(self._uncertainty_check, 1)
         trust_row.addWidget(self._samples_spin)
@@ -357,8 +365,20 @@ class RestoreWidget(DockWidget):
             image = image[plane]
         mask = self._mask(layer, image, channel_axis, plane)
         samples = self._samples_spin.value() if self._uncertainty_check.isChecked() else 0
+        out = None
+        big = layer.multiscale or _result_bytes(image, info.task) > LARGE_RESULT
+        if big and plane is None:  # the whole stack to a zarr store, shown lazily (one plane fits in memory)
+            if samples:
+                raise ValueError("This result is written to a zarr store (a multiscale layer, or more than 2 GB): "
+                                 "untick “Show uncertainty”, or restore one plane at a time.")
+            out = str(_store_path(layer, self.SUFFIX, self._big_dir.text()))
         return RestoreJob(layer, info, image, mask, plane, samples,
-                          PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis))
+                          PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis, out=out))
+
+    def _browse_big_dir(self, target: PathEdit) -> None:
+        path = open_folder(self, "Write large results (zarr stores) into", target.text() or str(RESULTS_DIR))
+        if path:
+            target.setText(path)
 
     def _mask(self, layer: Any, image: Any, channel_axis: int | None, plane: tuple[int, ...] | None) -> Any:
         return None
@@ -392,10 +412,7 @@ class RestoreWidget(DockWidget):
 
     def _request_cancel(self) -> None:
         """Stop after the current batch of tiles."""
-        if self._runner.running:
-            self._runner.stop()
-            self._cancel_btn.setEnabled(False)
-            self._status.info("Cancelling after the current batch…")
+        self._ask_to_stop(self._runner, self._cancel_btn, self._status, "Cancelling after the current batch…")
 
     def _on_progress(self, p: Any) -> None:
         now = time.perf_counter()
@@ -408,12 +425,7 @@ class RestoreWidget(DockWidget):
             self._progress_bar.setValue(p.done)
             what = f" ({p.message})" if p.message else ""
             self._status.info(f"{self.TITLE}: {p.done}/{p.total} tiles{what}")
-            if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
-                # last and rarely: napari's progress bar processes Qt events on every update
-                self._last_pbar = now
-                if self._pbar.total != p.total:
-                    self._pbar.total = p.total
-                self._pbar.update(p.done - self._pbar.n)
+            self._advance_pbar(self._pbar, p.done, p.total, final, now)
         elif p.message:
             self._status.info(f"{self.TITLE}: {p.message}…")
 
@@ -577,4 +589,29 @@ def _dims_problem(info: ModelInfo, layer: Any) -> str | None:
                 "plane. Choose a 3D layer (a stack of planes) or a 2D model.")
     return (f"“{info.name}” is a 2.5D model: it reads each plane with its neighbours along Z, and "
             f"“{layer.name}” is a single plane. Choose a stack, or a 2D model.")
+
+
+def _result_bytes(image: Any, task: str) -> int:
+    """About how large the result of `image` is (colorize adds three colours)."""
+    n = int(np.prod(getattr(image, "shape", ()) or (0,), dtype=np.int64))
+    itemsize = max(np.dtype(getattr(image, "dtype", np.float32)).itemsize, 4 if task == "translate" else 1)
+    return n * itemsize * (3 if task == "colorize" else 1)
+
+
+def _store_path(layer: Any, suffix: str, folder: str) -> Path:
+    """A new zarr store for the result of `layer`: in `folder`, else beside the layer's own zarr store."""
+    source = getattr(getattr(layer, "source", None), "path", None)
+    if folder:
+        where = Path(folder).expanduser()
+    elif source and Path(str(source)).suffix.lower() == ".zarr":
+        where = Path(str(source)).parent
+    else:
+        where = RESULTS_DIR
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{layer.name} {suffix}").strip("-")
+    path = where / f"{stem}.zarr"
+    k = 2
+    while path.exists():
+        path = where / f"{stem}-{k}.zarr"
+        k += 1
+    return path
 

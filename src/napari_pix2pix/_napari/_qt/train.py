@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -55,6 +54,7 @@ from .common import (
     DockWidget,
     LayerCombo,
     Outcome,
+    PathEdit,
     Section,
     StatusLabel,
     WorkerRunner,
@@ -98,7 +98,6 @@ PREVIEW_NAME = "pix2pix preview (input | output | target)"
 PREVIEW_UNCERTAINTY_NAME = "pix2pix preview uncertainty"  # over the preview's output panel (hidden at first)
 PREVIEW_GAP = 4  # pixels between the preview's panels
 UI_INTERVAL = 0.25  # seconds between updates of the progress display and curves (repaints cost GUI time)
-PBAR_INTERVAL = 1.0  # seconds between updates of napari's activity progress bar (it processes events)
 MODEL_FILTER = "Pix2Pix models (*.safetensors)"
 DEFAULT_MINUTES = 5.0
 
@@ -139,29 +138,6 @@ def unused_path(path: Path) -> Path:
 def _fmt_time(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class _PathEdit(QWidget):
-    """A line edit with a browse button."""
-
-    def __init__(self, browse: Any, placeholder: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText(placeholder)
-        self.edit.setMinimumWidth(60)
-        self.button = QPushButton("…")
-        self.button.setFixedWidth(28)
-        self.button.clicked.connect(lambda: browse(self))
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.edit, 1)
-        row.addWidget(self.button)
-
-    def text(self) -> str:
-        return self.edit.text().strip()
-
-    def setText(self, text: str) -> None:  # noqa: N802 - Qt style
-        self.edit.setText(text)
 
 
 def _auto_spin(maximum: int, step: int, suffix: str, tip: str) -> QSpinBox:
@@ -229,9 +205,9 @@ class TrainWidget(DockWidget):
         self._target_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
         self._target_combo.setToolTip("What the model should make of them (e.g. clean), pixel for pixel")
         self._clean_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
-        self._input_dir = _PathEdit(self._browse_folder, "folder of input images")
-        self._target_dir = _PathEdit(self._browse_folder, "folder of target images (same file names)")
-        self._clean_dir = _PathEdit(self._browse_folder, "folder of clean images")
+        self._input_dir = PathEdit(self._browse_folder, "folder of input images")
+        self._target_dir = PathEdit(self._browse_folder, "folder of target images (same file names)")
+        self._clean_dir = PathEdit(self._browse_folder, "folder of clean images")
         self._source_stack = QStackedWidget()
         pages: list[list[tuple[str, QWidget]]] = [
             [("Input", self._input_combo), ("Target", self._target_combo)],
@@ -281,7 +257,7 @@ class TrainWidget(DockWidget):
         self._preset_combo = QComboBox()
         self._fill_presets("2d")
         self._preset_combo.setToolTip("The size of a new network (a warm start keeps the starting model's)")
-        self._output = _PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>")
+        self._output = PathEdit(self._browse_output, "default: ~/napari-pix2pix-models/<task>-<time>")
         self._output.setToolTip("Where the model is saved. A new run never overwrites a model: it adds -2, -3, …")
 
     def _make_advanced_widgets(self) -> None:
@@ -310,7 +286,7 @@ class TrainWidget(DockWidget):
                                   "measure progress; 0: no validation")
         self._val_every_spin = _auto_spin(1_000_000, 10, " steps", "How often the held-out part is measured")
         self._device_combo = device_combo()
-        self._resume_path = _PathEdit(self._browse_checkpoint, "a checkpoint.safetensors to continue from")
+        self._resume_path = PathEdit(self._browse_checkpoint, "a checkpoint.safetensors to continue from")
 
     def _make_run_widgets(self) -> None:
         self._start_btn = QPushButton("Start")
@@ -386,6 +362,7 @@ class TrainWidget(DockWidget):
         self._task_combo.currentIndexChanged.connect(self._on_task)
         self._preset_combo.currentIndexChanged.connect(self._on_preset)
         self._dims_combo.currentIndexChanged.connect(self._on_dims)
+        self._context_spin.valueChanged.connect(self._refresh_starts)
         self._start_combo.currentIndexChanged.connect(self._on_start_from)
         self._duration_combo.currentIndexChanged.connect(self._duration_stack.setCurrentIndex)
         self._input_combo.currentIndexChanged.connect(self._preselect_target)
@@ -454,8 +431,8 @@ class TrainWidget(DockWidget):
         dims = self._dims_combo.currentData()
         want = (3 if dims == "3d" else 2, self._context_spin.value() if dims == "2.5d" else 0)
         for info in model_choices(None):
-            same_dims = (info.spatial_dims, info.z_context) == want or (dims == "2.5d" and info.spatial_dims == 2
-                                                                        and info.z_context > 0)
+            same_dims = (info.spatial_dims, info.z_context) == want or (  # a 2D model starts a 2.5D run too
+                dims == "2.5d" and info.spatial_dims == 2 and info.z_context == 0)
             if compatible_tasks(info.task, task) and same_dims:
                 label = f"{info.name} (bundled)" if info.bundled else f"{Path(info.ref).name} ({info.task})"
                 self._start_combo.addItem(label, info.ref)
@@ -516,18 +493,18 @@ class TrainWidget(DockWidget):
 
         self._target_combo.set_layer(max(others, key=score))
 
-    def _browse_folder(self, target: _PathEdit) -> None:
+    def _browse_folder(self, target: PathEdit) -> None:
         path = open_folder(self, "Choose a folder of images", target.text())
         if path:
             target.setText(path)
 
-    def _browse_output(self, target: _PathEdit) -> None:
+    def _browse_output(self, target: PathEdit) -> None:
         start = target.text() or str(default_model_path(self._task_combo.currentData()))
         path = save_file(self, "Save the model as", start, MODEL_FILTER)
         if path:
             target.setText(path)
 
-    def _browse_checkpoint(self, target: _PathEdit) -> None:
+    def _browse_checkpoint(self, target: PathEdit) -> None:
         start = target.text() or (str(Path(self._output.text()).with_suffix(".checkpoints")) if self._output.text()
                                   else str(Path.home()))
         path = open_file(self, "Resume from a training checkpoint", start, "Checkpoints (*.safetensors)")
@@ -640,10 +617,10 @@ class TrainWidget(DockWidget):
                              f"{CHECKPOINT} in the run's .checkpoints folder.")
         saved = TrainConfig.from_dict(meta["config"])
         self._task_combo.setCurrentIndex(max(self._task_combo.findData(saved.task), 0))
-        self._dims_combo.setCurrentIndex(self._dims_combo.findData(
-            "3d" if saved.dims == 3 else "2.5d" if saved.z_context else "2d"))
         if saved.z_context:
             self._context_spin.setValue(saved.z_context)
+        self._dims_combo.setCurrentIndex(self._dims_combo.findData(
+            "3d" if saved.dims == 3 else "2.5d" if saved.z_context else "2d"))
         if saved.preset is not None:
             self._preset_combo.setCurrentIndex(max(self._preset_combo.findData(saved.preset), 0))
         self._recipe_combo.setCurrentIndex(max(self._recipe_combo.findData(saved.recipe), 0))
@@ -716,10 +693,7 @@ class TrainWidget(DockWidget):
 
     def _request_stop(self) -> None:
         """Stop after the current step; the engine saves the model and a checkpoint."""
-        if self._runner.running:
-            self._runner.stop()
-            self._stop_btn.setEnabled(False)
-            self._status.info("Stopping after the current step; saving…")
+        self._ask_to_stop(self._runner, self._stop_btn, self._status, "Stopping after the current step; saving…")
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepUpdate):
@@ -755,11 +729,7 @@ class TrainWidget(DockWidget):
         if not self._stop.is_set():
             self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} steps/s · "
                               f"{_fmt_time(ev.eta)} left · {_fmt_time(ev.elapsed)} so far")
-        if self._pbar is not None and (final or now - self._last_pbar > PBAR_INTERVAL):
-            self._last_pbar = now  # last and rarely: napari's progress bar processes Qt events
-            if self._pbar.total != ev.total:
-                self._pbar.total = ev.total
-            self._pbar.update(ev.step - self._pbar.n)
+        self._advance_pbar(self._pbar, ev.step, ev.total, final, now)
 
     def _on_status(self, ev: StatusUpdate) -> None:
         """What "auto" and the recipe decided (shown in the auto fields), and a time budget's steps."""
