@@ -132,15 +132,19 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
                predict_s=round(time.perf_counter() - t, 1))
         if kind == "3d":
             whole = model.predict(te_in, tile_size=None, precision="fp32")
-            for tile, overlap in (((8, 32, 32), 8), ((12, 64, 64), 16), ((16, 128, 128), 32)):
-                if all(t >= n for t, n in zip(tile, te_in.shape, strict=True)):
+            tilings: list[tuple[Any, Any]] = [("auto", None), ((8, 32, 32), 8), ((12, 64, 64), 16),
+                                              ((16, 128, 128), 32)]
+            for tile, overlap in tilings:
+                if tile != "auto" and all(t >= n for t, n in zip(tile, te_in.shape, strict=True)):
                     continue  # one tile: nothing to compare
-                tiled = model.predict(te_in, tile_size=tile, overlap=overlap, precision="fp32")
+                extra = {} if tile == "auto" else {"tile_size": tile, "overlap": overlap}
+                tiled = model.predict(te_in, precision="fp32", **extra)  # "auto": the default tiles
                 mse = max(float(np.mean((whole - tiled) ** 2)), 1e-30)
                 seam = 10 * math.log10(float(np.ptp(whole)) ** 2 / mse)
-                rows.append({"volume": name, "method": "3D tiled vs untiled", "tile": list(tile),
+                label = "auto" if tile == "auto" else "x".join(map(str, tile))
+                rows.append({"volume": name, "method": "3D tiled vs untiled", "tile": label,
                              "overlap": overlap, "psnr_between": seam})
-                print(f"{name:26s} {'3D tiling':12s} tiles {'x'.join(map(str, tile))}, overlap {overlap}: "
+                print(f"{name:26s} {'3D tiling':12s} tiles {label}, overlap {overlap or 'default'}: "
                       f"{seam:.1f} dB between tiled and untiled", flush=True)
     return rows
 

@@ -81,8 +81,16 @@ def settle(seconds: float = 1.0) -> None:
 def wait(widget: object, timeout: float = 600) -> None:
     """Until the widget's worker has finished."""
     end = time.perf_counter() + timeout
-    while getattr(widget, "_worker", None) is not None and time.perf_counter() < end:
+    def busy() -> bool:
+        runner = getattr(widget, "_runner", None)
+        if runner is not None:
+            return bool(runner.running)
+        return getattr(widget, "_worker", None) is not None
+
+    settle(0.2)
+    while busy() and time.perf_counter() < end:
         settle(0.05)
+    settle(0.5)  # the result's layer is added by the finished handler
 
 
 def shot(viewer: object, name: str) -> Path:

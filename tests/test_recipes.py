@@ -191,3 +191,21 @@ def test_a_checkpoint_of_0_1_0_still_resumes(tmp_path):
     list(train_iter(clean=clean, resume=tmp_path / "m.checkpoints" / "checkpoint.safetensors", steps=11,
                     model_path=tmp_path / "m.safetensors"))  # and today's checkpoint of it resumes again
     assert p2p.load_model(tmp_path / "m.safetensors").training["steps_done"] == 11
+
+
+def test_ema_warms_up_so_a_short_run_does_not_keep_its_random_start():
+    from torch import nn
+
+    from napari_pix2pix.engine.training import _Ema
+
+    net = nn.Linear(4, 4)
+    with torch.no_grad():
+        net.weight.zero_()
+    ema = _Ema(net, 0.999)  # the average starts at the (here: zero) starting weights
+    with torch.no_grad():
+        net.weight.fill_(1.0)  # the weights training moved to
+    for step in range(200):
+        ema.update(net, step)
+    ema.swap(net)
+    # a fixed decay of 0.999 would still hold 0.999**200 = 82 % of the start (weights 0.18)
+    assert float(net.weight.min()) > 0.95

@@ -230,11 +230,18 @@ class _Ema:
                       for k, v in net.state_dict().items()}
 
     @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
+    def update(self, net: nn.Module, step: int) -> None:
+        """Average in the weights after `step` (0-based) steps.
+
+        The decay ramps up, min(decay, (1 + step) / (10 + step)), as in TensorFlow's
+        ExponentialMovingAverage: a fixed 0.999 would keep most of the starting (random)
+        weights for the first thousands of steps, and a short run saved its average of noise.
+        """
+        decay = min(self.decay, (1 + step) / (10 + step))
         for k, v in net.state_dict().items():
             e = self.state[k]
             if v.is_floating_point() and k.rsplit(".", 1)[-1] in ("weight", "bias"):
-                e.mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+                e.mul_(decay).add_(v.detach().float(), alpha=1 - decay)
             else:  # running statistics, counters: as they are
                 e.copy_(v.detach())
 
@@ -566,7 +573,7 @@ def _train_step(run: _Run, cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, g
     _optimise(run, run.opt_g, loss_g, run.model.generator.parameters(), cfg.grad_clip)
     run.scaler.update()
     if run.ema is not None:
-        run.ema.update(run.model.generator)
+        run.ema.update(run.model.generator, run.step)
     name = "G_L2" if cfg.pixel_loss == "l2" else "G_L1"
     return {"G_GAN": loss_g_gan.item(), name: loss_g_l1.item(), "D": loss_d.item() if loss_d is not None else 0.0}
 

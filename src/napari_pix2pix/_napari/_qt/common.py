@@ -389,6 +389,14 @@ class DockWidget(QWidget):
         self._scroll = scroll
         self._last_pbar = 0.0  # when napari's activity progress bar was last moved
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        """Let every drop-down shrink to the dock's width (long choices are elided, not cut off)."""
+        for combo in self.body.findChildren(QComboBox):
+            if combo.sizeAdjustPolicy() != QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon:
+                combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+                combo.setMinimumContentsLength(12)
+        super().showEvent(event)
+
     def stop_job(self) -> None:  # pragma: no cover - overridden
         """Stop the running job (training saves what a stopped run saves)."""
 
