@@ -37,18 +37,8 @@ from ...engine.modelfile import ModelFileError
 from .. import layers as lyr
 from ..choices import RECENT, SESSION, ModelInfo, model_choices, model_info, short_path
 from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
-from .common import (
-    DockWidget,
-    LayerCombo,
-    Outcome,
-    PathEdit,
-    StatusLabel,
-    WorkerRunner,
-    device_combo,
-    napari_progress,
-    open_file,
-    open_folder,
-)
+from . import common
+from .common import DockWidget, LayerCombo, Outcome, PathEdit, StatusLabel, WorkerRunner, device_combo
 
 if TYPE_CHECKING:
     import napari
@@ -277,7 +267,7 @@ class RestoreWidget(DockWidget):
 
     def _browse_model(self) -> None:
         start = str(RECENT.paths()[0].parent) if RECENT.paths() else str(Path.home())
-        path = open_file(self, f"Choose a {self.TASK} model file", start, MODEL_FILTER)
+        path = common.open_file(self, f"Choose a {self.TASK} model file", start, MODEL_FILTER)
         if path:
             self.use_model_file(path)
 
@@ -376,7 +366,7 @@ class RestoreWidget(DockWidget):
                           PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis, out=out))
 
     def _browse_big_dir(self, target: PathEdit) -> None:
-        path = open_folder(self, "Write large results (zarr stores) into", target.text() or str(RESULTS_DIR))
+        path = common.open_folder(self, "Write large results (zarr stores) into", target.text() or str(RESULTS_DIR))
         if path:
             target.setText(path)
 
@@ -400,7 +390,7 @@ class RestoreWidget(DockWidget):
         self._last_ui = self._last_pbar = 0.0
         self._status.info(f"{self.TITLE}: {job.layer.name} with {job.info.name}…")
         self._progress_bar.setRange(0, 0)  # busy until the first progress report
-        self._pbar = napari_progress(f"{self.TITLE} {job.layer.name}", on_cancel=self._request_cancel)
+        self._pbar = common.napari_progress(f"{self.TITLE} {job.layer.name}", on_cancel=self._request_cancel)
         self._run_btn.setEnabled(False)
         self._cancel_btn.setEnabled(True)
         if job.samples:  # the same worker also computes the uncertainty (and the residual)

@@ -358,18 +358,22 @@ class TrainWidget(DockWidget):
         layout.addStretch(1)
 
     def _connect(self) -> None:
-        self._source_combo.currentIndexChanged.connect(self._source_stack.setCurrentIndex)
-        self._task_combo.currentIndexChanged.connect(self._on_task)
-        self._preset_combo.currentIndexChanged.connect(self._on_preset)
-        self._dims_combo.currentIndexChanged.connect(self._on_dims)
+        changed = {  # choice -> what follows from it
+            self._source_combo: self._source_stack.setCurrentIndex,
+            self._task_combo: self._on_task,
+            self._preset_combo: self._on_preset,
+            self._dims_combo: self._on_dims,
+            self._start_combo: self._on_start_from,
+            self._duration_combo: self._duration_stack.setCurrentIndex,
+            self._input_combo: self._preselect_target,
+        }
+        for combo, slot in changed.items():
+            combo.currentIndexChanged.connect(slot)
         self._context_spin.valueChanged.connect(self._refresh_starts)
-        self._start_combo.currentIndexChanged.connect(self._on_start_from)
-        self._duration_combo.currentIndexChanged.connect(self._duration_stack.setCurrentIndex)
-        self._input_combo.currentIndexChanged.connect(self._preselect_target)
-        self._start_btn.clicked.connect(self._start_clicked)
-        self._stop_btn.clicked.connect(self._request_stop)
-        self._resume_btn.clicked.connect(self._resume_clicked)
-        self._export_btn.clicked.connect(self.open_export)
+        buttons = {self._start_btn: self._start_clicked, self._stop_btn: self._request_stop,
+                   self._resume_btn: self._resume_clicked, self._export_btn: self.open_export}
+        for button, slot in buttons.items():
+            button.clicked.connect(slot)
         RECENT.changed.connect(self._refresh_starts)
         # closing napari deletes docked widgets without closeEvent: stop (and save) a running training then too
         self.destroyed.connect(lambda *_, stop=self._stop: stop.set())
