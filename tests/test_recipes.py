@@ -140,7 +140,7 @@ def test_a_time_budget_decides_the_steps_and_ends_on_time(tmp_path):
     noisy, clean = _pair((128, 192))
     events = []
     t = time.perf_counter()
-    model = p2p.train(input=noisy, target=clean, task="denoise", minutes=0.1, patch_size=32, batch_size=4,
+    model = p2p.train(input=noisy, target=clean, task="denoise", minutes=0.1, patch_size=48, batch_size=16,
                       model_path=tmp_path / "m.safetensors", progress=events.append, **TINY)
     elapsed = time.perf_counter() - t
     assert elapsed <= 6 + 10  # the tolerance: 10 % of the budget or 10 s, whichever is larger
