@@ -81,6 +81,15 @@ def test_the_checksum_is_an_integrity_check_of_the_file(tmp_path):
         p2p.load_model(path)
 
 
+
+def _edited_package(src, dest, old: bytes, new: bytes):
+    """A copy of the bioimage.io package `src` at `dest` with `old` replaced by `new` in its rdf.yaml."""
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dest, "w") as out:
+        for info in z.infolist():
+            data = z.read(info.filename)
+            out.writestr(info.filename, data.replace(old, new) if info.filename == "rdf.yaml" else data)
+    return dest
+
 def test_a_package_with_a_zip_bomb_or_paths_outside_is_refused(tmp_path):
     src = tiny_model("denoise").export_bioimageio(tmp_path / "m.zip", check=False).path
     bomb = tmp_path / "bomb.zip"
@@ -92,26 +101,14 @@ def test_a_package_with_a_zip_bomb_or_paths_outside_is_refused(tmp_path):
             out.writestr(info.filename, data)
     with pytest.raises(ModelFileError, match="zip bomb"):
         p2p.load_model(bomb)
-    outside = tmp_path / "outside.zip"
-    with zipfile.ZipFile(src) as z, zipfile.ZipFile(outside, "w") as out:
-        for info in z.infolist():
-            data = z.read(info.filename)
-            if info.filename == "rdf.yaml":
-                data = data.replace(b"source: cover.png", b"source: ../../etc/passwd")
-            out.writestr(info.filename, data)
+    outside = _edited_package(src, tmp_path / "outside.zip", b"source: cover.png", b"source: ../../etc/passwd")
     with pytest.raises(ModelFileError, match="not a file inside the package"):
         p2p.load_model(outside)
 
 
 def test_a_package_whose_weights_do_not_fit_its_architecture_is_refused(tmp_path):
     src = tiny_model("denoise").export_bioimageio(tmp_path / "m.zip", check=False).path
-    edited = tmp_path / "edited.zip"
-    with zipfile.ZipFile(src) as z, zipfile.ZipFile(edited, "w") as out:
-        for info in z.infolist():
-            data = z.read(info.filename)
-            if info.filename == "rdf.yaml":
-                data = data.replace(b"ngf: 4", b"ngf: 100000")
-            out.writestr(info.filename, data)
+    edited = _edited_package(src, tmp_path / "edited.zip", b"ngf: 4", b"ngf: 100000")
     with pytest.raises(ModelFileError, match="far beyond"):
         p2p.load_model(edited)
 
