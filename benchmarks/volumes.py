@@ -16,8 +16,11 @@ second half is held out and scored (PSNR, data range 1; SSIM over the volume). M
 - ``2D``: ``p2p.train(input=noisy_train, target=clean_train, minutes=M)`` at its defaults
   (which warm-start from the bundled denoiser), applied plane by plane;
 - ``2.5D``: the same with ``z_context=2`` (a new network: nothing bundled fits its channels);
-- ``3D``: the same with ``spatial_dims=3`` (``unet3d_tiny``, a new network);
-- ``3D tiled``: the 3D model with small tiles, against its untiled prediction (seams).
+- ``bundled 3D``: the bundled 3D denoiser (``denoise3d``), no training (where it is bundled);
+- ``3D``: the same with ``spatial_dims=3`` (at its defaults: it starts from the bundled denoiser, as a 3D
+  network);
+- ``3D-SCRATCH``: ``spatial_dims=3, start_from="scratch"`` (``unet3d_tiny``, a new network);
+- ``3D tiled`` (method ``tiling``): the 3D model with small tiles, against its untiled prediction (seams).
 
 Volumes: the Purkinje neuron widefield stack of flowdec (fluorescence, 50 x 256 x 256) and
 two MR volumes of dipy's test data (24 x 58 x 58, 14 x 96 x 96). Writes JSON and prints a table.
@@ -116,7 +119,14 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
     if "bundled" in methods:
         t = time.perf_counter()
         report("bundled 2D", p2p.load_model("denoise").predict(te_in), time.perf_counter() - t)
-    kinds = {"2d": {}, "2.5d": {"z_context": 2}, "3d": {"spatial_dims": 3}}
+    if "bundled3d" in methods:
+        from napari_pix2pix.engine.registry import bundled_paths
+
+        if "denoise3d" in bundled_paths():
+            t = time.perf_counter()
+            report("bundled 3D", p2p.load_model("denoise3d").predict(te_in), time.perf_counter() - t)
+    kinds = {"2d": {}, "2.5d": {"z_context": 2}, "3d": {"spatial_dims": 3},
+             "3d-scratch": {"spatial_dims": 3, "start_from": "scratch"}}
     for kind, options in kinds.items():
         if kind not in methods:
             continue
@@ -130,7 +140,7 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
                patch=cfg.get("patch_size"), batch=cfg.get("batch_size"),
                started_from=(model.training.get("started_from") or "scratch"),
                predict_s=round(time.perf_counter() - t, 1))
-        if kind == "3d":
+        if kind == "3d" and "tiling" in methods:
             whole = model.predict(te_in, tile_size=None, precision="fp32")
             tilings: list[tuple[Any, Any]] = [("auto", None), ((8, 32, 32), 8), ((12, 64, 64), 16),
                                               ((16, 128, 128), 32)]
@@ -153,7 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="folder of fetch_eval_data.sh")
     ap.add_argument("--minutes", type=float, default=3.0, help="training budget of each model")
-    ap.add_argument("--methods", default="bm4d,bundled,2d,2.5d,3d")
+    ap.add_argument("--methods", default="bm4d,bundled,bundled3d,2d,2.5d,3d,3d-scratch,tiling")
     ap.add_argument("--volumes", help="comma-separated names (default: all)")
     ap.add_argument("--out", help="JSON results file")
     args = ap.parse_args()

@@ -87,6 +87,59 @@ def gray_images(n_phantoms: int = N_PHANTOMS) -> list[np.ndarray]:
     return [o for o in out if min(o.shape) >= 128]
 
 
+N_VOLUMES = 24  # denoise3d: procedural fluorescence volumes and as many pseudo-volumes from gray images
+
+
+def _pseudo_volume(img: np.ndarray, rng: np.random.Generator, depth: int = 32) -> np.ndarray:
+    """A (Z, Y, X) volume from a 2D image: its content drifts and fades smoothly from plane to plane.
+
+    A smooth random displacement field grows with the distance from the middle plane (structures
+    move and deform through Z as in a real stack), intensity changes slowly in Z, and a Gaussian
+    blur along Z of 0.5-3 planes stands in for the axial PSF.
+    """
+    from scipy import ndimage
+
+    h, w = img.shape
+    img = (img - img.min()) / max(float(np.ptp(img)), 1e-6)
+    field = np.stack([ndimage.gaussian_filter(rng.normal(size=(h, w)), 24) for _ in range(2)])
+    field /= max(float(np.abs(field).max()), 1e-6)
+    reach = rng.uniform(0.3, 1.5)  # pixels of displacement per plane at the strongest point
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    fade = 1 + rng.uniform(-0.4, 0.4) * np.sin(np.linspace(0, rng.uniform(1, 4), depth) + rng.uniform(0, 6))
+    planes = [ndimage.map_coordinates(img, [yy + (z - depth / 2) * reach * field[0],
+                                            xx + (z - depth / 2) * reach * field[1]], order=1, mode="reflect") * f
+              for z, f in zip(range(depth), fade, strict=True)]
+    vol = ndimage.gaussian_filter1d(np.stack(planes), rng.uniform(0.5, 3.0), axis=0)
+    return np.clip(vol, 0, None).astype(np.float32)
+
+
+def volumes_3d(n: int = N_VOLUMES) -> list[np.ndarray]:
+    """Clean training volumes for denoise3d: fluorescence-like phantoms and pseudo-volumes of gray images."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    out = []
+    for s in range(n):  # phantoms: Z steps of 1.5-5 px, an extra axial blur of 0-2 planes
+        vol = phantoms.fluorescence_volume((32, 160, 160), 6000 + s, z_step=float(rng.uniform(1.5, 5)))
+        out.append(ndimage.gaussian_filter1d(vol, rng.uniform(0.01, 2.0), axis=0).astype(np.float32))
+    grays = [g for g in gray_images(n_phantoms=0) if min(g.shape) >= 160]
+    for s in range(n):
+        g = grays[s % len(grays)]
+        y, x = (int(rng.integers(0, n_ - 160 + 1)) for n_ in g.shape)
+        out.append(_pseudo_volume(g[y : y + 160, x : x + 160].astype(np.float32), rng))
+    return out
+
+
+def inflated_denoiser(run: Path) -> str:
+    """The bundled 2D denoiser as a 3D network (its 2D kernels in the centre plane): denoise3d's start."""
+    from napari_pix2pix.engine.warmstart import inflate
+
+    path = run / "start-inflated-denoise.safetensors"
+    if not path.exists():
+        inflate(p2p.load_model("denoise")).save(path)
+    return str(path)
+
+
 def rgb_images(n_histology: int = N_HISTOLOGY, n_landscapes: int = N_LANDSCAPES) -> list[np.ndarray]:
     """RGB training images for colorize: photographs and histology from skimage, H&E-like and landscape phantoms."""
     out = [(_load(n)[..., :3] / 255.0).astype(np.float32) for n in RGB_SOURCES]
@@ -134,8 +187,14 @@ RECIPES = {
     "colorize-he": dict(preset="unet_tiny", generator=GENERATOR, patch_size=128, batch_size=12, lr=1e-3,
                         beta1=0.9, gan_weight=0.0, lambda_l1=100.0, grad_clip=1.0),
 }
-TASK_OF = {"colorize-he": "colorize"}  # bundled model name -> task, where they differ
+# 3D: the bundled 2D denoiser inflated (it starts as itself, plane by plane) and taught what the neighbouring
+# planes add, on volumes synthesized with the same noise
+RECIPES["denoise3d"] = dict(patch_size=(16, 64, 64), batch_size=2, lr=1.5e-4, beta1=0.9, gan_weight=0.0,
+                            lambda_l1=100.0, grad_clip=1.0, noise=RECIPES["denoise"]["noise"])
+TASK_OF = {"colorize-he": "colorize", "denoise3d": "denoise"}  # bundled model name -> task, where they differ
 CARDS = {  # one-line summaries: the model cards' first line (scripts/model_cards.py)
+    "denoise3d": "Noise-level blind denoiser for grayscale volumes (Z, Y, X) with Gaussian or Poisson-Gaussian noise: "
+                 "the bundled 2D denoiser as a 3D network that also reads the neighbouring planes.",
     "denoise": "Noise-level blind denoiser for grayscale images with Gaussian or Poisson-Gaussian (photon-limited) "
                "noise; applied per channel to multi-channel images.",
     "inpaint": "Fills masked regions (scratches, blobs, boxes, dead pixels) of grayscale images; applied per channel "
@@ -171,6 +230,7 @@ def main() -> int:
     ap.add_argument("task", choices=sorted(RECIPES))
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--no-install", action="store_true", help="do not copy the result into the package")
     ap.add_argument("--reinstall", action="store_true", help="only copy the finished run's model into the package")
     args = ap.parse_args()
@@ -181,9 +241,12 @@ def main() -> int:
         return 0
     recipe = dict(RECIPES[args.task])
     task = TASK_OF.get(args.task, args.task)
-    cfg = TrainConfig(task=task, steps=args.steps, val_every=500, checkpoint_every=250, val_fraction=0.1,
-                      val_patches=16, seed=0, **recipe)
-    source = {"clean": {"colorize": rgb_images, "colorize-he": he_images}.get(args.task, gray_images)()}
+    if args.task == "denoise3d":
+        recipe["start_from"] = inflated_denoiser(run)
+    cfg = TrainConfig(task=task, steps=args.steps, val_every=args.val_every, checkpoint_every=100
+                      if args.task == "denoise3d" else 250, val_fraction=0.1, val_patches=16, seed=0, **recipe)
+    source = {"clean": {"colorize": rgb_images, "colorize-he": he_images, "denoise3d": volumes_3d}.get(
+        args.task, gray_images)()}
     if task == "colorize":
         source["channel_axis"] = -1
     kwargs = dict(model_path=run / "model.safetensors", **source)
@@ -216,7 +279,11 @@ def main() -> int:
     model.name = args.task
     model.card = {
         "summary": CARDS[args.task],
-        "data": (f"{N_HE} procedural H&E sections (napari_pix2pix.engine.phantoms.histology, varied=True)"
+        "data": (f"{N_VOLUMES} procedural fluorescence-like volumes (napari_pix2pix.engine.phantoms."
+                 f"fluorescence_volume) and {N_VOLUMES} pseudo-volumes from scikit-image gray images (content drifting "
+                 "and fading through Z, axial blur); started from the bundled 2D denoiser inflated to 3D"
+                 if args.task == "denoise3d" else
+                 f"{N_HE} procedural H&E sections (napari_pix2pix.engine.phantoms.histology, varied=True)"
                  if args.task == "colorize-he" else "scikit-image bundled images "
                  + ", ".join(RGB_SOURCES if args.task == "colorize" else GRAY_SOURCES)
                  + (f", {N_HISTOLOGY} procedural H&E sections (napari_pix2pix.engine.phantoms.histology, "

@@ -241,3 +241,19 @@ def test_auto_tile_size_is_the_default_and_bad_values_are_named(monkeypatch):
     np.testing.assert_array_equal(m.predict(im, precision="fp32"), m.predict(im, tile_size=64, precision="fp32"))
     with pytest.raises(ValueError, match="tile_size must be"):
         m.predict(im, tile_size="big")
+
+
+def test_in_place_output_conversion_matches_the_copying_one():
+    """A volume's bands are converted in place (no temporaries of band size): the same values as copying."""
+    from napari_pix2pix.engine.normalization import cast_to, from_network
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-1.2, 1.2, (3, 17, 19)).astype(np.float32)
+    expect = cast_to(from_network(y, 100.0, 4000.0), np.dtype(np.uint16))
+    work = y.copy()
+    got = cast_to(from_network(work, 100.0, 4000.0, inplace=True), np.dtype(np.uint16), inplace=True)
+    assert got.dtype == np.uint16 and np.array_equal(got, expect)
+    ro = y.copy()
+    ro.flags.writeable = False  # never written to: a read-only array is converted by copying
+    assert np.array_equal(cast_to(from_network(ro, 100.0, 4000.0, inplace=True), np.dtype(np.uint16), inplace=True),
+                          expect)

@@ -40,7 +40,8 @@ def _bioimageio_test(path) -> None:
 
 
 def _predict_both(a, b, task, channels=1, shape=(70, 90)):
-    img = smooth_image(shape, np.uint16)
+    img = smooth_image(shape, np.uint16) if len(shape) == 2 else np.stack(  # a volume: drifting planes
+        [np.roll(smooth_image(shape[1:], np.uint16), 3 * z, axis=1) for z in range(shape[0])])
     if channels > 1:
         img = np.stack([np.roll(img, 5 * i, axis=0) for i in range(channels)], axis=-1)
     mask = None
@@ -224,7 +225,8 @@ def test_bundled_models_export_and_pass_bioimageio_test(tmp_path):
         report = model.export_bioimageio(tmp_path / f"{name}.zip")
         _bioimageio_test(report.path)
         a, b = _predict_both(model, p2p.load_model(report.path), model.task.name,
-                             model.task.image_channels(model.config.in_channels), shape=(96, 130))
+                             model.task.image_channels(model.config.in_channels),
+                             shape=(96, 130) if model.spatial_dims == 2 else (6, 96, 130))
         np.testing.assert_array_equal(a, b)
 
 
@@ -286,6 +288,21 @@ def test_receptive_field_matches_gradient_support():
             widest = max(widest, int(rows.max() - rows.min() + 1))
         assert (widest, widest) == cfg.receptive_field
         assert all(2 * h % m == 0 and 2 * m - 2 * h >= 1 for h, m in zip(cfg.halo, cfg.size_multiple))
+
+
+def test_z_receptive_field_of_volumes_matches_gradient_support():
+    torch.manual_seed(0)
+    for zk, k, kf, up in ((None, 1, 1, "transpose"), (1, 1, 1, "transpose"), (2, 1, 0, "resize"),
+                          (0, 0, 1, "transpose")):
+        cfg = UNetConfig(levels=3, ngf=4, norm="none", dropout=0, block_convs=k, full_res_convs=kf, upsample=up,
+                         spatial_dims=3, z_levels=0, z_kernel_levels=zk)
+        net = UNetGenerator(cfg).eval()
+        depth = 41
+        x = torch.zeros(1, 1, depth, 16, 16, requires_grad=True)
+        y = net(x + 0.1 * torch.randn(1, 1, depth, 16, 16))
+        y[0, 0, depth // 2, 8, 8].backward()
+        planes = np.nonzero(x.grad[0, 0].abs().sum(dim=(1, 2)).numpy())[0]
+        assert int(planes.max() - planes.min() + 1) == cfg.receptive_field[0], (zk, k, kf, up)
 
 
 def test_architecture_source_is_self_contained():

@@ -1,8 +1,9 @@
 """The bundled generators: shipped in the wheel, load offline, and beat trivial baselines.
 
 The images here are phantoms drawn with seeds the training script never uses (it uses
-1000-1047 for fluorescence, 3000-3023 for landscapes and 4000-4095 for the varied H&E sections
-of colorize and colorize-he; the first colorizer used 2000-2023), so none
+1000-1047 for fluorescence, 6000-6023 for the volumes of denoise3d, 3000-3023 for landscapes
+and 4000-4095 for the varied H&E sections of colorize and colorize-he; the first colorizer
+used 2000-2023), so none
 was seen in training; but they come from the same generators, so these are in-distribution
 checks. Real, held-out images are measured by ``benchmarks/quality.py``.
 """
@@ -21,7 +22,8 @@ from napari_pix2pix.engine import phantoms
 from napari_pix2pix.engine.registry import bundled_paths
 from napari_pix2pix.engine.synthesis import add_noise, random_mask
 
-TASK_OF = {"denoise": "denoise", "inpaint": "inpaint", "colorize": "colorize", "colorize-he": "colorize"}
+TASK_OF = {"denoise": "denoise", "inpaint": "inpaint", "colorize": "colorize", "colorize-he": "colorize",
+           "denoise3d": "denoise"}
 
 
 def _psnr(ref, x, where=None):
@@ -65,6 +67,17 @@ def test_denoise_beats_the_noisy_input():
     out = p2p.denoise(two, channel_axis=-1)
     assert out.dtype == np.uint16 and out.shape == two.shape
     assert np.std(np.diff(out[..., 0].astype(float), axis=1)) < 0.7 * np.std(np.diff(two[..., 0].astype(float), axis=1))
+
+
+def test_denoise3d_reads_neighbouring_planes_and_beats_the_2d_denoiser_on_a_volume():
+    _need("denoise3d")
+    model = p2p.load_model("denoise3d")
+    assert model.spatial_dims == 3 and model.config.z_levels == 0 and model.config.z_kernel_levels == 3
+    clean = phantoms.fluorescence_volume((16, 96, 96), seed=777)  # training used seeds 6000-6023
+    noisy = add_noise(clean, {"photons": 0.0, "sigma": 0.1}, np.random.default_rng(0))
+    three = _psnr(clean, model.predict(noisy))
+    two = _psnr(clean, p2p.denoise(noisy))  # the 2D denoiser, plane by plane
+    assert three > two + 0.3 > _psnr(clean, noisy) + 5, (three, two)
 
 
 def test_inpaint_beats_zero_fill_and_keeps_the_rest():

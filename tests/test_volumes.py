@@ -80,7 +80,7 @@ def test_dims_choices_are_checked():
     with pytest.raises(ValueError, match="colorize"):
         TrainConfig(task="colorize", spatial_dims=3)
     with pytest.raises(ValueError, match="per axis"):
-        TrainConfig(spatial_dims=3, patch_size=(8, 30, 32))
+        TrainConfig(spatial_dims=3, patch_size=(8, 30, 32), start_from="scratch")  # (a warm start: in resolve)
     with pytest.raises(ValueError, match="z_levels"):
         UNetConfig(z_levels=2)  # a 2D network has no Z
     assert set(PRESETS_3D) == {"unet3d_tiny", "unet3d_small"}
@@ -293,8 +293,10 @@ def test_a_2d_model_starts_a_2p5d_run_as_itself():
     a = ctx.predict(vol, tile_size=None, device="cpu", precision="fp32")
     b = flat.predict(vol, tile_size=None, device="cpu", precision="fp32")
     assert np.allclose(a, b, atol=1e-5)  # the neighbours start at zero weight: the 2D model's output
-    with pytest.raises(ValueError, match="2D model: it cannot start a 3D run"):
-        start_model(flat, get_task("denoise"), 1, 1, spatial_dims=3)
+    with pytest.raises(ValueError, match="3D model: it cannot start a 2D run"):
+        start_model(start_model(flat, get_task("denoise"), 1, 1, spatial_dims=3), get_task("denoise"), 1, 1)
+    with pytest.raises(ValueError, match="2D model: it cannot start a 3D run"):  # 2.5D: its planes are channels
+        start_model(ctx, get_task("denoise"), 5, 1, spatial_dims=3)
     with pytest.raises(ValueError, match="neighbouring planes"):
         start_model(ctx, get_task("denoise"), 3, 1, z_context=1)
 
@@ -306,3 +308,41 @@ def test_2p5d_models_export(tmp_path):
     init_weights(m.generator, 0.05)
     for name in ("c.onnx", "c.pt"):
         assert max(m.export(tmp_path / name).max_abs_diff.values()) < 1e-4
+
+
+def test_a_2d_model_starts_a_3d_run_as_itself_plane_by_plane():
+    from napari_pix2pix.engine.tasks import get_task
+    from napari_pix2pix.engine.warmstart import inflate, start_model
+
+    torch.manual_seed(0)
+    flat = Pix2PixModel("denoise", "unet_tiny", levels=3, ngf=4, block_convs=1, full_res_convs=1, residual=True)
+    init_weights(flat.generator, 0.08)
+    vol = inflate(flat)
+    assert vol.spatial_dims == 3 and vol.config.z_levels == 0 and vol.config.size_multiple == (1, 8, 8)
+    assert vol.card["inflated_from"].startswith(flat.name)
+    x = torch.randn(1, 1, 5, 16, 24)
+    with torch.no_grad():
+        a = vol.generator.eval()(x)
+        b = torch.stack([flat.generator.eval()(x[:, :, z]) for z in range(5)], dim=2)
+    assert torch.allclose(a, b, atol=1e-5)  # the other planes start at zero: each plane is the 2D model's
+    slim = inflate(flat, z_kernel_levels=1)  # only the finest level (and the stem and tail) read neighbours
+    n_params = [sum(p.numel() for p in m.generator.parameters()) for m in (flat, slim, vol)]
+    assert n_params[0] < n_params[1] < n_params[2]
+    assert slim.config.receptive_field[0] < vol.config.receptive_field[0]
+    assert slim.config.receptive_field[1:] == vol.config.receptive_field[1:]
+    with torch.no_grad():
+        assert torch.allclose(slim.generator.eval()(x), b, atol=1e-5)
+    two = start_model(flat, get_task("translate"), 2, 2, spatial_dims=3)  # channels adapted after inflating
+    assert two.spatial_dims == 3 and (two.config.in_channels, two.config.out_channels) == (2, 2)
+
+
+def test_3d_runs_start_from_the_bundled_3d_denoiser_by_default():
+    rng = np.random.default_rng(0)
+    clean = np.stack([smooth_image_plane(s)[:32, :32] for s in range(4)]).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    m = p2p.train(input=noisy, target=clean, spatial_dims=3, steps=2, batch_size=1, val_fraction=0)
+    assert m.spatial_dims == 3 and m.training["started_from"].startswith("denoise3d")
+    assert m.config.z_levels == 0 and m.config.ngf == p2p.load_model("denoise").config.ngf
+    scratch = p2p.train(input=noisy, target=clean, spatial_dims=3, steps=2, batch_size=1, val_fraction=0,
+                        start_from="scratch")
+    assert scratch.preset == "unet3d_tiny" and "started_from" not in scratch.training

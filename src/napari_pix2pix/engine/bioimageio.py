@@ -388,7 +388,8 @@ def _tensor_descrs(tmp: Path, model: Pix2PixModel, has_mask: bool, geometry: _Ge
         description=units,
         axes=[bio.BatchAxis(),
               bio.ChannelAxis(channel_names=_channel_names(cfg.out_channels, model.task.name == "colorize")),
-              *(bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=h, size=same_as_image(a))
+              *(bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=h, size=same_as_image(a)) if h else
+                bio.SpaceOutputAxis(id=bio.AxisId(a), size=same_as_image(a))  # no halo: z of a z_levels=0 net
                 for a, h in zip(axes, geometry.halos, strict=True))],
         test_tensor=bio.FileDescr(source=tmp / "test_output.npy"),
         sample_tensor=bio.FileDescr(source=tmp / "sample_output.tif"),

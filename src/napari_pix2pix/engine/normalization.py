@@ -89,16 +89,29 @@ def to_network(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out
 
 
-def from_network(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Inverse of :func:`to_network` (float32)."""
-    return (np.asarray(y, dtype=np.float32) + np.float32(SCALE)) * np.float32((hi - lo) / (2 * SCALE)) + np.float32(lo)
+def from_network(y: np.ndarray, lo: float, hi: float, *, inplace: bool = False) -> np.ndarray:
+    """Inverse of :func:`to_network` (float32); `inplace` reuses `y` when it is float32 (no temporaries)."""
+    if not (inplace and isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.writeable):
+        return (np.asarray(y, dtype=np.float32) + np.float32(SCALE)) * np.float32((hi - lo) / (2 * SCALE)) + \
+            np.float32(lo)
+    y += np.float32(SCALE)
+    y *= np.float32((hi - lo) / (2 * SCALE))
+    y += np.float32(lo)
+    return y
 
 
-def cast_to(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round and clip to the range of an integer `dtype`; float dtypes are cast as is."""
+def cast_to(x: np.ndarray, dtype: np.dtype, *, inplace: bool = False) -> np.ndarray:
+    """Round and clip to the range of an integer `dtype`; float dtypes are cast as is.
+
+    `inplace` rounds and clips a writeable float array in place (a volume's band: no temporaries).
+    """
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
+        if inplace and isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.flags.writeable:
+            np.rint(x, out=x)
+            np.clip(x, info.min, info.max, out=x)
+            return x.astype(dtype)
         return np.clip(np.rint(x), info.min, info.max).astype(dtype)
     if dtype.kind == "b":
         return x > 0.5

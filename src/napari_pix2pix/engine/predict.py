@@ -421,7 +421,7 @@ def _predict_plane(model: Pix2PixModel, get: Callable[..., np.ndarray], dtype: n
 
     for band in iter_bands(plans, read, run, model.config.out_channels, batch_size):
         if band.rows is not None:
-            result = from_network(band.rows, olo, ohi)
+            result = from_network(band.rows, olo, ohi, inplace=True)  # the band's own array
             if m_plane is not None:  # keep every pixel outside the mask exactly
                 orig = get(slice(band.y0, band.y1), *full)
                 result = np.where(m_plane[None, band.y0 : band.y1], result, orig)
@@ -510,7 +510,7 @@ def predict_iter(
                           job: _ChannelJob = job) -> None:
                     rest = [slice(0, n) for n in sizes[1:]]
                     idx = plan.layout.index(stack_idx, job.write, slice(y0, y1), *rest)
-                    out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype))
+                    out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype, inplace=True))  # a fresh block
 
                 for tiles in _predict_plane(model, get, dtype if not job.to_gray else np.dtype(np.float32), m_plane,
                                             plans, batch_size, run, write):

@@ -29,7 +29,7 @@ def list_models() -> dict[str, dict[str, Any]]:
     Examples
     --------
     >>> sorted(list_models())  # doctest: +SKIP
-    ['colorize', 'colorize-he', 'denoise', 'inpaint']
+    ['colorize', 'colorize-he', 'denoise', 'denoise3d', 'inpaint']
     """
     out = {}
     for name, path in bundled_paths().items():

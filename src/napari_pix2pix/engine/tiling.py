@@ -154,8 +154,9 @@ def iter_bands(
         if r > 0:  # rows before this band are final: hand them on, shift the band
             shift = y - base
             finished = _finished(acc[:, :shift], wsum[:shift], base, plans)
-            acc[:, :-shift] = acc[:, shift:].copy()
-            wsum[:-shift] = wsum[shift:].copy()
+            for i in range(first.tile - shift):  # plane by plane: no copy of the whole band
+                acc[:, i] = acc[:, i + shift]
+                wsum[i] = wsum[i + shift]
             acc[:, -shift:] = 0
             wsum[-shift:] = 0
             base = y

@@ -81,6 +81,9 @@ RECIPE_FIELDS = ("gan_weight", "lambda_l1", "pixel_loss", "beta1", "gan_mode", "
 DEFAULT_RECIPES = {"denoise": "fidelity", "inpaint": "fidelity", "colorize": "paper", "translate": "fidelity"}
 # start_from="auto": the bundled model a task's runs start from when no network is chosen and the channels fit
 AUTO_START = {"denoise": "denoise", "translate": "denoise"}
+# ... and a 3D run's: the bundled 3D denoiser (the 2D one inflated to 3D and trained on volumes; a 2D model given
+# as start_from is inflated the same way: it starts as itself, plane by plane; see warmstart.inflate)
+AUTO_START_3D = {"denoise": "denoise3d", "translate": "denoise3d"}
 PIXEL_LOSSES = ("l1", "l2")
 
 
@@ -261,7 +264,7 @@ class TrainConfig:
         """Whether the run may start from a trained model (named, or "auto" with no network chosen)."""
         if self.start_from == "scratch":
             return False
-        auto = self.preset is None and not self.generator and self.dims == 2  # AUTO_START: 2D and 2.5D
+        auto = self.preset is None and not self.generator  # AUTO_START (2D, 2.5D), AUTO_START_3D
         return self.start_from not in (None, "auto") or auto
 
     # ------------------------------------------------------------------ resolving None

@@ -52,6 +52,7 @@ from .progress import (
 from .synthesis import NoiseConfig
 from .train_config import (
     AUTO_START,
+    AUTO_START_3D,
     RECIPES,
     RESUMABLE,
     TrainConfig,
@@ -173,7 +174,8 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
         start_from = cfg.start_from
     auto = start_from in (None, "auto")
     if auto or start_from == "scratch" or resuming:
-        start_from = AUTO_START.get(cfg.task) if auto and cfg.warm and not resuming else None
+        starts = AUTO_START_3D if cfg.dims == 3 else AUTO_START
+        start_from = starts.get(cfg.task) if auto and cfg.warm and not resuming else None
     if start_from is not None:  # the starting model's normalization is the data's
         from .warmstart import load_start
 
@@ -191,8 +193,8 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
         raise ValueError("noise2noise trains on pairs of two noisy acquisitions (input= and target=, or folders), "
                          "not on clean images: with clean images use the fidelity recipe")
     plane_channels = data.channels[0] // (2 * cfg.z_context + 1)
-    if auto and start_from is not None and ((plane_channels, data.channels[1]) != (1, 1) or cfg.dims != 2):
-        start_from = None  # the bundled starting models are 2D, for 1-channel planes (2.5D: the plane's)
+    if auto and start_from is not None and (plane_channels, data.channels[1]) != (1, 1):
+        start_from = None  # the bundled starting models are for 1-channel planes (2.5D: the plane's) and volumes
     if start_from is not None:
         start = start_model(start_from, data.task, *data.channels, spatial_dims=cfg.dims, z_context=cfg.z_context)
         if auto:

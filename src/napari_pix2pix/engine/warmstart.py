@@ -8,7 +8,9 @@ channels is adapted in the first and last layers: new input channels share the w
 the old ones (a gray image repeated on every channel gives the old response), new output
 channels copy them. A 2D model starts a 2.5D run (``z_context=k``) as itself: the plane's own
 channels keep the old weights and its neighbours' channels start at zero, so the first step
-predicts exactly what the 2D model does and training learns what the neighbours add.
+predicts exactly what the 2D model does and training learns what the neighbours add. A 2D
+model starts a 3D run the same way (:func:`inflate`): its kernels become 3D kernels whose
+other planes start at zero.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def start_model(start_from: StartFrom, task: Task, image_channels: int, target_c
             f"“{name}” is a {model.task.name} model: it cannot start a {task.name} run (a model starts runs of "
             f"its own task; a denoiser may also start a translate run). Start from a {task.name} model or "
             "from scratch")
+    if model.config.spatial_dims == 2 and spatial_dims == 3 and not model.z_context:  # a 2D model starts a 3D run
+        return start_model(inflate(model), task, image_channels, target_channels, spatial_dims=3)
     if model.config.spatial_dims != spatial_dims:
         kind = {2: "2D", 3: "3D"}
         raise ValueError(f"“{name}” is a {kind[model.config.spatial_dims]} model: it cannot start a "
@@ -114,6 +118,59 @@ def _with_context(model: Pix2PixModel, task: Task, image_channels: int, target_c
     ctx.generator.load_state_dict(state)
     ctx.card, ctx.source, ctx.training = dict(model.card), model.source, dict(model.training)
     return ctx
+
+
+def inflate(model: Pix2PixModel, z_kernel_levels: int | None = None) -> Pix2PixModel:
+    """A 2D model as a 3D network that starts out predicting exactly what the 2D model does, plane by plane.
+
+    The network is the same with 3D layers and no Z halvings (``z_levels=0``): every kernel gets a
+    Z extent (3 for 3x3 and 4x4 layers, 1 for 1x1), the 2D weights sit in its centre plane and the
+    other planes start at zero, so each plane's output at first depends on that plane only;
+    training learns what the neighbouring planes add. Norm layers keep their statistics.
+    With `z_kernel_levels`, only the finest levels read neighbouring planes (the coarser ones,
+    where most of the weights are, stay plane by plane: about a third of the weights).
+    """
+    old = model.config
+    cfg = UNetConfig(**{**old.to_dict(), "spatial_dims": 3, "z_levels": 0, "z_kernel_levels": z_kernel_levels})
+    vol = Pix2PixModel(model.task.name, model.preset, config=cfg, normalization=model.normalization,
+                       name=model.name)
+    state: dict[str, torch.Tensor] = {}
+    for key, target in vol.generator.state_dict().items():
+        src = model.generator.state_dict()[key]
+        if target.dim() == 5 and src.dim() == 4:  # (out, in, [z,] ky, kx): the 2D kernel in the centre plane
+            w = torch.zeros(target.shape, dtype=src.dtype)
+            w[:, :, target.shape[2] // 2] = src
+            state[key] = w
+        else:
+            state[key] = src.clone()
+    vol.generator.load_state_dict(state)
+    vol.card, vol.source, vol.training = dict(model.card), model.source, dict(model.training)
+    vol.card["inflated_from"] = f"{model.name} (2D), inflated to 3D"
+    return vol
+
+
+def narrow_z(model: Pix2PixModel, z_kernel_levels: int) -> Pix2PixModel:
+    """A 3D model whose levels from `z_kernel_levels` on work plane by plane: their kernels' centre planes kept.
+
+    Most of a U-Net's weights are in its coarse levels; reading neighbouring planes there adds
+    little (measured on the bundled 3D denoiser: 0.01 dB) for three times the weights.
+    """
+    old = model.config
+    if old.spatial_dims != 3:
+        raise ValueError("narrow_z takes a 3D model")
+    cfg = UNetConfig(**{**old.to_dict(), "z_kernel_levels": z_kernel_levels})
+    out = Pix2PixModel(model.task.name, model.preset, config=cfg, normalization=model.normalization,
+                       name=model.name)
+    src = model.generator.state_dict()
+    state = {}
+    for key, target in out.generator.state_dict().items():
+        w = src[key]
+        if w.dim() == 5 and target.shape[2] < w.shape[2]:  # this level's kernels: their centre plane
+            w = w[:, :, w.shape[2] // 2 : w.shape[2] // 2 + 1]
+        state[key] = w.clone()
+    out.generator.load_state_dict(state)
+    out.card, out.source, out.training = dict(model.card), model.source, dict(model.training)
+    return out
 
 
 def _first_conv(net: UNetGenerator) -> str:

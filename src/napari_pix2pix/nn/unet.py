@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
-LATER_DEFAULTS: dict[str, Any] = {"upsample": "transpose", "spatial_dims": 2, "z_levels": None}  # not in 0.1
+LATER_DEFAULTS: dict[str, Any] = {"upsample": "transpose", "spatial_dims": 2, "z_levels": None,
+                                  "z_kernel_levels": None}  # not in 0.1
 UPSAMPLES = ("transpose", "resize")
 
 
@@ -41,6 +42,9 @@ class UNetConfig:
     spatial_dims: int = 2  # 2: (Y, X) images; 3: (Z, Y, X) volumes, the same network with 3D layers
     z_levels: int | None = None  # 3D: how many of the levels (the finest ones) also halve Z; None = all. Z is
     # usually coarser and shorter than Y and X: its other levels keep Z (3x4x4 kernels, stride 1 in Z)
+    z_kernel_levels: int | None = None  # 3D: how many of the finest levels read neighbouring planes; the coarser
+    # ones (where most of the weights are) work plane by plane (1x4x4 and 1x3x3 kernels). None = all. Only for
+    # levels that keep Z (z_levels); the full-resolution stem and tail always read neighbours
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -63,6 +67,11 @@ class UNetConfig:
             raise ValueError(f"spatial_dims must be 2 (images) or 3 (volumes), got {self.spatial_dims}")
         if self.z_levels is not None and (self.spatial_dims != 3 or not 0 <= self.z_levels <= self.levels):
             raise ValueError(f"z_levels ({self.z_levels}) is for 3D networks, between 0 and levels ({self.levels})")
+        if self.z_kernel_levels is not None and (
+                self.spatial_dims != 3 or not 0 <= self.z_kernel_levels <= self.levels
+                or self.z_kernel_levels < (self.levels if self.z_levels is None else self.z_levels)):
+            raise ValueError(f"z_kernel_levels ({self.z_kernel_levels}) is for 3D networks, between the levels that "
+                             f"halve Z (z_levels) and levels ({self.levels})")
         if self.upsample not in UPSAMPLES:
             raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.residual and not (self.in_channels >= self.out_channels or self.in_channels == 1):
@@ -78,6 +87,12 @@ class UNetConfig:
             z = self.levels if self.z_levels is None else self.z_levels
             return [i < z for i in range(self.levels)]
         return [True] * self.levels
+
+    def flat(self, axis: int) -> list[bool]:
+        """Per level, whether its layers are 1 wide along spatial `axis` (Z levels beyond ``z_kernel_levels``)."""
+        if self.spatial_dims == 3 and axis == 0 and self.z_kernel_levels is not None:
+            return [i >= self.z_kernel_levels for i in range(self.levels)]
+        return [False] * self.levels
 
     @property
     def size_multiple(self) -> tuple[int, ...]:
@@ -110,7 +125,7 @@ class UNetConfig:
         multiple.
         """
         return tuple(_receptive_field_1d(self.levels, self.block_convs, self.full_res_convs, m, self.upsample,
-                                         self.halves(a)) for a, m in enumerate(self.size_multiple))
+                                         self.halves(a), self.flat(a)) for a, m in enumerate(self.size_multiple))
 
     @property
     def n_dropout(self) -> int:
@@ -144,32 +159,37 @@ class UNetConfig:
 
 
 def _receptive_field_1d(n: int, k: int, kf: int, multiple: int, upsample: str = "transpose",
-                        halves: list[bool] | None = None) -> int:
+                        halves: list[bool] | None = None, flat: list[bool] | None = None) -> int:
     """Receptive field along one axis of a U-Net with `n` levels, `k` extra convs per level, `kf` at full size.
 
-    `halves[i]`: whether level i halves this axis (else its 4x4 stride-2 layers are 3-wide, stride 1 here).
+    `halves[i]`: whether level i halves this axis (else its 4x4 stride-2 layers are 3-wide, stride 1 here);
+    `flat[i]`: whether level i's layers are 1 wide along this axis (they add nothing to the field).
     """
     halves = halves if halves is not None else [True] * n
+    flat = flat if flat is not None else [False] * n
 
     def stem(a: int, b: int) -> tuple[int, int]:  # full-resolution 3x3 convolutions before level 0
         return a - kf, b + kf
 
     def down(i: int, a: int, b: int) -> tuple[int, int]:  # encoder level i over [a, b] -> input pixels
+        reach = 0 if flat[i] else 1
         if i < n - 1:
-            a, b = a - k, b + k  # extra 3x3 convolutions
+            a, b = a - k * reach, b + k * reach  # extra 3x3 convolutions
         # 4x4 stride-2 convolution, padding 1 (3-wide, stride 1, padding 1 where this axis is kept)
-        a, b = (2 * a - 1, 2 * b + 2) if halves[i] else (a - 1, b + 1)
+        a, b = (2 * a - 1, 2 * b + 2) if halves[i] else (a - reach, b + reach)
         return stem(a, b) if i == 0 else down(i - 1, a, b)
 
     def transposed(a: int, b: int, level: int = 0) -> tuple[int, int]:  # the upsampling layer undoing `level`
-        if not halves[level]:  # 3-wide, stride 1: output [a, b] depends on input [a - 1, b + 1]
-            return a - 1, b + 1
+        if not halves[level]:  # 3-wide (1-wide where flat), stride 1: output [a, b] depends on [a - 1, b + 1]
+            reach = 0 if flat[level] else 1
+            return a - reach, b + reach
         if upsample == "resize":  # nearest 2x, then a 3x3 convolution (padding 1)
             return (a - 1) // 2, (b + 1) // 2
         return -((2 - a) // 2), (b + 1) // 2  # 4x4 stride-2 transposed convolution, padding 1
 
     def up(j: int, a: int, b: int) -> tuple[int, int]:  # decoder block j over [a, b] -> input pixels
-        a, b = transposed(a - k, b + k, n - 1 - j)
+        reach = 0 if flat[n - 1 - j] else 1  # every layer of the block that undoes level n - 1 - j
+        a, b = transposed(a - k * reach, b + k * reach, n - 1 - j)
         if j == 0:
             return down(n - 1, a, b)
         d, u = down(n - 1 - j, a, b), up(j - 1, a, b)  # skip and deeper path
@@ -211,11 +231,12 @@ CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
 def _extra_convs(width: int, n: int, act: Callable[[], nn.Module], norm: Callable[[int], nn.Module],
-                 bias: bool, dims: int = 2) -> list[nn.Module]:
-    """`n` times (activation, 3x3 conv, norm) at constant width: more capacity per level."""
+                 bias: bool, dims: int = 2, flat: bool = False) -> list[nn.Module]:
+    """`n` times (activation, 3x3 conv, norm) at constant width: more capacity per level (`flat`: 1x3x3)."""
+    kernel, pad = ((1, 3, 3), (0, 1, 1)) if flat else (3, 1)
     layers: list[nn.Module] = []
     for _ in range(n):
-        layers += [act(), CONV[dims](width, width, 3, 1, 1, bias=bias), norm(width)]
+        layers += [act(), CONV[dims](width, width, kernel, 1, pad, bias=bias), norm(width)]
     return layers
 
 
@@ -237,6 +258,8 @@ def _level_geometry(config: UNetConfig, level: int) -> tuple[Any, Any, Any]:
     """(kernel, stride, padding) of the layers that halve the size at `level` (and their transposes)."""
     if config.spatial_dims == 2:
         return 4, 2, 1
+    if config.flat(0)[level]:  # plane by plane at this level
+        return (1, 4, 4), (1, 2, 2), (0, 1, 1)
     z = config.halves(0)[level]
     return (4 if z else 3, 4, 4), (2 if z else 1, 2, 2), 1
 
@@ -273,8 +296,8 @@ class UNetGenerator(nn.Module):
             kernel, stride, pad = _level_geometry(config, level)
             return conv(cin, cout, kernel, stride, pad, bias=with_bias)
 
-        def extra(width: int, count: int, act: Callable[[], nn.Module]) -> list[nn.Module]:
-            return _extra_convs(width, count, act, norm, bias, dims)
+        def extra(width: int, count: int, act: Callable[[], nn.Module], level: int | None = None) -> list[nn.Module]:
+            return _extra_convs(width, count, act, norm, bias, dims, level is not None and config.flat(0)[level])
 
         def lrelu() -> nn.Module:
             return nn.LeakyReLU(0.2, True)
@@ -286,7 +309,8 @@ class UNetGenerator(nn.Module):
             kernel, stride, pad = _level_geometry(config, level)
             if config.upsample == "resize":
                 factor = stride if isinstance(stride, int) else tuple(float(s) for s in stride)
-                return [nn.Upsample(scale_factor=factor, mode="nearest"), conv(cin, cout, 3, 1, 1, bias=with_bias)]
+                k3, p3 = ((1, 3, 3), (0, 1, 1)) if dims == 3 and config.flat(0)[level] else (3, 1)
+                return [nn.Upsample(scale_factor=factor, mode="nearest"), conv(cin, cout, k3, 1, p3, bias=with_bias)]
             return [CONV_T[dims](cin, cout, kernel, stride, pad, bias=with_bias)]
 
         # encoder: down[i] halves the size and produces w[i] channels
@@ -295,22 +319,22 @@ class UNetGenerator(nn.Module):
         self.stem = nn.Sequential(conv(config.in_channels, f, 3, 1, 1, bias=bias), norm(f),
                                   *extra(f, kf - 1, lrelu)) if kf else None
         first = [lrelu(), halve(f, w[0], 0, bias)] if kf else [halve(config.in_channels, w[0], 0, bias)]
-        down: list[nn.Module] = [nn.Sequential(*first, *extra(w[0], k, lrelu))]
+        down: list[nn.Module] = [nn.Sequential(*first, *extra(w[0], k, lrelu, 0))]
         for i in range(1, n - 1):
             down.append(nn.Sequential(nn.LeakyReLU(0.2, True), halve(w[i - 1], w[i], i, bias), norm(w[i]),
-                                      *extra(w[i], k, lrelu)))
+                                      *extra(w[i], k, lrelu, i)))
         down.append(nn.Sequential(nn.LeakyReLU(0.2, True), halve(w[n - 2], w[n - 1], n - 1, bias)))
         self.down = nn.ModuleList(down)
 
         # decoder, innermost first: up[j] turns level n-1-j features into level n-2-j ones
         up: list[nn.Module] = [
             nn.Sequential(nn.ReLU(True), *up2x(w[n - 1], w[n - 2], n - 1, bias), norm(w[n - 2]),
-                          *extra(w[n - 2], k, relu))
+                          *extra(w[n - 2], k, relu, n - 1))
         ]
         for j in range(1, n - 1):
             lvl = n - 1 - j
             layers: list[nn.Module] = [nn.ReLU(True), *up2x(2 * w[lvl], w[lvl - 1], lvl, bias), norm(w[lvl - 1]),
-                                       *extra(w[lvl - 1], k, relu)]
+                                       *extra(w[lvl - 1], k, relu, lvl)]
             if j <= config.n_dropout:
                 layers.append(nn.Dropout(config.dropout))
             up.append(nn.Sequential(*layers))

@@ -435,8 +435,8 @@ class TrainWidget(DockWidget):
         dims = self._dims_combo.currentData()
         want = (3 if dims == "3d" else 2, self._context_spin.value() if dims == "2.5d" else 0)
         for info in model_choices(None):
-            same_dims = (info.spatial_dims, info.z_context) == want or (  # a 2D model starts a 2.5D run too
-                dims == "2.5d" and info.spatial_dims == 2 and info.z_context == 0)
+            same_dims = (info.spatial_dims, info.z_context) == want or (  # a 2D model starts 2.5D and 3D runs too
+                dims in ("2.5d", "3d") and info.spatial_dims == 2 and info.z_context == 0)
             if compatible_tasks(info.task, task) and same_dims:
                 label = f"{info.name} (bundled)" if info.bundled else f"{Path(info.ref).name} ({info.task})"
                 self._start_combo.addItem(label, info.ref)
