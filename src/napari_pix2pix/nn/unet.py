@@ -233,7 +233,8 @@ CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 def _extra_convs(width: int, n: int, act: Callable[[], nn.Module], norm: Callable[[int], nn.Module],
                  bias: bool, dims: int = 2, flat: bool = False) -> list[nn.Module]:
     """`n` times (activation, 3x3 conv, norm) at constant width: more capacity per level (`flat`: 1x3x3)."""
-    kernel, pad = ((1, 3, 3), (0, 1, 1)) if flat else (3, 1)
+    kernel: Any = (1, 3, 3) if flat else 3
+    pad: Any = (0, 1, 1) if flat else 1
     layers: list[nn.Module] = []
     for _ in range(n):
         layers += [act(), CONV[dims](width, width, kernel, 1, pad, bias=bias), norm(width)]
@@ -309,7 +310,9 @@ class UNetGenerator(nn.Module):
             kernel, stride, pad = _level_geometry(config, level)
             if config.upsample == "resize":
                 factor = stride if isinstance(stride, int) else tuple(float(s) for s in stride)
-                k3, p3 = ((1, 3, 3), (0, 1, 1)) if dims == 3 and config.flat(0)[level] else (3, 1)
+                narrow = dims == 3 and config.flat(0)[level]
+                k3: Any = (1, 3, 3) if narrow else 3
+                p3: Any = (0, 1, 1) if narrow else 1
                 return [nn.Upsample(scale_factor=factor, mode="nearest"), conv(cin, cout, k3, 1, p3, bias=with_bias)]
             return [CONV_T[dims](cin, cout, kernel, stride, pad, bias=with_bias)]
 
