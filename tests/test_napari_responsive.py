@@ -66,6 +66,16 @@ def _watch(worker, meter: GapMeter) -> None:
     worker.errored.connect(lambda *_: meter.stop())
 
 
+def _run_measured(qtbot, widget, button, meter: GapMeter) -> tuple[float, int]:
+    """Click `button`; measure the GUI thread until `widget`'s worker ends: (99th-percentile gap in ms, ticks)."""
+    meter.gaps.clear()
+    with qtbot.waitSignal(widget.done, timeout=120_000) as blocker:
+        button.click()
+        _watch(widget._runner.worker, meter)
+    assert blocker.args[0] == "finished", widget._status.text()
+    return meter.worst_ms, len(meter.gaps)
+
+
 def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, qtbot, tiny_model_files, tmp_path):
     viewer = make_napari_viewer(show=True)
     clean = phantoms.fluorescence((192, 192), seed=2)
@@ -79,10 +89,7 @@ def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, 
     assert denoise.use_model_file(tiny_model_files["denoise"])
     denoise._image_combo.set_layer("stack")
     denoise._tile_spin.setValue(64)
-    with qtbot.waitSignal(denoise.done, timeout=120_000):
-        denoise._run_btn.click()
-        _watch(denoise._runner.worker, meter)
-    predict_ms, n_predict = meter.worst_ms, len(meter.gaps)
+    predict_ms, n_predict = _run_measured(qtbot, denoise, denoise._run_btn, meter)
 
     # training, in a viewer that shows its data (and the preview)
     viewer.layers.remove("stack denoised")
@@ -98,12 +105,7 @@ def test_gui_stays_responsive_while_predicting_and_training(make_napari_viewer, 
     train.set_steps(120)
     train._val_every_spin.setValue(15)
     train._output.setText(str(tmp_path / "m.safetensors"))
-    meter.gaps.clear()
-    with qtbot.waitSignal(train.done, timeout=120_000) as blocker:
-        train._start_btn.click()
-        _watch(train._runner.worker, meter)
-    assert blocker.args[0] == "finished", train._status.text()
-    train_ms, n_train = meter.worst_ms, len(meter.gaps)
+    train_ms, n_train = _run_measured(qtbot, train, train._start_btn, meter)
     meter.timer.stop()
     print(f"longest GUI-thread gap: prediction {predict_ms:.0f} ms ({n_predict} ticks), "
           f"training {train_ms:.0f} ms ({n_train} ticks)")
@@ -149,11 +151,7 @@ def test_gui_stays_responsive_while_a_volume_trains_and_predicts(make_napari_vie
     train.set_steps(60)
     train._val_every_spin.setValue(20)
     train._output.setText(str(tmp_path / "vol.safetensors"))
-    with qtbot.waitSignal(train.done, timeout=120_000) as blocker:
-        train._start_btn.click()
-        _watch(train._runner.worker, meter)
-    assert blocker.args[0] == "finished", train._status.text()
-    train_ms, n_train = meter.worst_ms, len(meter.gaps)
+    train_ms, n_train = _run_measured(qtbot, train, train._start_btn, meter)
 
     denoise = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(denoise)
@@ -162,12 +160,7 @@ def test_gui_stays_responsive_while_a_volume_trains_and_predicts(make_napari_vie
     viewer.add_image(np.tile(noisy, (2, 3, 3)), name="big noisy")  # 32 x 288 x 288: long enough to measure
     denoise._image_combo.set_layer("big noisy")
     denoise._uncertainty_check.setChecked(True)  # 16 predictions of the volume
-    meter.gaps.clear()
-    with qtbot.waitSignal(denoise.done, timeout=120_000) as blocker:
-        denoise._run_btn.click()
-        _watch(denoise._runner.worker, meter)
-    assert blocker.args[0] == "finished", denoise._status.text()
-    predict_ms, n_predict = meter.worst_ms, len(meter.gaps)
+    predict_ms, n_predict = _run_measured(qtbot, denoise, denoise._run_btn, meter)
     meter.timer.stop()
     print(f"longest GUI-thread gap, volumes: training {train_ms:.0f} ms ({n_train} ticks), "
           f"prediction {predict_ms:.0f} ms ({n_predict} ticks)")

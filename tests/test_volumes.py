@@ -312,7 +312,7 @@ def test_2p5d_models_export(tmp_path):
 
 def test_a_2d_model_starts_a_3d_run_as_itself_plane_by_plane():
     from napari_pix2pix.engine.tasks import get_task
-    from napari_pix2pix.engine.warmstart import inflate, start_model
+    from napari_pix2pix.engine.warmstart import inflate, narrow_z, start_model
 
     torch.manual_seed(0)
     flat = Pix2PixModel("denoise", "unet_tiny", levels=3, ngf=4, block_convs=1, full_res_convs=1, residual=True)
@@ -332,6 +332,12 @@ def test_a_2d_model_starts_a_3d_run_as_itself_plane_by_plane():
     assert slim.config.receptive_field[1:] == vol.config.receptive_field[1:]
     with torch.no_grad():
         assert torch.allclose(slim.generator.eval()(x), b, atol=1e-5)
+    narrowed = narrow_z(vol, 1)  # the coarse levels' side planes dropped: zero here, so nothing changes
+    assert narrowed.config == slim.config and narrowed.card == vol.card
+    for key, w in narrowed.generator.state_dict().items():
+        assert torch.equal(w, slim.generator.state_dict()[key]), key
+    with pytest.raises(ValueError, match="3D model"):
+        narrow_z(flat, 1)
     two = start_model(flat, get_task("translate"), 2, 2, spatial_dims=3)  # channels adapted after inflating
     assert two.spatial_dims == 3 and (two.config.in_channels, two.config.out_channels) == (2, 2)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -100,24 +101,37 @@ def start_model(start_from: StartFrom, task: Task, image_channels: int, target_c
     return adapted
 
 
+def _rebuilt(model: Pix2PixModel, cfg: UNetConfig, weight: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor],
+             z_context: int = 0) -> Pix2PixModel:
+    """`model` with the generator `cfg`; each weight is ``weight(key, old, new)`` (`new`: the fresh tensor).
+
+    Normalization, name, card, source and training record are kept.
+    """
+    out = Pix2PixModel(model.task.name, model.preset, config=cfg, normalization=model.normalization,
+                       name=model.name, z_context=z_context)
+    old = model.generator.state_dict()
+    out.generator.load_state_dict({key: weight(key, old[key], new) for key, new in out.generator.state_dict().items()})
+    out.card, out.source, out.training = dict(model.card), model.source, dict(model.training)
+    return out
+
+
 def _with_context(model: Pix2PixModel, task: Task, image_channels: int, target_channels: int, k: int
                   ) -> Pix2PixModel:
     """`model` (2D, adapted to the plane's channels first) with the plane's 2k neighbours as extra channels, at 0."""
     plane = start_model(model, task, image_channels, target_channels)
     old = plane.config
     extra = 2 * k * task.image_channels(old.in_channels)
-    new_cfg = UNetConfig(**{**old.to_dict(), "in_channels": old.in_channels + extra})
-    ctx = Pix2PixModel(plane.task.name, plane.preset, config=new_cfg, normalization=plane.normalization,
-                       name=plane.name, z_context=k)
-    state = {key: v.clone() for key, v in plane.generator.state_dict().items()}
     first = _first_conv(plane.generator)
-    w = state[first]  # (out, in, kh, kw): the image channels, then (inpaint) the mask channel
     c = task.image_channels(old.in_channels)
-    zeros = torch.zeros(w.shape[0], extra, *w.shape[2:], dtype=w.dtype)
-    state[first] = torch.cat([w[:, :c], zeros, w[:, c:]], dim=1)  # the plane's own channels come first
-    ctx.generator.load_state_dict(state)
-    ctx.card, ctx.source, ctx.training = dict(model.card), model.source, dict(model.training)
-    return ctx
+
+    def weight(key: str, w: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if key != first:
+            return w.clone()
+        # (out, in, kh, kw): the image channels, then (inpaint) the mask channel; the plane's own channels first
+        zeros = torch.zeros(w.shape[0], extra, *w.shape[2:], dtype=w.dtype)
+        return torch.cat([w[:, :c], zeros, w[:, c:]], dim=1)
+
+    return _rebuilt(plane, UNetConfig(**{**old.to_dict(), "in_channels": old.in_channels + extra}), weight, z_context=k)
 
 
 def inflate(model: Pix2PixModel, z_kernel_levels: int | None = None) -> Pix2PixModel:
@@ -130,21 +144,16 @@ def inflate(model: Pix2PixModel, z_kernel_levels: int | None = None) -> Pix2PixM
     With `z_kernel_levels`, only the finest levels read neighbouring planes (the coarser ones,
     where most of the weights are, stay plane by plane: about a third of the weights).
     """
-    old = model.config
-    cfg = UNetConfig(**{**old.to_dict(), "spatial_dims": 3, "z_levels": 0, "z_kernel_levels": z_kernel_levels})
-    vol = Pix2PixModel(model.task.name, model.preset, config=cfg, normalization=model.normalization,
-                       name=model.name)
-    state: dict[str, torch.Tensor] = {}
-    for key, target in vol.generator.state_dict().items():
-        src = model.generator.state_dict()[key]
-        if target.dim() == 5 and src.dim() == 4:  # (out, in, [z,] ky, kx): the 2D kernel in the centre plane
-            w = torch.zeros(target.shape, dtype=src.dtype)
-            w[:, :, target.shape[2] // 2] = src
-            state[key] = w
-        else:
-            state[key] = src.clone()
-    vol.generator.load_state_dict(state)
-    vol.card, vol.source, vol.training = dict(model.card), model.source, dict(model.training)
+    def weight(key: str, w: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if new.dim() == 5 and w.dim() == 4:  # (out, in, [z,] ky, kx): the 2D kernel in the centre plane
+            out = torch.zeros(new.shape, dtype=w.dtype)
+            out[:, :, new.shape[2] // 2] = w
+            return out
+        return w.clone()
+
+    cfg = UNetConfig(**{**model.config.to_dict(), "spatial_dims": 3, "z_levels": 0,
+                        "z_kernel_levels": z_kernel_levels})
+    vol = _rebuilt(model, cfg, weight)
     vol.card["inflated_from"] = f"{model.name} (2D), inflated to 3D"
     return vol
 
@@ -155,22 +164,15 @@ def narrow_z(model: Pix2PixModel, z_kernel_levels: int) -> Pix2PixModel:
     Most of a U-Net's weights are in its coarse levels; reading neighbouring planes there adds
     little (measured on the bundled 3D denoiser: 0.01 dB) for three times the weights.
     """
-    old = model.config
-    if old.spatial_dims != 3:
+    if model.config.spatial_dims != 3:
         raise ValueError("narrow_z takes a 3D model")
-    cfg = UNetConfig(**{**old.to_dict(), "z_kernel_levels": z_kernel_levels})
-    out = Pix2PixModel(model.task.name, model.preset, config=cfg, normalization=model.normalization,
-                       name=model.name)
-    src = model.generator.state_dict()
-    state = {}
-    for key, target in out.generator.state_dict().items():
-        w = src[key]
-        if w.dim() == 5 and target.shape[2] < w.shape[2]:  # this level's kernels: their centre plane
+
+    def weight(key: str, w: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if w.dim() == 5 and new.shape[2] < w.shape[2]:  # this level's kernels: their centre plane
             w = w[:, :, w.shape[2] // 2 : w.shape[2] // 2 + 1]
-        state[key] = w.clone()
-    out.generator.load_state_dict(state)
-    out.card, out.source, out.training = dict(model.card), model.source, dict(model.training)
-    return out
+        return w.clone()
+
+    return _rebuilt(model, UNetConfig(**{**model.config.to_dict(), "z_kernel_levels": z_kernel_levels}), weight)
 
 
 def _first_conv(net: UNetGenerator) -> str:
