@@ -146,9 +146,11 @@ def test_a_time_budget_decides_the_steps_and_ends_on_time(tmp_path):
     assert elapsed <= 6 + 10  # the tolerance: 10 % of the budget or 10 s, whichever is larger
     assert elapsed >= 2.5  # and the budget was used, not skipped
     planned = [e for e in events if isinstance(e, StatusUpdate) and "time budget" in e.message]
-    assert len(planned) == 1 and planned[0].config.steps >= 10
+    # the plan, and at most one correction at the start of the decay (the speed measured again), both reported
+    assert len(planned) in (1, 2) and planned[0].config.steps >= 10
+    assert len(planned) == 1 or "measured again" in planned[1].message
     steps = [e for e in events if isinstance(e, StepUpdate)]
-    assert steps[-1].step == model.training["steps_done"] >= 0.9 * planned[0].config.steps  # as planned (about)
+    assert steps[-1].step == model.training["steps_done"] >= 0.9 * planned[-1].config.steps  # as planned (about)
     assert steps[-1].lr < 0.2 * steps[len(steps) // 4].lr  # ... with its learning-rate decay done
     assert model.training["minutes"] == 0.1 and model.training["config"]["minutes"] is None
     # resuming with minutes trains that much longer

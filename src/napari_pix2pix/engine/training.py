@@ -721,9 +721,13 @@ def _follow_budget(budget: _Budget, run: _Run, cfg: TrainConfig, valset: ValSet 
             cfg = yield from _plan_budget(budget, run, cfg, valset, saver, device, world)
         return cfg
     if not budget.replanned and run.step >= cfg.total_steps - cfg.decay:
+        before = cfg.total_steps
         cfg = budget.replan(run, cfg, valset is not None)
         cfg = replace(cfg, steps=_broadcast_int(cfg.total_steps, world, device))
         saver.cfg = cfg
+        if cfg.total_steps != before:  # the plan the user was shown has changed: say so
+            yield StatusUpdate(run.step, TrainingStatus.RUNNING, cfg,
+                               f"time budget {budget.seconds / 60:g} min: {cfg.total_steps} steps (measured again)")
     if _agreed(budget.over() and run.step < cfg.total_steps, world, device):  # slower than measured: end on time
         cfg = replace(cfg, steps=run.step)
         saver.cfg = cfg
