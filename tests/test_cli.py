@@ -93,13 +93,17 @@ def test_cli_predict_png_rgb(tmp_path):
     assert main(["predict", str(path), str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "out")]) == 0
     out = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     assert out.shape == (50, 60, 3) and out.dtype == np.uint8
+    assert main(["predict", str(path), str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "tta"), "--tta"]) == 0
+    averaged = np.asarray(Image.open(tmp_path / "tta" / "a.png"))
+    assert np.array_equal(averaged, tiny_model("denoise").predict(rgb, channel_axis=-1, tta=True))
 
 
 def test_cli_numbers_are_checked_where_they_enter(tmp_path, capsys):
     path = tiny_model("denoise").save(tmp_path / "d.safetensors")
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in" / "a.tif", np.zeros((40, 40), np.uint16))
-    for opt, value in (("--overlap", "-5"), ("--tile-size", "0"), ("--batch-size", "0"), ("--tile-size", "big")):
+    for opt, value in (("--overlap", "-5"), ("--tile-size", "0"), ("--batch-size", "0"), ("--tile-size", "big"),
+                       ("--tta", "3")):
         with pytest.raises(SystemExit) as exc:
             main(["predict", str(path), str(tmp_path / "in"), "-o", str(tmp_path / "o"), opt, value])
         assert exc.value.code == 2

@@ -257,3 +257,45 @@ def test_in_place_output_conversion_matches_the_copying_one():
     ro.flags.writeable = False  # never written to: a read-only array is converted by copying
     assert np.array_equal(cast_to(from_network(ro, 100.0, 4000.0, inplace=True), np.dtype(np.uint16), inplace=True),
                           expect)
+
+
+# ---------------------------------------------------------------------- test-time augmentation
+def _augmented(model, image, ks, **kw):
+    from napari_pix2pix.engine.predict import predict_iter
+    from napari_pix2pix.engine.progress import run_to_end
+
+    return np.mean([run_to_end(predict_iter(model, image, augment=k, output_dtype=np.float32, **kw)) for k in ks],
+                   axis=0)
+
+
+@pytest.mark.parametrize("tta,ks", [(True, range(8)), (4, range(4)), (2, (0, 1))])
+def test_tta_averages_the_flips_and_rotations(tta, ks):
+    m = tiny_model("denoise", gain=0.08)
+    im = smooth_image((48, 80))
+    got = m.predict(im, tta=tta, device="cpu", precision="fp32", tile_size=None)
+    want = _augmented(m, im, ks, device="cpu", precision="fp32", tile_size=None)
+    plain = m.predict(im, device="cpu", precision="fp32", tile_size=None)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.abs(got - plain).max() > 1e-3  # a random network is not symmetric: the average differs
+    tiled = m.predict(im, tta=tta, device="cpu", precision="fp32", tile_size=32, overlap=16)
+    assert 10 * np.log10(1 / np.mean((tiled - got) ** 2)) > 40  # seamless with tiles too
+
+
+def test_tta_keeps_inpainting_outside_the_mask_and_colorize_shapes():
+    im = smooth_image((40, 56))
+    mask = np.zeros(im.shape, bool)
+    mask[10:20, 10:30] = True
+    out = tiny_model("inpaint").predict(im, mask, tta=True, device="cpu")
+    assert np.array_equal(out[~mask], im[~mask])
+    assert tiny_model("colorize").predict(im, tta=2).shape == im.shape + (3,)
+
+
+@pytest.mark.parametrize("bad", [3, 0.5, "all", -1, 32])
+def test_tta_refuses_unknown_counts(bad):
+    with pytest.raises(ValueError, match="tta"):
+        tiny_model().predict(smooth_image((32, 32)), tta=bad)
+
+
+def test_tta_16_is_for_3d_models():
+    with pytest.raises(ValueError, match="16 is for 3D"):
+        tiny_model().predict(smooth_image((32, 32)), tta=16)

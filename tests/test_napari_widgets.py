@@ -117,6 +117,21 @@ def test_rgb_input_is_denoised_channel_by_channel(make_napari_viewer, qtbot, tin
     assert out.rgb and out.data.shape == (64, 72, 3) and out.data.dtype == np.uint8
 
 
+def test_average_over_flips_is_the_engines_tta(make_napari_viewer, qtbot, tiny_model_files):
+    from napari_pix2pix import Pix2PixModel
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(), name="noisy")
+    w = _dock(viewer, DenoiseWidget, tiny_model_files["denoise"])
+    assert not w._tta_check.isChecked()  # off by default: it multiplies the time
+    w._tta_check.setChecked(True)
+    assert _run(qtbot, w) == "finished", w._status.text()
+    model = Pix2PixModel.load(tiny_model_files["denoise"])
+    got = viewer.layers["noisy denoised"].data.astype(np.float64)
+    assert np.abs(got - model.predict(_image(), tta=True)).max() <= 1
+    assert np.abs(got - model.predict(_image())).max() > 1
+
+
 def test_current_plane_only(make_napari_viewer, qtbot, tiny_model_files):
     viewer = make_napari_viewer()
     stack = viewer.add_image(_image((4, 48, 48)).astype(np.float32), name="stack")

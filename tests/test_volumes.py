@@ -352,3 +352,17 @@ def test_3d_runs_start_from_the_bundled_3d_denoiser_by_default():
     scratch = p2p.train(input=noisy, target=clean, spatial_dims=3, steps=2, batch_size=1, val_fraction=0,
                         start_from="scratch")
     assert scratch.preset == "unet3d_tiny" and "started_from" not in scratch.training
+
+
+def test_3d_tta_averages_16_transforms_with_z_flips():
+    from napari_pix2pix.engine.predict import predict_iter, tta_transforms
+    from napari_pix2pix.engine.progress import run_to_end
+
+    assert tta_transforms(True, 3) == tuple(k // 2 + 8 * (k % 2) for k in range(16))
+    assert tta_transforms(2, 3) == (0, 8) and tta_transforms(False, 3) == ()
+    model = tiny_3d(gain=0.08)
+    vol = smooth_volume((8, 32, 32))
+    kw = dict(device="cpu", precision="fp32", tile_size=None)
+    got = model.predict(vol, tta=True, **kw)
+    want = np.mean([run_to_end(predict_iter(model, vol, augment=k, **kw)) for k in range(16)], axis=0)
+    assert np.abs(got - want).max() < 1e-5

@@ -113,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         zarr_out = out_dir / (f.stem + args.suffix + ".zarr") if is_zarr(f) else None  # lazy in, lazy out
         result = model.predict(image, mask, channel_axis=ca, tile_size=args.tile_size, overlap=args.overlap,
                                batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               progress=on_progress, out=zarr_out)
+                               progress=on_progress, out=zarr_out, tta=args.tta)
         bar.close()
         if zarr_out is not None:
             print(f"{f.name} -> {zarr_out} ({result.shape}, {result.dtype}, {time.perf_counter() - t:.1f} s)")
@@ -294,6 +294,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+def _tta(text: str) -> int:
+    from .engine.predict import TTA_COUNTS
+
+    if text.strip().isdigit() and int(text) in TTA_COUNTS:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"the number of transforms to average is one of {TTA_COUNTS}, got {text!r}")
+
+
 def _predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="apply a model to image files or folders")
     p.add_argument("model", help="bundled model name or model file (.safetensors)")
@@ -310,6 +318,9 @@ def _predict_parser(sub: Any) -> None:
                    help="tiles per forward pass (default: by memory)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--tta", type=_tta, nargs="?", const=True, default=False, metavar="N",
+                   help="average the predictions of flipped/rotated copies (test-time augmentation): all 8 "
+                        "(16 for 3D models) without N, or N of them (2, 4, 8, 16); N times slower")
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.set_defaults(func=cmd_predict)
 

@@ -126,6 +126,7 @@ class PredictSettings:
     overlap: int = 64
     batch_size: int | None = None  # None: the engine picks it from the activation memory
     out: str | None = None  # a zarr store to write (a result too large for memory), with a multiscale pyramid
+    tta: bool | int = False  # average over flips/rotations (the result only; the uncertainty samples them anyway)
 
 
 def predict_job(
@@ -156,7 +157,7 @@ def predict_job(
     _wait_for_warm_up()
     net = load_model_cached(model)
     big = {"out": settings.out, "pyramid": True} if settings.out else {}
-    gen = net.predict_iter(image, mask, **_predict_kwargs(settings), **big)
+    gen = net.predict_iter(image, mask, **_predict_kwargs(settings), tta=settings.tta, **big)
     result = yield from relay(gen, cancel)
     if result is not None and settings.out:  # every level, lazily: napari shows them as a multiscale layer
         return open_levels(settings.out)

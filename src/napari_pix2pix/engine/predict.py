@@ -237,7 +237,8 @@ class PredictOptions:
 
     ``mc_dropout`` keeps dropout on and ``augment`` (0-7; 8-15 also flip Z, for volumes)
     applies that flip/rotation to each tile and undoes it on the output (for uncertainty);
-    ``output_dtype`` overrides the output dtype (default: the input's).
+    ``tta`` averages each tile's prediction over that many flips/rotations (``True``: all;
+    see :func:`tta_transforms`); ``output_dtype`` overrides the output dtype (default: the input's).
     """
 
     tile_size: int | tuple[int, ...] | str | None = "auto"
@@ -247,6 +248,7 @@ class PredictOptions:
     precision: str = "auto"
     mc_dropout: bool = False
     augment: int = 0
+    tta: bool | int = False
     output_dtype: Any = None
 
     def __post_init__(self) -> None:
@@ -270,6 +272,29 @@ class PredictOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not _is_int(self.augment) or not 0 <= self.augment <= 15:
             raise ValueError(f"augment must be a flip/rotation index 0-15 (8-15: 3D only), got {self.augment!r}")
+        if not (isinstance(self.tta, (bool, np.bool_)) or (_is_int(self.tta) and int(self.tta) in TTA_COUNTS)):
+            raise ValueError(f"tta must be True/False or a number of flips/rotations to average, one of "
+                             f"{TTA_COUNTS} (16: 3D models only), got {self.tta!r}")
+        if self.augment and self.tta not in (False, 0, 1):
+            raise ValueError("augment (one transform) and tta (an average over transforms) cannot be combined")
+
+
+TTA_COUNTS = (1, 2, 4, 8, 16)
+
+
+def tta_transforms(tta: bool | int, dims: int) -> tuple[int, ...]:
+    """The flips/rotations (:func:`..model._dihedral` indices) that ``tta`` averages; () when off.
+
+    2D: the first n of the 8 symmetries of the square (2: identity and a quarter turn; 4: the
+    rotations; 8: all). 3D: alternately also flipped in Z (2: identity and the Z flip), up to 16.
+    """
+    n = (16 if dims == 3 else 8) if tta is True else int(tta)
+    if n > (16 if dims == 3 else 8):
+        raise ValueError(f"tta={n}: a {dims}D model has {16 if dims == 3 else 8} flips/rotations to average; "
+                         "16 is for 3D models")
+    if n <= 1:
+        return ()
+    return tuple(k // 2 + 8 * (k % 2) for k in range(n)) if dims == 3 else tuple(range(n))
 
 
 # ---------------------------------------------------------------------- the mask
@@ -496,7 +521,8 @@ def predict_iter(
     if zc:
         _z_extent(image, layout)  # a clear error before any work when there is no Z axis
     total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
-    run = model._runner(opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment)
+    run = model._runner(opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment,
+                        tta=tta_transforms(opts.tta, dims))
     done = 0
     out = _allocate(out, plan, pyramid)  # last: a zarr store is created only once everything is checked
     try:

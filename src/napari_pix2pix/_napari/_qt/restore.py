@@ -137,6 +137,10 @@ class RestoreWidget(DockWidget):
         self._big_dir.setToolTip("Results of multiscale layers and results larger than 2 GB are written to a zarr "
                                  "store (beside the input's store, or in this folder) and shown as a lazy, multiscale "
                                  "layer: nothing that large is held in memory")
+        self._tta_check = QCheckBox("Average over flips and rotations")
+        self._tta_check.setToolTip("Test-time augmentation: predict the image's 8 flips/rotations (16 for a 3D model) "
+                                   "and average them: a little smoother and more accurate (+0.1 to +0.3 dB for "
+                                   "denoising), 8 (16) times slower")
         self._make_trust_widgets()
         self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
         self._cancel_btn = QPushButton("Cancel")
@@ -179,6 +183,7 @@ class RestoreWidget(DockWidget):
         form.addRow("Tile size", self._tile_spin)
         form.addRow("Planes", self._scope_combo)
         form.addRow("Large results", self._big_dir)
+        form.addRow("", self._tta_check)
         trust_row = QHBoxLayout()
         trust_row.addWidget(self._uncertainty_check, 1)
         trust_row.addWidget(self._samples_spin)
@@ -363,7 +368,8 @@ class RestoreWidget(DockWidget):
                                  "untick “Show uncertainty”, or restore one plane at a time.")
             out = str(_store_path(layer, self.SUFFIX, self._big_dir.text()))
         return RestoreJob(layer, info, image, mask, plane, samples,
-                          PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis, out=out))
+                          PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis, out=out,
+                                          tta=self._tta_check.isChecked()))
 
     def _browse_big_dir(self, target: PathEdit) -> None:
         path = common.open_folder(self, "Write large results (zarr stores) into", target.text() or str(RESULTS_DIR))
