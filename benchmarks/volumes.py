@@ -20,6 +20,8 @@ second half is held out and scored (PSNR, data range 1; SSIM over the volume). M
 - ``3D``: the same with ``spatial_dims=3`` (at its defaults: it starts from the bundled denoiser, as a 3D
   network);
 - ``3D-SCRATCH``: ``spatial_dims=3, start_from="scratch"`` (``unet3d_tiny``, a new network);
+- ``tta``: also the bundled 3D, 2D and 3D models predicting with ``tta=True`` (the average over
+  the 8 flips/rotations, 16 for 3D: each also flipped in Z);
 - ``3D tiled`` (method ``tiling``): the 3D model with small tiles, against its untiled prediction (seams).
 
 Volumes: the Purkinje neuron widefield stack of flowdec (fluorescence, 50 x 256 x 256) and
@@ -125,6 +127,10 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
         if "denoise3d" in bundled_paths():
             t = time.perf_counter()
             report("bundled 3D", p2p.load_model("denoise3d").predict(te_in), time.perf_counter() - t)
+            if "tta" in methods:
+                t = time.perf_counter()
+                report("bundled 3D, tta", p2p.load_model("denoise3d").predict(te_in, tta=True),
+                       time.perf_counter() - t)
     kinds = {"2d": {}, "2.5d": {"z_context": 2}, "3d": {"spatial_dims": 3},
              "3d-scratch": {"spatial_dims": 3, "start_from": "scratch"}}
     for kind, options in kinds.items():
@@ -140,6 +146,10 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
                patch=cfg.get("patch_size"), batch=cfg.get("batch_size"),
                started_from=(model.training.get("started_from") or "scratch"),
                predict_s=round(time.perf_counter() - t, 1))
+        if "tta" in methods and kind in ("2d", "3d"):
+            t = time.perf_counter()
+            report(f"{kind.upper()}, tta", model.predict(te_in, tta=True), train_s,
+                   predict_s=round(time.perf_counter() - t, 1))
         if kind == "3d" and "tiling" in methods:
             whole = model.predict(te_in, tile_size=None, precision="fp32")
             tilings: list[tuple[Any, Any]] = [("auto", None), ((8, 32, 32), 8), ((12, 64, 64), 16),

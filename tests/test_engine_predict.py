@@ -299,3 +299,14 @@ def test_tta_refuses_unknown_counts(bad):
 def test_tta_16_is_for_3d_models():
     with pytest.raises(ValueError, match="16 is for 3D"):
         tiny_model().predict(smooth_image((32, 32)), tta=16)
+
+
+def test_tta_accepts_numpy_bools_and_whole_numbers_and_refuses_it_with_augment():
+    from napari_pix2pix.engine.predict import PredictOptions, tta_transforms
+
+    assert tta_transforms(PredictOptions(tta=np.bool_(True)).tta, 2) == tuple(range(8))
+    assert tta_transforms(PredictOptions(tta=4.0).tta, 2) == (0, 1, 2, 3)
+    assert tta_transforms(PredictOptions(tta=0).tta, 2) == () == tta_transforms(PredictOptions(tta=1).tta, 3)
+    for tta in (True, 8):
+        with pytest.raises(ValueError, match="cannot be combined"):
+            PredictOptions(tta=tta, augment=3)

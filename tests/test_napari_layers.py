@@ -159,9 +159,10 @@ def test_predict_job_yields_progress_returns_result_and_cancels(tiny_model_files
     assert jobs.load_model_cached(tiny_model_files["denoise"]) is jobs.load_model_cached(tiny_model_files["denoise"])
 
 
-def test_trust_job_counts_every_prediction_and_cancels(tiny_model_files):
+@pytest.mark.parametrize("tta", [False, 4])
+def test_trust_job_counts_every_prediction_and_cancels(tiny_model_files, tta):
     image = np.random.default_rng(1).random((2, 48, 40)).astype(np.float32)
-    settings = jobs.PredictSettings(tile_size=32, overlap=8, batch_size=1)
+    settings = jobs.PredictSettings(tile_size=32, overlap=8, batch_size=1, tta=tta)
     gen = jobs.trust_job(tiny_model_files["denoise"], image, settings=settings, samples=3, residual=True)
     updates = []
     while True:
@@ -173,6 +174,9 @@ def test_trust_job_counts_every_prediction_and_cancels(tiny_model_files):
     counted = [p for p in updates if p.total]
     assert len({p.total for p in counted}) == 1  # one count for prediction and samples, from the start
     assert [p.done for p in counted] == sorted(p.done for p in counted) and counted[-1].done == counted[-1].total
+    first = next(p for p in counted if "uncertainty" in (p.message or ""))  # the result took (tta or 1) shares
+    n = tta or 1
+    assert first.done / first.total == n / (n + 3)
     assert isinstance(result, jobs.TrustResult) and result.output.shape == image.shape
     assert result.uncertainty.shape == image.shape and result.uncertainty.dtype == np.float32
     np.testing.assert_allclose(result.residual.residual, image - result.output)

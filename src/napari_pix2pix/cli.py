@@ -77,6 +77,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.registry import load_model
 
     model = load_model(args.model)
+    if args.tta:
+        from .engine.predict import tta_transforms
+
+        tta_transforms(args.tta, model.spatial_dims)  # 16 for a 2D model: refused before any file is read
     files: list[Path] = []
     for item in args.inputs:
         p = Path(item)
@@ -297,7 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _tta(text: str) -> int:
     from .engine.predict import TTA_COUNTS
 
-    if text.strip().isdigit() and int(text) in TTA_COUNTS:
+    if text.strip().isdigit() and int(text) in (0, *TTA_COUNTS):
         return int(text)
     raise argparse.ArgumentTypeError(f"the number of transforms to average is one of {TTA_COUNTS}, got {text!r}")
 
@@ -320,7 +324,8 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--tta", type=_tta, nargs="?", const=True, default=False, metavar="N",
                    help="average the predictions of flipped/rotated copies (test-time augmentation): all 8 "
-                        "(16 for 3D models) without N, or N of them (2, 4, 8, 16); N times slower")
+                        "(16 for 3D models) without N, or N of them (2, 4, 8, 16); N times slower. Give it after "
+                        "the inputs (or as --tta=N): a bare --tta before them would read the model name as N")
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.set_defaults(func=cmd_predict)
 

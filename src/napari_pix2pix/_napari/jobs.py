@@ -20,6 +20,7 @@ import numpy as np
 from ..engine.data import PairedData
 from ..engine.export import ExportReport
 from ..engine.model import Pix2PixModel
+from ..engine.predict import PredictOptions, tta_transforms
 from ..engine.progress import Progress, TrainEvent, relay
 from ..engine.registry import load_model
 from ..engine.training import TrainConfig, train_iter, training_data
@@ -204,8 +205,9 @@ def trust_job(
     """:func:`predict_job`, then the uncertainty map (and the residual): one job, one progress count.
 
     Progress counts the prediction's tiles and then those of the `samples` uncertainty
-    predictions (``total`` is the sum from the start), so the job costs ``1 + samples``
-    predictions. Returns None if cancelled.
+    predictions (``total`` is the sum from the start), so the job costs ``n + samples``
+    predictions, n being the number of flips averaged for the result (``settings.tta``; 1
+    without). Returns None if cancelled.
 
     Parameters
     ----------
@@ -219,15 +221,21 @@ def trust_job(
     """
     if samples < 2:
         raise ValueError(f"the uncertainty needs at least 2 samples, got {samples}")
+    _use_threads()
+    yield Progress(0, 0, "loading the model")
+    _wait_for_warm_up()
+    net = load_model_cached(model)  # predict_job finds it in the cache
+    n = max(1, len(tta_transforms(PredictOptions(tta=settings.tta).tta, net.config.spatial_dims)))
+    # the result's tiles count n each (it averages n predictions), then `samples` predictions follow
     output = yield from relay(predict_job(model, image, mask, settings=settings, cancel=cancel),
-                              recount=lambda p: Progress(p.done, p.total * (1 + samples), p.message) if p.total else p)
+                              recount=lambda p: Progress(p.done * n, p.total * (n + samples), p.message)
+                              if p.total else p)
     if output is None:
         return None
-    net = load_model_cached(model)
     spread_iter = uncertainty_iter(net, image, mask, samples=samples, **_predict_kwargs(settings))
-    # its total counts `samples` predictions: after the first one, out of 1 + samples
+    # its total counts `samples` predictions: after the result's n, out of n + samples
     spread = yield from relay(spread_iter, cancel, recount=lambda p: Progress(
-        p.total // samples + p.done, p.total // samples * (1 + samples), p.message) if p.total else p)
+        p.total // samples * n + p.done, p.total // samples * (n + samples), p.message) if p.total else p)
     if spread is None:
         return None
     report = None

@@ -412,8 +412,8 @@ class Pix2PixModel:
             Test-time augmentation: average the predictions of the image's flips and rotations
             (each undone on its output). ``True``: all of them, 8 (16 for a 3D model: each also
             flipped in Z); or a number of transforms, 2, 4, 8 (or 16, 3D). It multiplies the
-            prediction time by that number; for denoising it measured +0.1 to +0.3 dB
-            (benchmarks/results/tta.log).
+            prediction time by that number (benchmarks/results/tta.log: what it adds for
+            denoising). 0, 1 and False: off.
 
         Returns
         -------

@@ -272,10 +272,18 @@ class PredictOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not _is_int(self.augment) or not 0 <= self.augment <= 15:
             raise ValueError(f"augment must be a flip/rotation index 0-15 (8-15: 3D only), got {self.augment!r}")
-        if not (isinstance(self.tta, (bool, np.bool_)) or (_is_int(self.tta) and int(self.tta) in TTA_COUNTS)):
+        tta = self.tta
+        if isinstance(tta, (float, np.floating)) and float(tta).is_integer():
+            tta = int(tta)
+        if isinstance(tta, (bool, np.bool_)):
+            tta = bool(tta)
+        elif _is_int(tta) and int(tta) in (0, *TTA_COUNTS):
+            tta = int(tta)
+        else:
             raise ValueError(f"tta must be True/False or a number of flips/rotations to average, one of "
                              f"{TTA_COUNTS} (16: 3D models only), got {self.tta!r}")
-        if self.augment and self.tta not in (False, 0, 1):
+        object.__setattr__(self, "tta", tta)
+        if self.augment and (tta is True or int(tta) > 1):  # (True == 1: compared by identity)
             raise ValueError("augment (one transform) and tta (an average over transforms) cannot be combined")
 
 
@@ -288,7 +296,7 @@ def tta_transforms(tta: bool | int, dims: int) -> tuple[int, ...]:
     2D: the first n of the 8 symmetries of the square (2: identity and a quarter turn; 4: the
     rotations; 8: all). 3D: alternately also flipped in Z (2: identity and the Z flip), up to 16.
     """
-    n = (16 if dims == 3 else 8) if tta is True else int(tta)
+    n = (16 if dims == 3 else 8) if isinstance(tta, (bool, np.bool_)) and tta else int(tta)
     if n > (16 if dims == 3 else 8):
         raise ValueError(f"tta={n}: a {dims}D model has {16 if dims == 3 else 8} flips/rotations to average; "
                          "16 is for 3D models")
@@ -502,7 +510,7 @@ def predict_iter(
 
     The arguments are those of :meth:`Pix2PixModel.predict`; `options` are the fields of
     :class:`PredictOptions` (tile_size, overlap, batch_size, device, precision and, for
-    uncertainty estimates, mc_dropout, augment and output_dtype).
+    uncertainty estimates, mc_dropout, augment and output_dtype; tta for test-time augmentation).
     """
     opts = PredictOptions(**options)
     cfg = model.config

@@ -448,7 +448,7 @@ class RestoreWidget(DockWidget):
 
     def _show_result(self, job: RestoreJob, result: Any) -> str:
         trust = result if isinstance(result, TrustResult) else None
-        info = {"task": job.info.task, "model": job.info.ref, "plane": job.plane}
+        info = {"task": job.info.task, "model": job.info.ref, "plane": job.plane, "tta": job.settings.tta}
         try:
             out = lyr.add_result(
                 self._viewer, job.layer, trust.output if trust else result, self.SUFFIX, plane=job.plane,
