@@ -343,3 +343,24 @@ def test_l1_only_training_skips_the_discriminator():
         TrainConfig(gan_weight=-1)
     with pytest.raises(ValueError, match="nothing to train"):
         TrainConfig(gan_weight=0, lambda_l1=0)
+
+
+def test_short_images_validate_on_the_held_out_fraction():
+    from napari_pix2pix.engine.data import Plane, _split_validation
+
+    def plane(h):
+        a = np.zeros((1, h, 70), np.float32)
+        return Plane(a, a, (0.0, 1.0), (0.0, 1.0), "p")
+
+    train, val = _split_validation([plane(200)], 0.1, "region", (32, 32), 0)
+    assert train[0].input.shape[-2] == 168 and val[0].input.shape[-2] == 32  # a patch-high validation region
+    train, val = _split_validation([plane(58)], 0.1, "region", (32, 32), 0)  # too short for that: the 10 %
+    assert train[0].input.shape[-2] == 52 and val[0].input.shape[-2] == 6
+    with pytest.raises(ValueError, match="too small to hold out"):
+        _split_validation([plane(32)], 0.1, "region", (32, 32), 0)
+
+
+def test_a_small_volume_trains_in_3d_at_the_defaults():
+    vol = np.random.default_rng(0).random((12, 58, 58)).astype(np.float32)  # a 58-pixel volume (dipy's MR)
+    model = p2p.train(input=vol, target=vol, spatial_dims=3, steps=2)
+    assert model.spatial_dims == 3 and model.predict(vol).shape == vol.shape

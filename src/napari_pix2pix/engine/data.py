@@ -455,7 +455,12 @@ def _hyperstack_channels(folder: Any) -> bool:
 
 def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, patch: tuple[int, ...], seed: int
                       ) -> tuple[list[Plane], list[Plane]]:
-    """(training planes, validation planes): whole images held out, or the last rows (Y) of every image."""
+    """(training planes, validation planes): whole images held out, or the last rows (Y) of every image.
+
+    The rows held out are `val_fraction` of the height and, where the image is tall enough for
+    that and a training patch, at least min(patch, height / 2) rows; a short image (a small
+    volume) keeps a training patch and validates on its last `val_fraction` of the rows.
+    """
     if val_fraction <= 0:
         return planes, []
     if val_split == "image" and len(planes) >= 2:
@@ -467,6 +472,8 @@ def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, 
     for p in planes:
         h = p.input.shape[-2]
         cut = min(int(round(h * (1 - val_fraction))), h - min(patch_y, h // 2))
+        if cut < patch_y:  # too short for a patch-high validation region: hold out the fraction only
+            cut = min(max(patch_y, int(round(h * (1 - val_fraction)))), h - 1)
         if cut < patch_y:
             raise ValueError(
                 f"{p.name}: height {h} is too small to hold out {val_fraction:.0%} for validation and "

@@ -29,7 +29,7 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     from skimage.metrics import structural_similarity
 
     smallest = min(a.shape[1:])
-    win = min(7, smallest) // 2 * 2 + 1 if smallest >= 3 else 3
+    win = min(7, smallest) - (1 - min(7, smallest) % 2)  # the largest odd window that fits (6 rows: 5)
     if smallest < 3:  # too thin for a window (a few planes of a volume): the mean over its planes
         return float(np.mean([_ssim(a[:, i], b[:, i], data_range) for i in range(a.shape[1])]))
     return float(structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win))
