@@ -122,7 +122,8 @@ def run_care(venv: str, mode: str, pair: dict[str, np.ndarray], seconds: float |
     return {"pred": pred, "train_s": info["train_seconds"], "wall_s": wall, "epochs": info.get("epochs")}
 
 
-def run_ours(pair: dict[str, np.ndarray], case: str, minutes: float, options: dict[str, Any]) -> dict[str, Any]:
+def run_ours(pair: dict[str, np.ndarray], case: str, minutes: float, options: dict[str, Any],
+             tta: bool = False) -> dict[str, Any]:
     import napari_pix2pix as p2p
 
     task = "translate" if case == "translate" else "denoise"
@@ -133,8 +134,11 @@ def run_ours(pair: dict[str, np.ndarray], case: str, minutes: float, options: di
     call_s = time.perf_counter() - t
     t = time.perf_counter()
     pred = model.predict(pair["test_input"])
-    return {"pred": pred, "call_s": call_s, "predict_s": time.perf_counter() - t, "steps": model.training["steps_done"],
-            "recipe": model.training["config"]["recipe"], "started_from": model.training.get("started_from")}
+    predict_s = time.perf_counter() - t
+    averaged = model.predict(pair["test_input"], tta=True) if tta else None  # after training, not in its time
+    return {"pred": pred, "pred_tta": averaged, "call_s": call_s, "predict_s": predict_s,
+            "steps": model.training["steps_done"], "recipe": model.training["config"]["recipe"],
+            "started_from": model.training.get("started_from")}
 
 
 def cpu_name() -> str:
@@ -159,6 +163,8 @@ def main() -> None:
     ap.add_argument("--no-care", action="store_true", help="ours only (with --care-seconds for the default budget)")
     ap.add_argument("--care-seconds", type=float, default=6.0, help="with --no-care: the 'default' budget in seconds")
     ap.add_argument("--ours", default="{}", help="JSON of extra p2p.train options (default: none)")
+    ap.add_argument("--tta", action="store_true",
+                    help="also score our model predicting with tta=True (8 flips/rotations averaged)")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in --out (same options) and measure only the missing ones")
@@ -197,20 +203,23 @@ def main() -> None:
                         care.append({"psnr": psnr(c["pred"], pair["test_clean"]), "train_s": c["train_s"],
                                      "epochs": c["epochs"]})
                 care_s = float(np.median([c["train_s"] for c in care])) if care else (seconds or args.care_seconds)
-                ours = run_ours(pair, case, (seconds or care_s) / 60, options)
+                ours = run_ours(pair, case, (seconds or care_s) / 60, options, args.tta)
                 row = {"case": case, "image": name, "budget": budget, "input_psnr": base,
                        "care_psnr": [c["psnr"] for c in care], "care_train_s": [c["train_s"] for c in care],
                        "care_median": float(np.median([c["psnr"] for c in care])) if care else None,
                        "ours_psnr": psnr(ours["pred"], pair["test_clean"]), "ours_call_s": ours["call_s"],
                        "ours_budget_s": seconds or care_s, "ours_steps": ours["steps"], "recipe": ours["recipe"],
                        "started_from": ours["started_from"]}
+                if ours["pred_tta"] is not None:
+                    row["ours_psnr_tta"] = psnr(ours["pred_tta"], pair["test_clean"])
                 rows.append(row)
                 runs = ", ".join(f"{p:.2f}" for p in row["care_psnr"])
                 care_txt = f"CARE median {row['care_median']:.2f} dB ({runs}; {care_s:.1f} s)" if care else "CARE -"
                 start = f", from {ours['started_from']}" if ours["started_from"] else ""
                 print(f"{case:9s} {name:22s} {budget:>7s}  input {base:.2f}  {care_txt}  "
                       f"ours {row['ours_psnr']:.2f} dB ({ours['call_s']:.1f} s of {row['ours_budget_s']:.1f}, "
-                      f"{ours['steps']} steps, {ours['recipe']}{start})", flush=True)
+                      f"{ours['steps']} steps, {ours['recipe']}{start})"
+                      + (f"; with tta {row['ours_psnr_tta']:.2f} dB" if "ours_psnr_tta" in row else ""), flush=True)
                 if args.out:  # after every row: a long run that stops keeps what it measured
                     Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "options": options, "rows": rows},
                                                          indent=1))

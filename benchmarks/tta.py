@@ -7,9 +7,9 @@ Usage::
 
 Protocol (seeded, no training): Gaussian noise sigma 0.1 on [0, 1] images. 2D: every gray
 evaluation image of ``benchmarks/eval_data.py`` (fluorescence and medical; colour images as
-their luminance), 320² crops, the bundled ``denoise``. 3D: the held-out halves of
-``benchmarks/volumes.py``'s volumes, the bundled ``denoise3d`` (and ``denoise`` plane by
-plane). PSNR (data range 1) for tta = 1 (off), 2, 4, 8 (and 16 for 3D), and seconds.
+their luminance), 320² crops, the bundled ``denoise``. With ``--volumes``, 3D too: the held-out
+halves of ``benchmarks/volumes.py``'s volumes, the bundled ``denoise3d`` (and ``denoise`` plane
+by plane). PSNR (data range 1) for tta = 1 (off), 2, 4, 8 (and 16 for 3D), and seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--volumes", action="store_true",
+                    help="also the volumes (slow: 16 predictions of each; volumes.py --methods tta measures them too)")
     args = ap.parse_args()
     import eval_data
 
@@ -63,7 +65,7 @@ def main() -> None:
         img = eval_data.luminance(img) if img.ndim == 3 else img
         noisy = (img + rng.normal(0, SIGMA, img.shape)).astype(np.float32)
         measure("2D", name, "denoise", img, noisy, (1, 2, 4, 8))
-    for name, vol in volumes(Path(args.data)).items():
+    for name, vol in volumes(Path(args.data)).items() if args.volumes else ():
         r = np.random.default_rng(0)  # as benchmarks/volumes.py: the same noisy held-out half
         noisy = (vol + r.normal(0, SIGMA, vol.shape)).astype(np.float32)
         half = vol.shape[0] // 2

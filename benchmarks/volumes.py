@@ -94,7 +94,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
                                        win_size=min(7, min(a.shape) // 2 * 2 - 1)))
 
 
-def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[dict[str, Any]]:
+def run(name: str, vol: np.ndarray, minutes: float, methods: list[str],
+        saved: Any = lambda rows: None) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     noisy = (vol + rng.normal(0, SIGMA, vol.shape)).astype(np.float32)
     half = vol.shape[0] // 2
@@ -105,6 +106,7 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
         row = {"volume": name, "shape": list(vol.shape), "method": method, "psnr": psnr(pred, te_gt),
                "ssim": ssim(pred, te_gt), "seconds": round(seconds, 1), **extra}
         rows.append(row)
+        saved(rows)  # after every row: a run that stops keeps what it measured
         more = "".join(f", {k} {v}" for k, v in extra.items())
         print(f"{name:26s} {method:12s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.3f}  ({seconds:6.1f} s{more})",
               flush=True)
@@ -158,12 +160,17 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str]) -> list[
                 if tile != "auto" and all(t >= n for t, n in zip(tile, te_in.shape, strict=True)):
                     continue  # one tile: nothing to compare
                 extra = {} if tile == "auto" else {"tile_size": tile, "overlap": overlap}
-                tiled = model.predict(te_in, precision="fp32", **extra)  # "auto": the default tiles
+                try:
+                    tiled = model.predict(te_in, precision="fp32", **extra)  # "auto": the default tiles
+                except ValueError as e:  # tiles too small for this network's size multiple
+                    print(f"{name:26s} {'3D tiling':12s} tiles {tile}: not possible ({e})", flush=True)
+                    continue
                 mse = max(float(np.mean((whole - tiled) ** 2)), 1e-30)
                 seam = 10 * math.log10(float(np.ptp(whole)) ** 2 / mse)
                 label = "auto" if tile == "auto" else "x".join(map(str, tile))
                 rows.append({"volume": name, "method": "3D tiled vs untiled", "tile": label,
                              "overlap": overlap, "psnr_between": seam})
+                saved(rows)
                 print(f"{name:26s} {'3D tiling':12s} tiles {label}, overlap {overlap or 'default'}: "
                       f"{seam:.1f} dB between tiled and untiled", flush=True)
     return rows
@@ -183,11 +190,15 @@ def main() -> None:
     if args.volumes:
         vols = {k: v for k, v in vols.items() if any(n.strip() in k for n in args.volumes.split(","))}
     rows: list[dict[str, Any]] = []
+
+    def save(current: list[dict[str, Any]]) -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "minutes": args.minutes,
+                                                  "rows": rows + current}, indent=1))
+
     for name, vol in vols.items():
-        rows += run(name, vol, args.minutes, args.methods.split(","))
-        if args.out:  # after every volume: a run that stops keeps what it measured
-            Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "minutes": args.minutes, "rows": rows},
-                                                 indent=1))
+        rows += run(name, vol, args.minutes, args.methods.split(","), save)
+        save([])
 
 
 if __name__ == "__main__":

@@ -409,11 +409,8 @@ class Pix2PixModel:
         samples : int
             Number of samples for the uncertainty map.
         tta : bool or int
-            Test-time augmentation: average the predictions of the image's flips and rotations
-            (each undone on its output). ``True``: all of them, 8 (16 for a 3D model: each also
-            flipped in Z); or a number of transforms, 2, 4, 8 (or 16, 3D). It multiplies the
-            prediction time by that number (benchmarks/results/tta.log: what it adds for
-            denoising). 0, 1 and False: off.
+            Average the predictions of the flips/rotations: ``True`` all 8 (16 for a 3D model, also
+            flipped in Z), or 2, 4, 8 (16) of them; that many times slower (benchmarks/results/tta.log).
 
         Returns
         -------
@@ -437,9 +434,8 @@ class Pix2PixModel:
             return result
         from .uncertainty import uncertainty_iter
 
-        spread = run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
-                            "prediction")
-        return result, spread
+        return result, run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
+                                  "prediction")
 
 
 MAX_PARAMETERS = 250_000_000  # bound for a stored architecture: unet_256 has 54 M, the other presets fewer

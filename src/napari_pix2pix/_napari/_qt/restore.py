@@ -139,8 +139,8 @@ class RestoreWidget(DockWidget):
                                  "layer: nothing that large is held in memory")
         self._tta_check = QCheckBox("Average over flips and rotations")
         self._tta_check.setToolTip("Test-time augmentation: predict the image's 8 flips/rotations (16 for a 3D model) "
-                                   "and average them: a little smoother and more accurate (+0.1 to +0.3 dB for "
-                                   "denoising), 8 (16) times slower")
+                                   "and average them: a little smoother and more accurate (denoising: +0.2 dB on "
+                                   "average, benchmarks/results/tta.log), 8 (16) times slower")
         self._make_trust_widgets()
         self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
         self._cancel_btn = QPushButton("Cancel")
