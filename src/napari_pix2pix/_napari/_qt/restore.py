@@ -137,10 +137,6 @@ class RestoreWidget(DockWidget):
         self._big_dir.setToolTip("Results of multiscale layers and results larger than 2 GB are written to a zarr "
                                  "store (beside the input's store, or in this folder) and shown as a lazy, multiscale "
                                  "layer: nothing that large is held in memory")
-        self._tta_check = QCheckBox("Average over flips and rotations")
-        self._tta_check.setToolTip("Test-time augmentation: predict the image's 8 flips/rotations (16 for a 3D model) "
-                                   "and average them: a little smoother and more accurate (denoising: +0.2 dB on "
-                                   "average, benchmarks/results/tta.log), 8 (16) times slower")
         self._make_trust_widgets()
         self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
         self._cancel_btn = QPushButton("Cancel")
@@ -151,6 +147,10 @@ class RestoreWidget(DockWidget):
         self._status = StatusLabel()
 
     def _make_trust_widgets(self) -> None:
+        self._tta_check = QCheckBox("Average over flips and rotations")  # test-time augmentation
+        self._tta_check.setToolTip("Predict the image's 8 flips/rotations (16 for a 3D model) and average them: a "
+                                   "little more accurate (denoising: +0.2 dB on average, benchmarks/results/tta.log), "
+                                   "8 (16) times slower")
         self._uncertainty_check = QCheckBox("Show uncertainty")
         self._samples_spin = QSpinBox()
         self._samples_spin.setRange(2, 32)
@@ -183,7 +183,7 @@ class RestoreWidget(DockWidget):
         form.addRow("Tile size", self._tile_spin)
         form.addRow("Planes", self._scope_combo)
         form.addRow("Large results", self._big_dir)
-        form.addRow("", self._tta_check)
+        form.addRow(self._tta_check)  # the whole row: a long label
         trust_row = QHBoxLayout()
         trust_row.addWidget(self._uncertainty_check, 1)
         trust_row.addWidget(self._samples_spin)
