@@ -224,10 +224,10 @@ def trust_job(
     _use_threads()
     yield Progress(0, 0, "loading the model")
     _wait_for_warm_up()
-    net = load_model_cached(model)  # predict_job finds it in the cache
+    net = load_model_cached(model)  # once: predict_job is given the model
     n = max(1, len(tta_transforms(PredictOptions(tta=settings.tta).tta, net.config.spatial_dims)))
     # the result's tiles count n each (it averages n predictions), then `samples` predictions follow
-    output = yield from relay(predict_job(model, image, mask, settings=settings, cancel=cancel),
+    output = yield from relay(predict_job(net, image, mask, settings=settings, cancel=cancel),
                               recount=lambda p: Progress(p.done * n, p.total * (n + samples), p.message)
                               if p.total else p)
     if output is None:

@@ -306,7 +306,7 @@ class Pix2PixModel:
             x = x.to(dev, non_blocking=True)
             if dev.type != "mps" and flat:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=autocast):
+            with torch.autocast(dev.type, dtype=dtype, enabled=autocast):  # in run's inference mode
                 y = net(x.to(dtype))
             y = y.float().cpu()
             return _dihedral(y, k, inverse=True) if k else y

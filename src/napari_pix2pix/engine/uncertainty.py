@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from torch import nn
 
-from .predict import _check_image, predict_iter
+from .predict import _check_image, predict_iter, tta_transforms
 from .progress import Progress, relay
 
 if TYPE_CHECKING:
@@ -47,13 +47,12 @@ def uncertainty_iter(
     if samples < 2:
         raise ValueError(f"uncertainty needs at least 2 samples, got {samples}")
     dropout = has_dropout(model)
-    volume = model.spatial_dims == 3
     mean = m2 = None
     total_done = 0
     out_channel_axis = None
+    order = tta_transforms(True, model.spatial_dims)  # volumes: alternately flipped in Z, so few samples see both
     for s in range(samples):
-        k = s % (16 if volume else 8)  # volumes: alternately flipped in Z, so that few samples see both
-        augment = k // 2 + 8 * (k % 2) if volume else k
+        augment = order[s % len(order)]
         gen = predict_iter(model, image, mask, channel_axis=channel_axis, mc_dropout=dropout, augment=augment,
                            output_dtype=np.float32, **kwargs)
         tiles = [0]  # tiles of one sample
