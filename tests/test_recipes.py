@@ -12,7 +12,7 @@ import torch
 import napari_pix2pix as p2p
 from napari_pix2pix.engine import phantoms
 from napari_pix2pix.engine.progress import StatusUpdate, StepUpdate, ValidationUpdate
-from napari_pix2pix.engine.train_config import RECIPES, TrainConfig, auto_batch_size, auto_patch_size
+from napari_pix2pix.engine.train_config import RECIPES, WARM_RAMP, TrainConfig, auto_batch_size, auto_patch_size
 from napari_pix2pix.engine.training import train_iter
 
 TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, n_layers=2)
@@ -157,6 +157,21 @@ def test_a_time_budget_decides_the_steps_and_ends_on_time(tmp_path):
     ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
     more = p2p.train(input=noisy, target=clean, resume=ckpt, minutes=0.05, model_path=tmp_path / "m.safetensors")
     assert more.training["steps_done"] > model.training["steps_done"]
+
+
+def test_a_warm_start_with_a_time_budget_ramps_its_learning_rate(tmp_path):
+    # the budget's speed measurement ran its first steps at the full rate (the ramp skipped), which
+    # knocked a trained 3D model off its optimum for good (issue #16's fine-tuning that did not move)
+    noisy, clean = _pair((128, 192))
+    first = p2p.train(input=noisy, target=clean, task="denoise", steps=4, patch_size=32, batch_size=2, **TINY)
+    events = []
+    p2p.train(input=noisy, target=clean, task="denoise", start_from=first, minutes=0.05, patch_size=32,
+              batch_size=2, progress=events.append)
+    lrs = [e.lr for e in events if isinstance(e, StepUpdate)]
+    lr = RECIPES["fidelity"].lr_warm
+    assert lrs[0] == pytest.approx(lr / WARM_RAMP)  # the ramp from the first step, while the speed is measured
+    assert lrs[1] == pytest.approx(2 * lr / WARM_RAMP)
+    assert max(lrs) <= lr * (1 + 1e-6)
 
 
 def test_bad_budgets_are_refused():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Plane:
     in_range: tuple[float, float]
     tgt_range: tuple[float, float]
     name: str = ""
+    context: int = 0  # a held-out slab of a volume: its first planes (Z) are context for the network, not scored
 
 
 def _planes(arr: np.ndarray, channel_axis: int | None, dims: int = 2) -> list[np.ndarray]:
@@ -455,11 +456,13 @@ def _hyperstack_channels(folder: Any) -> bool:
 
 def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, patch: tuple[int, ...], seed: int
                       ) -> tuple[list[Plane], list[Plane]]:
-    """(training planes, validation planes): whole images held out, or the last rows (Y) of every image.
+    """(training planes, validation planes): whole images held out, or a part of every image.
 
-    The rows held out are `val_fraction` of the height and, where the image is tall enough for
-    that and a training patch, at least min(patch, height / 2) rows; a short image (a small
-    volume) keeps a training patch and validates on its last `val_fraction` of the rows.
+    The part is the last rows (Y): `val_fraction` of the height and, where the image is tall
+    enough for that and a training patch, at least min(patch, height / 2) rows. A short image
+    keeps a training patch and holds out only the fraction of its rows, a thin strip at the edge
+    that is often background; a volume that is deep enough holds out its last planes (Z)
+    instead: the whole field of view, scored with the planes before it as the network's context.
     """
     if val_fraction <= 0:
         return planes, []
@@ -468,21 +471,40 @@ def _split_validation(planes: list[Plane], val_fraction: float, val_split: str, 
         order = np.random.default_rng(seed).permutation(len(planes))
         return [planes[i] for i in sorted(order[n_val:])], [planes[i] for i in sorted(order[:n_val])]
     train, val = [], []
-    patch_y = patch[-2]
     for p in planes:
         h = p.input.shape[-2]
-        cut = min(int(round(h * (1 - val_fraction))), h - min(patch_y, h // 2))
-        if cut < patch_y:  # too short for a patch-high validation region: hold out the fraction only
-            cut = min(max(patch_y, int(round(h * (1 - val_fraction)))), h - 1)
-        if cut < patch_y:
+        cut = min(int(round(h * (1 - val_fraction))), h - min(patch[-2], h // 2))
+        z_cut = _slab_cut(p, val_fraction, patch) if cut < patch[-2] else None
+        if z_cut is not None:  # the last planes of a volume too short in Y for a patch-high strip
+            ctx = min(z_cut, VAL_Z_CONTEXT)
+            train.append(replace(p, input=p.input[:, :z_cut], target=p.target[:, :z_cut]))
+            val.append(replace(p, input=p.input[:, z_cut - ctx :], target=p.target[:, z_cut - ctx :],
+                               name=p.name + " (validation)", context=ctx))
+            continue
+        if cut < patch[-2]:  # too short for a patch-high validation region: hold out the fraction only
+            cut = min(max(patch[-2], int(round(h * (1 - val_fraction)))), h - 1)
+        if cut < patch[-2]:
             raise ValueError(
                 f"{p.name}: height {h} is too small to hold out {val_fraction:.0%} for validation and "
-                f"still draw {patch_y}-pixel patches; use val_fraction=0, a smaller patch or more images"
+                f"still draw {patch[-2]}-pixel patches; use val_fraction=0, a smaller patch or more images"
             )
-        train.append(Plane(p.input[..., :cut, :], p.target[..., :cut, :], p.in_range, p.tgt_range, p.name))
-        val.append(Plane(p.input[..., cut:, :], p.target[..., cut:, :], p.in_range, p.tgt_range,
-                         p.name + " (validation)"))
+        train.append(replace(p, input=p.input[..., :cut, :], target=p.target[..., :cut, :]))
+        val.append(replace(p, input=p.input[..., cut:, :], target=p.target[..., cut:, :],
+                           name=p.name + " (validation)"))
     return train, val
+
+
+VAL_Z_CONTEXT = 8  # planes before a held-out slab that validation shows the network (not scored)
+VAL_Z_KEEP = 8  # a volume holds out its last planes only where at least this many (and a patch) stay for training
+
+
+def _slab_cut(p: Plane, val_fraction: float, patch: tuple[int, ...]) -> int | None:
+    """Where a volume's held-out last planes start, or None (a plane, or too few planes to spare)."""
+    if p.input.ndim != 4:
+        return None
+    z = p.input.shape[1]
+    cut = min(int(round(z * (1 - val_fraction))), z - 1)
+    return cut if cut >= max(patch[0], VAL_Z_KEEP) else None
 
 
 def _clean01(y: np.ndarray, norm: Normalization, label: str) -> np.ndarray:

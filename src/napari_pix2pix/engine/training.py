@@ -821,7 +821,7 @@ def train_iter(
             if stop is not None and stop.is_set():
                 status = TrainingStatus.STOPPED
                 break
-            lr = cfg.lr_at(run.step) if cfg.steps is not None else (cfg.lr or 0.0)
+            lr = cfg.lr_at(run.step)  # a time budget's warm-up too: a warm start's ramp is not skipped
             _set_lr(run, lr)
             losses = _train_step(run, cfg, *_batch(run, cfg, data, shard, device), gan_loss)
             run.step += 1

@@ -8,7 +8,7 @@ during training is what :meth:`Pix2PixModel.predict` gives.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,10 +62,32 @@ class ValSet:
     inputs: list[np.ndarray]  # network inputs (Cin, h, w), normalized
     targets: list[np.ndarray]
     raw_inputs: list[np.ndarray]  # the input image part, normalized (for the baseline)
+    skips: list[int] = field(default_factory=list)  # leading planes of each patch that are context, not scored
+
+
+CANDIDATES = 8  # positions drawn per validation patch; the one with the most signal is kept
+
+
+def _fullest(p: Plane, crop: list[int], rng: np.random.Generator) -> tuple[slice, ...]:
+    """The crop box of `p` whose target spreads most, of CANDIDATES random positions (the first of equals)."""
+    best: tuple[slice, ...] = ()
+    spread = -1.0
+    for _ in range(CANDIDATES):
+        starts = [int(rng.integers(0, n - c + 1)) for n, c in zip(p.input.shape[1:], crop, strict=True)]
+        box = (slice(None), *(slice(s0, s0 + c) for s0, c in zip(starts, crop, strict=True)))
+        s = float(np.std(p.target[box]))
+        if s > spread:
+            best, spread = box, s
+    return best
 
 
 def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: int, seed: int) -> ValSet | None:
-    """Fixed validation patches (drawn once, with their degradation) from the held-out planes."""
+    """Fixed validation patches (drawn once, with their degradation) from the held-out planes.
+
+    Each patch is the one with the most signal (the target's spread) of a few random
+    positions, as CARE's patch filter keeps foreground: held-out background says little about
+    a model. A held-out slab of a volume is taken whole in Z (its context planes first).
+    """
     if not data.val:
         return None
     rng = np.random.default_rng(seed + 7919)
@@ -74,12 +96,14 @@ def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: 
     for i in range(n_patches):
         p: Plane = data.val[i % len(data.val)]
         crop = [min(q, n) for q, n in zip(size, p.input.shape[1:], strict=True)]
-        starts = [int(rng.integers(0, n - c + 1)) for n, c in zip(p.input.shape[1:], crop, strict=True)]
-        box = (slice(None), *(slice(s0, s0 + c) for s0, c in zip(starts, crop, strict=True)))
+        if p.context:
+            crop[0] = p.input.shape[1]
+        box = _fullest(p, crop, rng)
         a, b, m = data.degrade(p.input[box], p.target[box], p, rng)
         net_in, _ = stack_batch([(a, b, m)], data.task)
         vs.inputs.append(net_in[0])
         vs.targets.append(b)
+        vs.skips.append(p.context)
         a = a[: a.shape[0] // (2 * data.z_context + 1)]  # 2.5D: the plane itself, without its neighbours
         vs.raw_inputs.append(np.where(m[None], np.float32(0), a) if m is not None else a)  # inpaint: zero fill
     return vs
@@ -91,12 +115,14 @@ def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, t
     rng_span = 1.6  # the network range of [lo, hi]
     psnrs, ssims, l1s, psnr_in, ssim_in = [], [], [], [], []
     preview = None
-    for a, b, raw in zip(vs.inputs, vs.targets, vs.raw_inputs, strict=True):
+    for a, b, raw, skip in zip(vs.inputs, vs.targets, vs.raw_inputs, vs.skips, strict=True):
         padded, offsets = _pad_to(a, model.config.size_multiple)
         out = _crop(run(padded[None])[0], offsets, a.shape[1:])
         if task == "inpaint":  # outside the mask the input is kept, as in prediction
             m = a[-1:] > 0
             out = np.where(m, out, raw)
+        if skip:  # a volume's held-out slab: its context planes are not scored
+            out, b, raw = out[:, skip:], b[:, skip:], raw[:, skip:]
         psnrs.append(_psnr(out, b, rng_span))
         ssims.append(_ssim(out, b, rng_span))
         l1s.append(float(np.mean(np.abs(out - b))))
