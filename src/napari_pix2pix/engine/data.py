@@ -299,7 +299,8 @@ def make_data(
     val_fraction : float
         Share held out for validation (0 disables validation).
     val_split : {"image", "region"}
-        Hold out whole images, or the last rows of every image.
+        Hold out whole images, or the last rows of every image (the last planes of a volume too
+        short in Y for a patch-high strip; see :func:`_split_validation`).
     patch_size : int or tuple
         Training patch side (a square; for volumes a cube or (z, y, x)); every image must be at
         least this large.

@@ -60,7 +60,7 @@ from .train_config import (
     split_kwargs,
     steps_for_budget,
 )
-from .validation import ValSet, make_valset, validate
+from .validation import VAL_SCHEME, ValSet, make_valset, validate
 from .warmstart import StartFrom, describe_start, start_model
 
 __all__ = [
@@ -276,6 +276,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     freeze_norm: bool = False  # the generator's BatchNorm layers keep their running statistics (fine-tuning)
+    rescore: bool = False  # a resumed checkpoint's best score comes from another validation scheme
 
     def __post_init__(self) -> None:
         self.g_net, self.d_net = self.model.generator, self.disc
@@ -422,6 +423,7 @@ def _restore(run: _Run, tensors: dict[str, torch.Tensor], meta: dict[str, Any], 
     run.best = float(meta.get("best", -math.inf))
     best = {k[2:]: v for k, v in tensors.items() if k.startswith("B.")}
     run.best_weights, run.best_step = (best or None), meta.get("best_step")
+    run.rescore = meta.get("val_scheme") != VAL_SCHEME  # its best was scored on other patches: score it again
     run.history = list(meta.get("history", []))
     run.model.normalization = Normalization(**meta["model"]["normalization"])
 
@@ -459,8 +461,9 @@ class _Saver:
         self.finish_metadata(status)
         out = []
         if self.ckpt_dir is not None:
-            extra = {"config": self.cfg.to_dict(), "best": r.best, "history": r.history[-200:],
-                     "status": status.value, "grad_scaler": r.scaler.state_dict() if r.scaler.is_enabled() else None}
+            extra = {"config": self.cfg.to_dict(), "best": r.best, "val_scheme": VAL_SCHEME,
+                     "history": r.history[-200:], "status": status.value,
+                     "grad_scaler": r.scaler.state_dict() if r.scaler.is_enabled() else None}
             more = {f"E.{k}": v for k, v in r.ema.state.items()} if r.ema is not None else {}
             more.update({f"B.{k}": v for k, v in (r.best_weights or {}).items()})
             extra["best_step"] = r.best_step
@@ -617,8 +620,8 @@ def _validation(run: _Run, valset: ValSet, saver: _Saver, device: torch.device, 
 class _Budget:
     """Fits a run into `minutes` (from the call's start): measures the speed after a warm-up, then fixes the steps.
 
-    The schedule completes: the learning rate stays constant during the warm-up (the first
-    half of any run) and the decay is planned over the steps that fit. Validations and
+    The schedule completes: the learning rate stays constant during the warm-up (after a warm
+    start's ramp; the first half of any run) and the decay is planned over the steps that fit. Validations and
     checkpoints on the way and the final save are counted; at the start of the decay the
     speed is measured again and the plan corrected.
     """
@@ -743,6 +746,12 @@ def _begin(run: _Run, cfg: TrainConfig, start: Pix2PixModel | None, valset: ValS
     yield StatusUpdate(run.step, TrainingStatus.RUNNING, cfg, picked + (f", starting from {where}" if where else ""))
     if start is not None and valset is not None:
         yield from _validation(run, valset, saver, device, cfg, {})
+    if run.rescore and valset is not None:  # resumed from an older version: its best, on today's patches
+        net = run.model.generator
+        with run.deployed():
+            net.eval()
+            run.best = validate(run.model, valset, device, run.step, cfg.task).psnr if run.best_weights else -math.inf
+        run.train_mode()
 
 
 def _finish(run: _Run, saver: _Saver, status: TrainingStatus, world: int) -> Pix2PixModel:

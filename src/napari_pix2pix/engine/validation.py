@@ -8,7 +8,7 @@ during training is what :meth:`Pix2PixModel.predict` gives.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,6 +66,7 @@ class ValSet:
 
 
 CANDIDATES = 8  # positions drawn per validation patch; the one with the most signal is kept
+VAL_SCHEME = 2  # checkpoints record it: a best score from another scheme is scored again on resume (1: before 0.4)
 
 
 def _fullest(p: Plane, crop: list[int], rng: np.random.Generator) -> tuple[slice, ...]:
@@ -75,7 +76,7 @@ def _fullest(p: Plane, crop: list[int], rng: np.random.Generator) -> tuple[slice
     for _ in range(CANDIDATES):
         starts = [int(rng.integers(0, n - c + 1)) for n, c in zip(p.input.shape[1:], crop, strict=True)]
         box = (slice(None), *(slice(s0, s0 + c) for s0, c in zip(starts, crop, strict=True)))
-        s = float(np.std(p.target[box]))
+        s = float(np.std(p.target[box][:, p.context :]))  # a slab's context planes are not scored
         if s > spread:
             best, spread = box, s
     return best
@@ -95,6 +96,12 @@ def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: 
     size = patch_shape(patch_size, data.dims)
     for i in range(n_patches):
         p: Plane = data.val[i % len(data.val)]
+        if p.context:  # a slab: up to a patch deep of its held-out planes, with the context planes before them
+            k = p.input.shape[1] - p.context
+            depth = min(k, size[0])
+            z0 = int(rng.integers(p.context, p.context + k - depth + 1)) - p.context
+            zs = slice(z0, z0 + p.context + depth)
+            p = replace(p, input=p.input[:, zs], target=p.target[:, zs])
         crop = [min(q, n) for q, n in zip(size, p.input.shape[1:], strict=True)]
         if p.context:
             crop[0] = p.input.shape[1]
@@ -115,7 +122,8 @@ def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, t
     rng_span = 1.6  # the network range of [lo, hi]
     psnrs, ssims, l1s, psnr_in, ssim_in = [], [], [], [], []
     preview = None
-    for a, b, raw, skip in zip(vs.inputs, vs.targets, vs.raw_inputs, vs.skips, strict=True):
+    skips = vs.skips or [0] * len(vs.inputs)
+    for a, b, raw, skip in zip(vs.inputs, vs.targets, vs.raw_inputs, skips, strict=True):
         padded, offsets = _pad_to(a, model.config.size_multiple)
         out = _crop(run(padded[None])[0], offsets, a.shape[1:])
         if task == "inpaint":  # outside the mask the input is kept, as in prediction
@@ -142,9 +150,9 @@ def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, t
     padded, offsets = _pad_to(a, model.config.size_multiple)
     samples = np.stack([_crop(model._runner(device, "fp32", augment=k)(padded[None])[0], offsets, a.shape[1:])
                         for k in range(8)])
-    spread = _mid(samples.std(axis=0, ddof=1)).mean(axis=0) / rng_span
+    spread = _mid(samples.std(axis=0, ddof=1)[:, skips[0]:]).mean(axis=0) / rng_span  # the preview's planes
     if task == "inpaint":
-        spread = np.where(_mid(a)[-1] > 0, spread, 0)
+        spread = np.where(_mid(a[:, skips[0]:])[-1] > 0, spread, 0)
     return ValidationUpdate(
         step, float(np.mean(finite)), float(np.mean(ssims)),
         float(np.mean(psnr_in)) if psnr_in else None, float(np.mean(ssim_in)) if ssim_in else None,

@@ -282,8 +282,8 @@ class TrainWidget(DockWidget):
         self._val_spin.setDecimals(0)
         self._val_spin.setSuffix(" %")
         self._val_spin.setValue(10)
-        self._val_spin.setToolTip("Share of the training images (or, for a single image, of its rows) held out to "
-                                  "measure progress; 0: no validation")
+        self._val_spin.setToolTip("Share of the training images (or, for a single image, of its rows; for a "
+                                  "short volume, of its planes) held out to measure progress; 0: no validation")
         self._val_every_spin = _auto_spin(1_000_000, 10, " steps", "How often the held-out part is measured")
         self._device_combo = device_combo()
         self._resume_path = PathEdit(self._browse_checkpoint, "a checkpoint.safetensors to continue from")
