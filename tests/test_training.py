@@ -361,9 +361,9 @@ def test_short_images_validate_on_the_held_out_fraction():
 
 
 def test_a_short_volume_validates_on_its_last_planes_with_context():
-    # dipy's 12 x 58 x 58 MR half: a 6-row strip at the edge is background, and selecting by it kept
-    # the starting model (issue #16: 24.90 dB where the fine-tuned weights, now selected, give 28.77); the last planes show
-    # the whole field, validated with the planes before them as the network's context
+    # dipy's 12 x 58 x 58 MR half: a 6-row strip at the edge is background, and selecting by it kept the
+    # starting model (issue #16: 24.90 dB where the fine-tuned weights, now selected, give 28.77); the last
+    # planes show the whole field, validated with the planes before them as the network's context
     from napari_pix2pix.engine.data import VAL_Z_CONTEXT, Plane, _split_validation
 
     def vol(z, h=58):
