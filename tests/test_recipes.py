@@ -213,6 +213,23 @@ def test_a_checkpoint_of_0_1_0_still_resumes(tmp_path):
     assert p2p.load_model(tmp_path / "m.safetensors").training["steps_done"] == 11
 
 
+def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp_path, monkeypatch):
+    from napari_pix2pix.engine import training
+
+    noisy, clean = _pair((128, 192))
+    kw = dict(input=noisy, target=clean, task="denoise", patch_size=32, batch_size=2, val_every=2,
+              model_path=tmp_path / "m.safetensors")
+    first = p2p.train(steps=4, **kw, **TINY)
+    monkeypatch.setattr(training, "VAL_SCHEME", training.VAL_SCHEME + 1)  # as if written by another version
+    calls = []
+    real = training.validate
+    monkeypatch.setattr(training, "validate", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    more = p2p.train(resume=tmp_path / "m.checkpoints" / "checkpoint.safetensors", steps=6, **kw)
+    assert calls[0] == 4  # the saved best weights scored again at the resumed step, before any training
+    # the same patches (same data and seed): the best scores what it scored, and only better weights replace it
+    assert more.training["best_val_psnr"] >= first.training["best_val_psnr"] - 1e-6
+
+
 def test_ema_warms_up_so_a_short_run_does_not_keep_its_random_start():
     from torch import nn
 

@@ -621,9 +621,9 @@ class _Budget:
     """Fits a run into `minutes` (from the call's start): measures the speed after a warm-up, then fixes the steps.
 
     The schedule completes: the learning rate stays constant during the warm-up (after a warm
-    start's ramp; the first half of any run) and the decay is planned over the steps that fit. Validations and
-    checkpoints on the way and the final save are counted; at the start of the decay the
-    speed is measured again and the plan corrected.
+    start's ramp; the first half of any run) and the decay is planned over the steps that fit.
+    Validations and checkpoints on the way and the final save are counted; at the start of the
+    decay the speed is measured again and the plan corrected.
     """
 
     WARMUP_S = 1.0  # seconds of steps to measure the speed on (after the first step)
@@ -747,11 +747,12 @@ def _begin(run: _Run, cfg: TrainConfig, start: Pix2PixModel | None, valset: ValS
     if start is not None and valset is not None:
         yield from _validation(run, valset, saver, device, cfg, {})
     if run.rescore and valset is not None:  # resumed from an older version: its best, on today's patches
-        net = run.model.generator
-        with run.deployed():
-            net.eval()
-            run.best = validate(run.model, valset, device, run.step, cfg.task).psnr if run.best_weights else -math.inf
-        run.train_mode()
+        run.best = -math.inf
+        if run.best_weights:
+            with run.deployed():
+                run.model.generator.eval()
+                run.best = validate(run.model, valset, device, run.step, cfg.task).psnr
+            run.train_mode()
 
 
 def _finish(run: _Run, saver: _Saver, status: TrainingStatus, world: int) -> Pix2PixModel:

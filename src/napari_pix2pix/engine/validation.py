@@ -87,7 +87,8 @@ def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: 
 
     Each patch is the one with the most signal (the target's spread) of a few random
     positions, as CARE's patch filter keeps foreground: held-out background says little about
-    a model. A held-out slab of a volume is taken whole in Z (its context planes first).
+    a model. A held-out slab of a volume gives up to a patch deep of its planes, with the
+    context planes before them.
     """
     if not data.val:
         return None
@@ -99,7 +100,7 @@ def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: 
         if p.context:  # a slab: up to a patch deep of its held-out planes, with the context planes before them
             k = p.input.shape[1] - p.context
             depth = min(k, size[0])
-            z0 = int(rng.integers(p.context, p.context + k - depth + 1)) - p.context
+            z0 = int(rng.integers(0, k - depth + 1))
             zs = slice(z0, z0 + p.context + depth)
             p = replace(p, input=p.input[:, zs], target=p.target[:, zs])
         crop = [min(q, n) for q, n in zip(size, p.input.shape[1:], strict=True)]
