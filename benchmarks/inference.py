@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +26,9 @@ import torch
 from napari_pix2pix import Pix2PixModel
 from napari_pix2pix.engine.device import cpu_has_fast_bf16, resolve_precision
 from napari_pix2pix.engine.normalization import from_network, plane_percentiles, to_network
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_care import cpu_name  # noqa: E402
 
 MEM_CODE = r"""
 import resource, sys, numpy as np, torch
@@ -101,7 +103,7 @@ def main() -> None:
     plan = plan_axis(args.size, model.config.multiple, t_px, 64)
     pixels = (len(plan.starts) * plan.tile / args.size) ** 2
     res: dict[str, object] = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "cpu_native_bf16": cpu_has_fast_bf16(),
         "auto_precision": str(resolve_precision("auto", torch.device("cpu"))),
         "preset": args.preset,

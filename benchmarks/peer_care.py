@@ -142,13 +142,20 @@ def run_ours(pair: dict[str, np.ndarray], case: str, minutes: float, options: di
 
 
 def cpu_name() -> str:
+    """The CPU's model name and its bf16 hardware ("AMX", "AVX-512 BF16", or "AVX2 only"), for benchmark logs."""
+    name, flags = platform.processor() or "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    feats = [f for f, flag in (("AMX", "amx_bf16"), ("AVX-512 BF16", "avx512_bf16")) if flag in flags]
+    if not feats and flags:
+        feats = ["AVX-512, no bf16" if "avx512f" in flags else "AVX2 only" if "avx2" in flags else "no AVX2"]
+    return f"{name} ({', '.join(feats)})" if feats else name
 
 
 def main() -> None:

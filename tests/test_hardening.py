@@ -248,6 +248,33 @@ def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
     assert meta["grad_scaler"] and meta["grad_scaler"]["scale"] > 0  # a GradScaler ran, and resumes with it
 
 
+@pytest.mark.parametrize("recipe", ["fidelity", "paper"])
+def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, monkeypatch, recipe):
+    from napari_pix2pix.engine import training
+
+    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.bfloat16)
+    build, seen = training._build, {"n": 0}
+
+    def build_with_a_bad_gradient(*args, **kwargs):  # the 3rd backward through the generator gives NaN
+        run = build(*args, **kwargs)
+
+        def hook(grad):
+            seen["n"] += 1
+            return grad * float("nan") if seen["n"] == 3 else grad
+
+        next(run.model.generator.parameters()).register_hook(hook)
+        return run
+
+    monkeypatch.setattr(training, "_build", build_with_a_bad_gradient)
+    with pytest.warns(RuntimeWarning, match="bf16 gave non-finite gradients at step 3"):
+        model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=5, patch_size=32, batch_size=2,
+                          val_fraction=0, preset="unet_tiny", generator={"levels": 3, "ngf": 4}, recipe=recipe,
+                          ndf=4, model_path=tmp_path / "m.safetensors")
+    assert model.training["steps_done"] == 5 and model.training["fp32_from_step"] == 3
+    assert all(torch.isfinite(p).all() for p in model.generator.parameters())  # the NaN step was not taken
+    assert p2p.Pix2PixModel.load(tmp_path / "m.safetensors").training["fp32_from_step"] == 3
+
+
 @pytest.mark.parametrize(("cuda", "backend"), [(True, "nccl"), (False, "gloo")])
 def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend):
     import torch.distributed as dist

@@ -122,10 +122,27 @@ def test_3d_inpaint_trains_on_3d_masks():
     assert not np.array_equal(out[mask], vol[mask])
 
 
-def test_3d_cpu_training_refuses_bf16():
+def test_3d_cpu_training_refuses_bf16_without_amx(monkeypatch):
+    from napari_pix2pix.engine import device
+
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: False)
     with pytest.raises(ValueError, match="fp32"):
         p2p.train(clean=smooth_volume(), spatial_dims=3, steps=1, patch_size=(8, 32, 32), precision="bf16",
                   device="cpu", generator={"ngf": 4}, val_fraction=0)
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    assert device.autocast_dtype("auto", torch.device("cpu"), 3) is None  # "auto": fp32 there
+    assert device.autocast_dtype("auto", torch.device("cpu"), 2) == torch.bfloat16
+
+
+def test_3d_cpu_training_in_bf16_with_amx(monkeypatch):
+    from napari_pix2pix.engine import device
+
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    assert device.autocast_dtype("auto", torch.device("cpu"), 3) == torch.bfloat16
+    model = p2p.train(clean=smooth_volume(), spatial_dims=3, steps=1, patch_size=(8, 32, 32), precision="bf16",
+                      device="cpu", generator={"ngf": 4}, val_fraction=0)
+    assert model.training["steps_done"] == 1 and "fp32_from_step" not in model.training
 
 
 # ---------------------------------------------------------------------- prediction

@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -275,6 +276,7 @@ class _Run:
     best_step: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    fp32_from: int | None = None  # the step from which a bf16 run went on in fp32 (non-finite bf16 gradients)
     freeze_norm: bool = False  # the generator's BatchNorm layers keep their running statistics (fine-tuning)
     rescore: bool = False  # a resumed checkpoint's best score comes from another validation scheme
 
@@ -447,6 +449,8 @@ class _Saver:
         r.model.training = {"config": self.cfg.to_dict(), **self.summary, "steps_done": r.step,
                             "status": status.value, "best_val_psnr": r.best, "weights_of_step": r.best_step or r.step,
                             "history": r.history[-200:]}
+        if r.fp32_from is not None:
+            r.model.training["fp32_from_step"] = r.fp32_from
 
     def _model_file(self, path: Path) -> Path:
         """The model file: the best weights by validation (or the averaged ones when EMA is on)."""
@@ -505,14 +509,33 @@ def _batch(run: _Run, cfg: TrainConfig, data: PairedData, shard: list[Any], devi
     return a, b
 
 
-def _optimise(run: _Run, opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any, clip: float | None) -> None:
-    """One optimiser step on `loss` (scaled for fp16; gradients clipped if asked)."""
+def _optimise(run: _Run, opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any, clip: float | None) -> bool:
+    """One optimiser step on `loss` (scaled for fp16; gradients clipped if asked).
+
+    Under bf16 autocast a step whose gradients are not finite is not taken: False (the caller
+    goes on in fp32, :func:`_bf16_fallback`). fp16's gradient scaler skips such steps itself.
+    """
     opt.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
+    params = [p for p in params if p.grad is not None]
+    norm = None
     if clip:
         run.scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(params, clip)
+        norm = nn.utils.clip_grad_norm_(params, clip)
+    elif run.amp_dtype == torch.bfloat16 and params:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in params]))
+    if norm is not None and run.amp_dtype == torch.bfloat16 and not torch.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        return False
     run.scaler.step(opt)
+    return True
+
+
+def _bf16_fallback(run: _Run) -> None:
+    """A bf16 step gave non-finite gradients: the run goes on in fp32 (the step was not taken)."""
+    run.amp_dtype, run.fp32_from = None, run.step + 1
+    warnings.warn(f"bf16 gave non-finite gradients at step {run.step + 1} (not taken); training goes on in fp32",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _gan_terms(run: _Run, cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, fake: torch.Tensor,
@@ -563,7 +586,9 @@ def _train_step(run: _Run, cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, g
         loss_d, real_feats = _gan_terms(run, cfg, a, b, fake, gan_loss, autocast)
         if not torch.isfinite(loss_d):
             raise TrainingDiverged(f"the discriminator loss became {loss_d.item()} at step {run.step + 1}")
-        _optimise(run, run.opt_d, loss_d, run.disc.parameters(), cfg.grad_clip)
+        if not _optimise(run, run.opt_d, loss_d, run.disc.parameters(), cfg.grad_clip):
+            _bf16_fallback(run)
+            return {"G_GAN": 0.0, "G_L2" if cfg.pixel_loss == "l2" else "G_L1": 0.0, "D": loss_d.item()}
         run.disc.requires_grad_(False)
     with autocast:
         loss_g_gan = _g_adversarial(run, cfg, a, fake, gan_loss, real_feats) if adversarial else fake.new_zeros(())
@@ -575,7 +600,8 @@ def _train_step(run: _Run, cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, g
         run.disc.requires_grad_(True)
     if not torch.isfinite(loss_g):
         raise TrainingDiverged(f"the generator loss became {loss_g.item()} at step {run.step + 1}")
-    _optimise(run, run.opt_g, loss_g, run.model.generator.parameters(), cfg.grad_clip)
+    if not _optimise(run, run.opt_g, loss_g, run.model.generator.parameters(), cfg.grad_clip):
+        _bf16_fallback(run)
     run.scaler.update()
     if run.ema is not None:
         run.ema.update(run.model.generator, run.step)
