@@ -46,9 +46,7 @@ def cpu_has_fast_bf16() -> bool:
     Without them PyTorch emulates bf16 and runs ~100x slower than fp32 (measured on an
     AVX2-only AMD EPYC), so bf16 is only chosen automatically where it is native.
     """
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+    return cpu_has_amx() or bool(getattr(getattr(torch, "cpu", None), "_is_avx512_bf16_supported", lambda: False)())
 
 
 def cpu_has_amx() -> bool:
