@@ -15,8 +15,8 @@ echo "# $(date -u +%F) $(nvidia-smi --query-gpu=name,memory.total,driver_version
 import sys, time
 import numpy as np, torch
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.device import resolve_device, resolve_precision
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.core.device import resolve_device, resolve_precision
 
 out = sys.argv[1]
 assert torch.cuda.is_available(), "no CUDA GPU visible"
@@ -62,7 +62,7 @@ EOF
 if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
   "$PY" - "$OUT" <<'EOF'
 import sys, tifffile
-from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.images import phantoms
 import os
 os.makedirs(sys.argv[1] + "/clean", exist_ok=True)
 for i in range(4):

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from napari_pix2pix import Pix2PixModel
-from napari_pix2pix.engine.device import cpu_has_fast_bf16, resolve_precision
-from napari_pix2pix.engine.normalization import from_network, plane_percentiles, to_network
+from napari_pix2pix.engine.core.device import cpu_has_fast_bf16, resolve_precision
+from napari_pix2pix.engine.core.normalization import from_network, plane_percentiles, to_network
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peer_care import cpu_name  # noqa: E402
@@ -94,8 +94,8 @@ def main() -> None:
                 mod.running_var.uniform_(0.5, 2.0)
     img = image(args.size)
     mp = img.size / 1e6
-    from napari_pix2pix.engine.predict import auto_tile_size
-    from napari_pix2pix.engine.tiling import plan_axis
+    from napari_pix2pix.engine.predict.tiled import auto_tile_size
+    from napari_pix2pix.engine.predict.tiling import plan_axis
 
     tile = args.tile if args.tile == "auto" else int(args.tile)
     itemsize = resolve_precision("auto", torch.device("cpu")).itemsize

@@ -55,7 +55,7 @@ def images(which: str, data: str | None) -> dict[str, np.ndarray]:
     if which == "dev":
         from skimage import data as skd
 
-        from napari_pix2pix.engine import phantoms
+        from napari_pix2pix.engine.images import phantoms
 
         sys.path.insert(0, str(HERE))
         from eval_data import _pnorm, crop

@@ -37,7 +37,7 @@ import numpy as np
 from skimage import color, metrics, restoration
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine.synthesis import random_mask
+from napari_pix2pix.engine.images.synthesis import random_mask
 
 sys.path.insert(0, str(Path(__file__).parent))
 import eval_data  # noqa: E402
@@ -207,7 +207,7 @@ def run_colorize(images: dict[str, np.ndarray], key: str = "colorize") -> list[d
 
 # ---------------------------------------------------------------------- speed
 def run_speed() -> list[dict]:
-    from napari_pix2pix.engine.device import resolve_device, resolve_precision
+    from napari_pix2pix.engine.core.device import resolve_device, resolve_precision
 
     rng = np.random.default_rng(0)
     img16 = (rng.random((2048, 2048)) * 4000 + 100).astype(np.uint16)
@@ -331,7 +331,7 @@ def main() -> int:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from napari_pix2pix.engine.device import cpu_has_fast_bf16
+    from napari_pix2pix.engine.core.device import cpu_has_fast_bf16
 
     res: dict = {"machine": f"Measured on {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
                             f"native bf16: {cpu_has_fast_bf16()}, no GPU; {time.strftime('%Y-%m-%d')}.",

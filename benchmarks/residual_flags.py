@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 def cases(data: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (noisy, clean), float32."""
     from napari_pix2pix._napari.sample_data import sample_path
-    from napari_pix2pix.engine.io import read_image
+    from napari_pix2pix.engine.images.io import read_image
 
     out = {"sample (photon noise)": (read_image(str(sample_path("denoise_noisy.tif"))).astype(np.float32),
                                      read_image(str(sample_path("denoise_clean.tif"))).astype(np.float32))}
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--thresholds", default="0.3,0.4,0.5,0.6")
     args = ap.parse_args()
     import napari_pix2pix as p2p
-    from napari_pix2pix.engine.uncertainty import residual_report
+    from napari_pix2pix.engine.predict.uncertainty import residual_report
 
     thresholds = [float(t) for t in args.thresholds.split(",")]
     model = p2p.load_model("denoise")

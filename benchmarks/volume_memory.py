@@ -30,7 +30,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np, torch, zarr
 import napari_pix2pix as p2p
-from napari_pix2pix.engine.predict import _tile_plan, PredictOptions
+from napari_pix2pix.engine.predict.tiled import _tile_plan, PredictOptions
 
 src, dest = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)

@@ -18,8 +18,8 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.synthesis import add_noise, random_mask
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.images.synthesis import add_noise, random_mask
 
 OUT = Path(__file__).resolve().parents[1] / "sample_data"
 SIZE = (384, 384)

@@ -2,7 +2,7 @@
 
 Data: scikit-image's bundled images that load without a download (public domain or
 CC0/CC-BY, see the model cards) and procedural microscopy-like images
-(``napari_pix2pix.engine.phantoms``). Pairs are synthesized per task. Each run writes a
+(``napari_pix2pix.engine.images.phantoms``). Pairs are synthesized per task. Each run writes a
 model file, its checkpoints and a log under ``runs/pretrained/<name>/``; a finished model is
 copied into ``src/napari_pix2pix/models/<name>.safetensors`` with its model card.
 
@@ -22,9 +22,9 @@ import numpy as np
 from skimage import color, data
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.progress import run_to_end
-from napari_pix2pix.engine.training import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
+from napari_pix2pix.engine.core.progress import run_to_end
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.train.loop import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def volumes_3d(n: int = N_VOLUMES) -> list[np.ndarray]:
 
 def inflated_denoiser(run: Path) -> str:
     """The bundled 2D denoiser as a 3D network (its 2D kernels in the centre plane): denoise3d's start."""
-    from napari_pix2pix.engine.warmstart import inflate
+    from napari_pix2pix.engine.train.warmstart import inflate
 
     path = run / "start-inflated-denoise.safetensors"
     if not path.exists():
@@ -253,7 +253,7 @@ def main() -> int:
     ckpt = run / "model.checkpoints" / "checkpoint.safetensors"
     installed = ROOT / "src" / "napari_pix2pix" / "models" / f"{args.task}.safetensors"
     if args.resume and ckpt.exists() and installed.exists():
-        from napari_pix2pix.engine.training import load_checkpoint
+        from napari_pix2pix.engine.train.loop import load_checkpoint
 
         meta = load_checkpoint(ckpt)[1]
         if meta.get("status") == "finished" and int(meta["step"]) >= args.steps:
@@ -279,18 +279,18 @@ def main() -> int:
     model.name = args.task
     model.card = {
         "summary": CARDS[args.task],
-        "data": (f"{N_VOLUMES} procedural fluorescence-like volumes (napari_pix2pix.engine.phantoms."
+        "data": (f"{N_VOLUMES} procedural fluorescence-like volumes (napari_pix2pix.engine.images.phantoms."
                  f"fluorescence_volume) and {N_VOLUMES} pseudo-volumes from scikit-image gray images (content drifting "
                  "and fading through Z, axial blur); started from the bundled 2D denoiser inflated to 3D"
                  if args.task == "denoise3d" else
-                 f"{N_HE} procedural H&E sections (napari_pix2pix.engine.phantoms.histology, varied=True)"
+                 f"{N_HE} procedural H&E sections (napari_pix2pix.engine.images.phantoms.histology, varied=True)"
                  if args.task == "colorize-he" else "scikit-image bundled images "
                  + ", ".join(RGB_SOURCES if args.task == "colorize" else GRAY_SOURCES)
-                 + (f", {N_HISTOLOGY} procedural H&E sections (napari_pix2pix.engine.phantoms.histology, "
+                 + (f", {N_HISTOLOGY} procedural H&E sections (napari_pix2pix.engine.images.phantoms.histology, "
                     "varied=True) and "
                     f"{N_LANDSCAPES} procedural landscapes (phantoms.landscape)"
                     if args.task == "colorize" else f" (gray and per channel) and {N_PHANTOMS} procedural "
-                    "fluorescence-like images (napari_pix2pix.engine.phantoms.fluorescence)")),
+                    "fluorescence-like images (napari_pix2pix.engine.images.phantoms.fluorescence)")),
         "licence": "phantoms: generated; weights: BSD-3-Clause" if args.task == "colorize-he" else
                    "scikit-image data: public domain / CC0 / CC-BY as listed in skimage/data/README.txt; "
                    "phantoms: generated; weights: BSD-3-Clause",

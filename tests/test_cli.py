@@ -4,7 +4,7 @@ import tifffile
 
 import napari_pix2pix as p2p
 from napari_pix2pix.cli import main
-from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.images import phantoms
 
 from ._helpers import tiny_model
 

@@ -7,7 +7,7 @@ import torch
 
 import napari_pix2pix as p2p
 from napari_pix2pix import ModelFileError, Pix2PixModel, import_reference_checkpoint, load_model
-from napari_pix2pix.engine.modelfile import read_model_file
+from napari_pix2pix.engine.formats.modelfile import read_model_file
 from napari_pix2pix.nn import preset_config, reference_key_map
 
 from ._helpers import smooth_image, tiny_model
@@ -34,7 +34,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     m = tiny_model()
     path = m.save(tmp_path / "m.safetensors")
     before = path.read_bytes()
-    import napari_pix2pix.engine.modelfile as mf
+    import napari_pix2pix.engine.formats.modelfile as mf
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -122,7 +122,7 @@ def test_bad_residual_config_is_named():
 
 
 def test_batchnorm_folding_keeps_the_function_with_block_convs():
-    from napari_pix2pix.engine.device import inference_copy
+    from napari_pix2pix.engine.core.device import inference_copy
 
     g = UNetGenerator(UNetConfig(in_channels=2, out_channels=1, levels=4, ngf=8, block_convs=1, residual=True,
                                  full_res_convs=2))

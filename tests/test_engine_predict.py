@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_pix2pix import PredictionCancelled, Progress
-from napari_pix2pix.engine.tiling import iter_bands, plan_axis
+from napari_pix2pix.engine.predict.tiling import iter_bands, plan_axis
 
 from ._helpers import smooth_image, tiny_model
 
@@ -194,7 +194,7 @@ def test_progress_and_cancel():
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_precision_auto_matches_fp32_within_40db(monkeypatch, native_bf16):
-    from napari_pix2pix.engine import device
+    from napari_pix2pix.engine.core import device
 
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: native_bf16)  # auto: bf16 where native, else fp32
     m = tiny_model("denoise", levels=4, ngf=8)
@@ -209,7 +209,7 @@ def test_precision_auto_matches_fp32_within_40db(monkeypatch, native_bf16):
 
 
 def test_auto_tile_size_fits_the_activation_budget():
-    from napari_pix2pix.engine.predict import ACTIVATION_BUDGET, activation_bytes, auto_tile_size
+    from napari_pix2pix.engine.predict.tiled import ACTIVATION_BUDGET, activation_bytes, auto_tile_size
     from napari_pix2pix.nn import preset_config
 
     for name in ("unet_256", "unet_tiny"):
@@ -226,7 +226,7 @@ def test_auto_tile_size_fits_the_activation_budget():
 
 
 def test_auto_tile_size_is_the_default_and_bad_values_are_named(monkeypatch):
-    from napari_pix2pix.engine import predict as predict_mod
+    from napari_pix2pix.engine.predict import tiled as predict_mod
 
     m = tiny_model()
     im = smooth_image((200, 180))
@@ -245,7 +245,7 @@ def test_auto_tile_size_is_the_default_and_bad_values_are_named(monkeypatch):
 
 def test_in_place_output_conversion_matches_the_copying_one():
     """A volume's bands are converted in place (no temporaries of band size): the same values as copying."""
-    from napari_pix2pix.engine.normalization import cast_to, from_network
+    from napari_pix2pix.engine.core.normalization import cast_to, from_network
 
     rng = np.random.default_rng(0)
     y = rng.uniform(-1.2, 1.2, (3, 17, 19)).astype(np.float32)
@@ -261,8 +261,8 @@ def test_in_place_output_conversion_matches_the_copying_one():
 
 # ---------------------------------------------------------------------- test-time augmentation
 def _augmented(model, image, ks, **kw):
-    from napari_pix2pix.engine.predict import predict_iter
-    from napari_pix2pix.engine.progress import run_to_end
+    from napari_pix2pix.engine.core.progress import run_to_end
+    from napari_pix2pix.engine.predict.tiled import predict_iter
 
     return np.mean([run_to_end(predict_iter(model, image, augment=k, output_dtype=np.float32, **kw)) for k in ks],
                    axis=0)
@@ -302,7 +302,7 @@ def test_tta_16_is_for_3d_models():
 
 
 def test_tta_accepts_numpy_bools_and_whole_numbers_and_refuses_it_with_augment():
-    from napari_pix2pix.engine.predict import PredictOptions, tta_transforms
+    from napari_pix2pix.engine.predict.tiled import PredictOptions, tta_transforms
 
     assert tta_transforms(PredictOptions(tta=np.bool_(True)).tta, 2) == tuple(range(8))
     assert tta_transforms(PredictOptions(tta=4.0).tta, 2) == (0, 1, 2, 3)

@@ -21,7 +21,7 @@ import yaml
 
 import napari_pix2pix as p2p
 from napari_pix2pix.cli import main
-from napari_pix2pix.engine.export import MissingExtraError
+from napari_pix2pix.engine.formats.export import MissingExtraError
 from napari_pix2pix.nn import unet as unet_module
 from napari_pix2pix.nn.unet import UNetConfig, UNetGenerator
 
@@ -235,7 +235,7 @@ def test_bundled_models_export_and_pass_bioimageio_test(tmp_path):
 def test_onnx_and_torchscript_match_predict(tmp_path, task):
     import onnx
 
-    from napari_pix2pix.engine.export import example_inputs, export_network, onnx_runner, torchscript_runner
+    from napari_pix2pix.engine.formats.export import example_inputs, export_network, onnx_runner, torchscript_runner
 
     kw = {"channels": 2, "out_channels": 3} if task == "translate" else {}
     model = tiny_model(task, **kw)

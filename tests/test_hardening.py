@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.modelfile import ModelFileError, read_model_file, write_model_file
+from napari_pix2pix.engine.formats.modelfile import ModelFileError, read_model_file, write_model_file
+from napari_pix2pix.engine.images import phantoms
 from napari_pix2pix.engine.registry import bundled_paths
 
 from ._helpers import smooth_image, tiny_model
@@ -182,8 +182,8 @@ def test_ctrl_c_in_cli_training_saves_and_resume_continues(tmp_path):
 
 def _failing_replace(monkeypatch):
     """os.replace fails once, as if the machine went down during the write."""
-    import napari_pix2pix.engine.bioimageio as bio
-    import napari_pix2pix.engine.modelfile as mf
+    import napari_pix2pix.engine.formats.bioimageio.write as bio
+    import napari_pix2pix.engine.formats.modelfile as mf
 
     def fail(*args, **kwargs):
         raise OSError("simulated crash during the write")
@@ -194,7 +194,7 @@ def _failing_replace(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["model", "checkpoint", "onnx", "torchscript", "bioimageio", "image"])
 def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path, monkeypatch, kind):
-    from napari_pix2pix.engine.io import write_image
+    from napari_pix2pix.engine.images.io import write_image
 
     m = tiny_model("denoise")
     path = tmp_path / {"model": "m.safetensors", "checkpoint": "checkpoint.safetensors", "onnx": "m.onnx",
@@ -223,7 +223,7 @@ def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path, monkeypa
 
 
 def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch):
-    from napari_pix2pix.engine import device
+    from napari_pix2pix.engine.core import device
 
     m = tiny_model("denoise")
     im = smooth_image((64, 64))
@@ -237,7 +237,7 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch):
 
 # 6 ---------------------------------------------------------------------------------------------- GPU decisions
 def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
-    from napari_pix2pix.engine import training
+    from napari_pix2pix.engine.train import loop as training
 
     monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.float16)  # as on a GPU
     model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=3, patch_size=32, batch_size=2,
@@ -250,7 +250,7 @@ def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("recipe", ["fidelity", "paper"])
 def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, monkeypatch, recipe):
-    from napari_pix2pix.engine import training
+    from napari_pix2pix.engine.train import loop as training
 
     monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.bfloat16)
     build, seen = training._build, {"n": 0}
@@ -279,7 +279,7 @@ def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, mon
 def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend):
     import torch.distributed as dist
 
-    from napari_pix2pix.engine import training
+    from napari_pix2pix.engine.train import loop as training
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -292,8 +292,8 @@ def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend
 
 
 def test_cuda_and_mps_devices_and_ddp_gpu_placement(monkeypatch):
-    from napari_pix2pix.engine import training
-    from napari_pix2pix.engine.train_config import TrainConfig
+    from napari_pix2pix.engine.train import loop as training
+    from napari_pix2pix.engine.train.config import TrainConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     picked = []

@@ -40,7 +40,7 @@ def test_2d_model_files_stay_readable_by_0_1(tmp_path):
     """A 2D model saved today is format version 1 with only the keys 0.1 reads (newer ones at defaults omitted)."""
     from safetensors import safe_open
 
-    from napari_pix2pix.engine.modelfile import read_metadata
+    from napari_pix2pix.engine.formats.modelfile import read_metadata
     from napari_pix2pix.engine.registry import bundled_paths
 
     paths = [Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=2).save(tmp_path / "m.safetensors"),

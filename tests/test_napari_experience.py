@@ -12,7 +12,7 @@ from napari_pix2pix._napari._qt import restore as restore_mod
 from napari_pix2pix._napari._qt import train as train_mod
 from napari_pix2pix._napari._qt.restore import DenoiseWidget
 from napari_pix2pix._napari._qt.train import PREVIEW_NAME, PREVIEW_UNCERTAINTY_NAME, TrainWidget
-from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.images import phantoms
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000

@@ -14,7 +14,7 @@ from napari_pix2pix._napari import jobs  # noqa: E402
 from napari_pix2pix._napari import layers as lyr  # noqa: E402
 from napari_pix2pix._napari.choices import RECENT, model_choices, model_info, read_header  # noqa: E402
 from napari_pix2pix._napari.sample_data import SAMPLES, sample_path  # noqa: E402
-from napari_pix2pix.engine.modelfile import ModelFileError  # noqa: E402
+from napari_pix2pix.engine.formats.modelfile import ModelFileError  # noqa: E402
 
 
 # ---------------------------------------------------------------------- add_result

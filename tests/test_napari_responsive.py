@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_pix2pix._napari._qt.restore import DenoiseWidget  # noqa: E402
 from napari_pix2pix._napari._qt.train import TrainWidget  # noqa: E402
-from napari_pix2pix.engine import phantoms  # noqa: E402
+from napari_pix2pix.engine.images import phantoms  # noqa: E402
 
 pytestmark = pytest.mark.gui
 LIMIT_MS = 100

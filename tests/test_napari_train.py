@@ -11,7 +11,7 @@ from PIL import Image  # noqa: E402
 from napari_pix2pix import Pix2PixModel  # noqa: E402
 from napari_pix2pix._napari._qt.restore import DenoiseWidget  # noqa: E402
 from napari_pix2pix._napari._qt.train import PREVIEW_NAME, PREVIEW_UNCERTAINTY_NAME, TrainWidget  # noqa: E402
-from napari_pix2pix.engine import phantoms  # noqa: E402
+from napari_pix2pix.engine.images import phantoms  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000

@@ -18,9 +18,9 @@ import pytest
 from skimage import color
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.images.synthesis import add_noise, random_mask
 from napari_pix2pix.engine.registry import bundled_paths
-from napari_pix2pix.engine.synthesis import add_noise, random_mask
 
 TASK_OF = {"denoise": "denoise", "inpaint": "inpaint", "colorize": "colorize", "colorize-he": "colorize",
            "denoise3d": "denoise"}

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.progress import StatusUpdate, StepUpdate, ValidationUpdate
-from napari_pix2pix.engine.train_config import RECIPES, WARM_RAMP, TrainConfig, auto_batch_size, auto_patch_size
-from napari_pix2pix.engine.training import train_iter
+from napari_pix2pix.engine.core.progress import StatusUpdate, StepUpdate, ValidationUpdate
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.train.config import RECIPES, WARM_RAMP, TrainConfig, auto_batch_size, auto_patch_size
+from napari_pix2pix.engine.train.loop import train_iter
 
 TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, n_layers=2)
 LEGACY = Path(__file__).parent / "data" / "legacy"
@@ -123,8 +123,8 @@ def test_a_denoiser_starts_an_rgb_run_with_its_weights_shared_across_channels():
     torch.manual_seed(0)
     for p in gray.generator.parameters():
         p.data.normal_(0, 0.2)
-    from napari_pix2pix.engine.tasks import get_task
-    from napari_pix2pix.engine.warmstart import start_model
+    from napari_pix2pix.engine.core.tasks import get_task
+    from napari_pix2pix.engine.train.warmstart import start_model
 
     rgb = start_model(gray, get_task("denoise"), 3, 3)
     assert (rgb.config.in_channels, rgb.config.out_channels) == (3, 3)
@@ -214,7 +214,7 @@ def test_a_checkpoint_of_0_1_0_still_resumes(tmp_path):
 
 
 def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp_path, monkeypatch):
-    from napari_pix2pix.engine import training
+    from napari_pix2pix.engine.train import loop as training
 
     noisy, clean = _pair((128, 192))
     kw = dict(input=noisy, target=clean, task="denoise", patch_size=32, batch_size=2, val_every=2,
@@ -233,7 +233,7 @@ def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp
 def test_ema_warms_up_so_a_short_run_does_not_keep_its_random_start():
     from torch import nn
 
-    from napari_pix2pix.engine.training import _Ema
+    from napari_pix2pix.engine.train.loop import _Ema
 
     net = nn.Linear(4, 4)
     with torch.no_grad():

@@ -9,10 +9,10 @@ import tifffile
 import torch
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.data import make_data, pair_folders
-from napari_pix2pix.engine.synthesis import NoiseConfig, add_noise, random_mask
-from napari_pix2pix.engine.training import (
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.images.synthesis import NoiseConfig, add_noise, random_mask
+from napari_pix2pix.engine.train.data import make_data, pair_folders
+from napari_pix2pix.engine.train.loop import (
     CheckpointSaved,
     StepUpdate,
     TrainConfig,
@@ -76,7 +76,7 @@ def test_stop_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
-    from napari_pix2pix.engine.train_config import RESUMABLE, resume_config
+    from napari_pix2pix.engine.train.config import RESUMABLE, resume_config
 
     clean = [phantoms.nuclei((96, 96), s) for s in range(2)]
     cfg = TrainConfig(task="denoise", steps=4, val_fraction=0, checkpoint_every=100, **TINY)
@@ -97,7 +97,7 @@ def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
 
 
 def test_train_iter_reports_its_status(tmp_path):
-    from napari_pix2pix.engine.progress import StatusUpdate, TrainingStatus
+    from napari_pix2pix.engine.core.progress import StatusUpdate, TrainingStatus
 
     clean = [phantoms.nuclei((64, 64), 0)]
     events = list(train_iter(clean=clean, config=TrainConfig(task="denoise", steps=3, val_fraction=0, **TINY)))
@@ -108,7 +108,7 @@ def test_train_iter_reports_its_status(tmp_path):
 
 
 def test_a_cancelled_training_raises_the_neutral_cancelled(tmp_path):
-    from napari_pix2pix.engine.progress import run_to_end
+    from napari_pix2pix.engine.core.progress import run_to_end
 
     clean = [phantoms.nuclei((64, 64), 0)]
     gen = train_iter(clean=clean, task="denoise", steps=50, val_fraction=0, model_path=tmp_path / "m.safetensors",
@@ -141,7 +141,7 @@ def test_nan_in_data_is_caught_before_training():
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from napari_pix2pix.engine import data as data_mod
+    from napari_pix2pix.engine.train import data as data_mod
 
     clean = [phantoms.nuclei((96, 96), 0)]
     orig = data_mod.PairedData.sample
@@ -247,8 +247,8 @@ def _free_port() -> int:
 DDP_SCRIPT = """
 import json, os, sys
 import numpy as np
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.training import train_iter
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.train.loop import train_iter
 out = sys.argv[1]
 clean = [phantoms.nuclei((96, 96), i) for i in range(4)]
 gen = train_iter(clean=clean, task="denoise", preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8,
@@ -346,7 +346,7 @@ def test_l1_only_training_skips_the_discriminator():
 
 
 def test_short_images_validate_on_the_held_out_fraction():
-    from napari_pix2pix.engine.data import Plane, _split_validation
+    from napari_pix2pix.engine.train.data import Plane, _split_validation
 
     def plane(h):
         a = np.zeros((1, h, 70), np.float32)
@@ -364,7 +364,7 @@ def test_a_short_volume_validates_on_its_last_planes_with_context():
     # dipy's 12 x 58 x 58 MR half: a 6-row strip at the edge is background, and selecting by it kept the
     # starting model (issue #16: 24.90 dB where the fine-tuned weights, now selected, give 28.77); the last
     # planes show the whole field, validated with the planes before them as the network's context
-    from napari_pix2pix.engine.data import VAL_Z_CONTEXT, Plane, _split_validation
+    from napari_pix2pix.engine.train.data import VAL_Z_CONTEXT, Plane, _split_validation
 
     def vol(z, h=58):
         a = np.arange(z * h * 70, dtype=np.float32).reshape(1, z, h, 70)
@@ -380,8 +380,8 @@ def test_a_short_volume_validates_on_its_last_planes_with_context():
 
 
 def test_a_deep_held_out_slab_is_validated_a_patch_deep():
-    from napari_pix2pix.engine.data import VAL_Z_CONTEXT, make_data
-    from napari_pix2pix.engine.validation import make_valset
+    from napari_pix2pix.engine.train.data import VAL_Z_CONTEXT, make_data
+    from napari_pix2pix.engine.train.validation import make_valset
 
     clean = np.random.default_rng(0).random((60, 40, 64)).astype(np.float32)
     data = make_data("denoise", input=clean, target=clean, dims=3, patch_size=(1, 32, 32), val_split="region")
@@ -391,8 +391,8 @@ def test_a_deep_held_out_slab_is_validated_a_patch_deep():
 
 
 def test_validation_scores_the_held_out_planes_and_picks_patches_with_signal():
-    from napari_pix2pix.engine.data import VAL_Z_CONTEXT, make_data
-    from napari_pix2pix.engine.validation import make_valset, validate
+    from napari_pix2pix.engine.train.data import VAL_Z_CONTEXT, make_data
+    from napari_pix2pix.engine.train.validation import make_valset, validate
 
     rng = np.random.default_rng(0)
     clean = np.zeros((12, 58, 58), np.float32)

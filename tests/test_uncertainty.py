@@ -3,10 +3,10 @@ import pytest
 from scipy import ndimage
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine import phantoms
-from napari_pix2pix.engine.synthesis import add_noise
-from napari_pix2pix.engine.training import ValidationUpdate
-from napari_pix2pix.engine.uncertainty import residual_report
+from napari_pix2pix.engine.images import phantoms
+from napari_pix2pix.engine.images.synthesis import add_noise
+from napari_pix2pix.engine.predict.uncertainty import residual_report
+from napari_pix2pix.engine.train.loop import ValidationUpdate
 
 from ._helpers import tiny_model
 

@@ -13,9 +13,9 @@ import zarr
 
 import napari_pix2pix as p2p
 from napari_pix2pix import Pix2PixModel
-from napari_pix2pix.engine.device import cpu_has_amx
-from napari_pix2pix.engine.modelfile import read_metadata
-from napari_pix2pix.engine.train_config import TrainConfig
+from napari_pix2pix.engine.core.device import cpu_has_amx
+from napari_pix2pix.engine.formats.modelfile import read_metadata
+from napari_pix2pix.engine.train.config import TrainConfig
 from napari_pix2pix.nn import PatchGANConfig, PatchGANDiscriminator
 from napari_pix2pix.nn.unet import PRESETS_3D, UNetConfig, UNetGenerator, init_weights, preset_config
 
@@ -126,7 +126,7 @@ def test_3d_inpaint_trains_on_3d_masks():
 
 
 def test_3d_cpu_training_refuses_bf16_without_amx(monkeypatch):
-    from napari_pix2pix.engine import device
+    from napari_pix2pix.engine.core import device
 
     monkeypatch.setattr(device, "cpu_has_amx", lambda: False)
     with pytest.raises(ValueError, match="fp32"):
@@ -139,7 +139,7 @@ def test_3d_cpu_training_refuses_bf16_without_amx(monkeypatch):
 
 def test_3d_cpu_autocast_chooses_bf16_where_the_cpu_has_amx(monkeypatch):
     """The decision alone: a mock of the CPU property, no kernel computes anything."""
-    from napari_pix2pix.engine import device
+    from napari_pix2pix.engine.core import device
 
     monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
@@ -154,7 +154,7 @@ def test_3d_cpu_training_with_bf16_chosen_ends_finite_on_any_cpu(monkeypatch):
     guard skips that step and goes on in fp32; where they do not, the step is taken in bf16.
     Either way the outcome asserted here does not depend on what the kernels compute.
     """
-    from napari_pix2pix.engine import device
+    from napari_pix2pix.engine.core import device
 
     monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
@@ -172,7 +172,7 @@ def test_3d_cpu_training_with_bf16_chosen_ends_finite_on_any_cpu(monkeypatch):
                     reason="needs a CPU with AMX tiles (Sapphire Rapids or later), the real property")
 def test_3d_cpu_training_in_bf16_on_a_real_amx_cpu():
     """On real AMX hardware (no mock), 3D bf16 training gives finite gradients: no fp32 fallback."""
-    from napari_pix2pix.engine import device
+    from napari_pix2pix.engine.core import device
 
     assert device.autocast_dtype("auto", torch.device("cpu"), 3) == torch.bfloat16
     model = p2p.train(clean=smooth_volume(), spatial_dims=3, steps=1, patch_size=(8, 32, 32), precision="bf16",
@@ -227,8 +227,8 @@ def test_dims_mismatches_give_clear_errors():
     model = tiny_3d()
     with pytest.raises(ValueError, match="3D model.*volumes"):
         model.predict(np.zeros((32, 32), np.float32))
-    from napari_pix2pix.engine.predict import predict_iter
-    from napari_pix2pix.engine.progress import run_to_end
+    from napari_pix2pix.engine.core.progress import run_to_end
+    from napari_pix2pix.engine.predict.tiled import predict_iter
 
     flat = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=2)
     with pytest.raises(ValueError, match="augment 9 flips Z"):
@@ -256,7 +256,7 @@ def test_2p5d_sees_reflected_neighbours_at_the_first_and_last_planes():
     vol = np.stack([smooth_image_plane(s) for s in range(5)])  # (Z, Y, X)
     out = m.predict(vol, tile_size=None, device="cpu", precision="fp32")
     # by hand: plane z with its neighbours as channels (z, z-1, z+1), reflected at the ends
-    from napari_pix2pix.engine.predict import plane_ranges
+    from napari_pix2pix.engine.predict.tiled import plane_ranges
 
     def by_hand(z, order):
         planes = np.stack([vol[q] for q in order])  # (3, Y, X)
@@ -314,8 +314,8 @@ def test_3d_bioimageio_package_passes_bioimageio_test(tmp_path):
 
 
 def test_zarr_out_with_a_pyramid_is_an_ome_zarr_multiscale(tmp_path):
-    from napari_pix2pix.engine.io import open_zarr
-    from napari_pix2pix.engine.zarrstore import open_levels
+    from napari_pix2pix.engine.images.io import open_zarr
+    from napari_pix2pix.engine.images.zarrstore import open_levels
 
     model = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=2)
     img = (np.random.default_rng(0).random((2, 600, 530)) * 60000).astype(np.uint16)  # a stack of 2 planes
@@ -331,8 +331,8 @@ def test_zarr_out_with_a_pyramid_is_an_ome_zarr_multiscale(tmp_path):
 
 
 def test_a_2d_model_starts_a_2p5d_run_as_itself():
-    from napari_pix2pix.engine.tasks import get_task
-    from napari_pix2pix.engine.warmstart import start_model
+    from napari_pix2pix.engine.core.tasks import get_task
+    from napari_pix2pix.engine.train.warmstart import start_model
 
     torch.manual_seed(0)
     flat = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=4)
@@ -360,8 +360,8 @@ def test_2p5d_models_export(tmp_path):
 
 
 def test_a_2d_model_starts_a_3d_run_as_itself_plane_by_plane():
-    from napari_pix2pix.engine.tasks import get_task
-    from napari_pix2pix.engine.warmstart import inflate, narrow_z, start_model
+    from napari_pix2pix.engine.core.tasks import get_task
+    from napari_pix2pix.engine.train.warmstart import inflate, narrow_z, start_model
 
     torch.manual_seed(0)
     flat = Pix2PixModel("denoise", "unet_tiny", levels=3, ngf=4, block_convs=1, full_res_convs=1, residual=True)
@@ -404,8 +404,8 @@ def test_3d_runs_start_from_the_bundled_3d_denoiser_by_default():
 
 
 def test_3d_tta_averages_16_transforms_with_z_flips():
-    from napari_pix2pix.engine.predict import predict_iter, tta_transforms
-    from napari_pix2pix.engine.progress import run_to_end
+    from napari_pix2pix.engine.core.progress import run_to_end
+    from napari_pix2pix.engine.predict.tiled import predict_iter, tta_transforms
 
     assert tta_transforms(True, 3) == tuple(k // 2 + 8 * (k % 2) for k in range(16))
     assert tta_transforms(2, 3) == (0, 8) and tta_transforms(False, 3) == ()

@@ -9,10 +9,10 @@ from typing import Any
 
 from ._version import __version__
 from .engine.api import NoBundledModelError, colorize, denoise, inpaint, translate
+from .engine.core.normalization import Normalization
+from .engine.core.progress import Cancelled, PredictionCancelled, Progress
+from .engine.formats.modelfile import ModelFileError
 from .engine.model import Pix2PixModel, import_reference_checkpoint
-from .engine.modelfile import ModelFileError
-from .engine.normalization import Normalization
-from .engine.progress import Cancelled, PredictionCancelled, Progress
 from .engine.registry import list_models, load_model
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # training pulls in more modules, and add_result is for napari's console: load them on first use
     if name == "train":
-        from .engine.training import train
+        from .engine.train.loop import train
 
         return train
     if name == "add_result":

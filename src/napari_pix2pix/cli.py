@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .engine.device import DEVICES, PRECISIONS
-from .engine.tasks import TASKS
-from .engine.train_config import RECIPES
+from .engine.core.device import DEVICES, PRECISIONS
+from .engine.core.tasks import TASKS
+from .engine.train.config import RECIPES
 from .nn.losses import GAN_MODES
 from .nn.unet import PRESETS, UPSAMPLES
 
@@ -73,12 +73,12 @@ def _non_negative(kind: type) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Apply a model to files and folders."""
-    from .engine.io import IMAGE_SUFFIXES, image_axes, is_zarr, list_images, read_image, write_image
+    from .engine.images.io import IMAGE_SUFFIXES, image_axes, is_zarr, list_images, read_image, write_image
     from .engine.registry import load_model
 
     model = load_model(args.model)
     if args.tta:
-        from .engine.predict import tta_transforms
+        from .engine.predict.tiled import tta_transforms
 
         tta_transforms(args.tta, model.spatial_dims)  # 16 for a 2D model: refused before any file is read
     files: list[Path] = []
@@ -138,8 +138,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a model as a bioimage.io package, ONNX or TorchScript, checked against our prediction."""
     import numpy as np
 
-    from .engine.export import guess_format
-    from .engine.io import read_image
+    from .engine.formats.export import guess_format
+    from .engine.images.io import read_image
     from .engine.registry import load_model
 
     model = load_model(args.model)
@@ -171,8 +171,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- models / info
 def cmd_models(args: argparse.Namespace) -> int:
     """List bundled models or describe a model file."""
-    from .engine.modelfile import read_model_file
-    from .engine.package import is_package, package_metadata
+    from .engine.formats.bioimageio.read import is_package, package_metadata
+    from .engine.formats.modelfile import read_model_file
     from .engine.registry import list_models
 
     if args.file:
@@ -197,7 +197,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine.device import cpu_has_fast_bf16, resolve_device, resolve_precision
+    from .engine.core.device import cpu_has_fast_bf16, resolve_device, resolve_precision
 
     dev = resolve_device("auto")
     print(f"napari-pix2pix {__version__}")
@@ -219,7 +219,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model with a progress bar and per-N-step logs."""
-    from .engine.training import StatusUpdate, StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
+    from .engine.train.loop import StatusUpdate, StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
     options: dict[str, Any] = {}
     if args.config:
@@ -250,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_kwargs["config"] = TrainConfig(**options)
     from tqdm import tqdm
 
-    from .engine.progress import run_to_end
+    from .engine.core.progress import run_to_end
 
     gen = train_iter(**train_kwargs)
     talks = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints (and writes files)
@@ -299,7 +299,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- parser
 def _tta(text: str) -> int:
-    from .engine.predict import TTA_COUNTS
+    from .engine.predict.tiled import TTA_COUNTS
 
     if text.strip().isdigit() and int(text) in (0, *TTA_COUNTS):
         return int(text)

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.data import PairedData
-from ..engine.export import ExportReport
+from ..engine.core.progress import Progress, TrainEvent, relay
+from ..engine.formats.export import ExportReport
+from ..engine.images.zarrstore import open_levels
 from ..engine.model import Pix2PixModel
-from ..engine.predict import PredictOptions, tta_transforms
-from ..engine.progress import Progress, TrainEvent, relay
+from ..engine.predict.tiled import PredictOptions, tta_transforms
+from ..engine.predict.uncertainty import ResidualReport, residual_report, uncertainty_iter
 from ..engine.registry import load_model
-from ..engine.training import TrainConfig, train_iter, training_data
-from ..engine.uncertainty import ResidualReport, residual_report, uncertainty_iter
-from ..engine.zarrstore import open_levels
+from ..engine.train.data import PairedData
+from ..engine.train.loop import TrainConfig, train_iter, training_data
 
 _CACHE: OrderedDict[tuple[Any, ...], Pix2PixModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -180,7 +180,7 @@ class TrustResult:
         The prediction, as :func:`predict_job` returns it.
     uncertainty : ndarray
         float32 per-pixel spread, the output's shape without its channel axis (see
-        :func:`napari_pix2pix.engine.uncertainty.uncertainty_iter`).
+        :func:`napari_pix2pix.engine.predict.uncertainty.uncertainty_iter`).
     residual : ResidualReport or None
         input − output and its structure score (denoising only). For RGB images it is the
         report of the channel means (input and output averaged over colour first), so its
@@ -217,7 +217,7 @@ def trust_job(
         Predictions (flips/rotations and dropout samples) the uncertainty is the spread of (at least 2).
     residual : bool
         Also analyse input − output with
-        :func:`napari_pix2pix.engine.uncertainty.residual_report` (for denoising).
+        :func:`napari_pix2pix.engine.predict.uncertainty.residual_report` (for denoising).
     """
     if samples < 2:
         raise ValueError(f"the uncertainty needs at least 2 samples, got {samples}")
@@ -304,13 +304,13 @@ def train_job(
     config : TrainConfig
         The run's settings. When resuming, the checkpoint's settings are used, with this
         config's steps (or minutes), device and validation interval: the resumable fields
-        (:data:`~napari_pix2pix.engine.train_config.RESUMABLE`) the widget sets.
+        (:data:`~napari_pix2pix.engine.train.config.RESUMABLE`) the widget sets.
     model_path : path
         Where the model file is written when training finishes or is stopped.
     data : PairedData, optional
         Prepared pairs (see :func:`training_data`); otherwise they are made from `source`.
     source : dict, optional
-        Keyword arguments of :func:`napari_pix2pix.engine.data.make_data` naming the data.
+        Keyword arguments of :func:`napari_pix2pix.engine.train.data.make_data` naming the data.
     resume : path, optional
         A ``checkpoint.safetensors`` to continue from.
     stop : threading.Event, optional

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.io import read_image
+from ..engine.images.io import read_image
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -81,7 +81,7 @@ def volume_sample() -> list[LayerData]:
     Planes are 3 px apart (``scale`` (3, 1, 1)): view it with napari's 3D view; train a 3D
     model on it (Train › Dimensions › 3D) or denoise it plane by plane.
     """
-    from ..engine.phantoms import fluorescence_volume, to_uint16
+    from ..engine.images.phantoms import fluorescence_volume, to_uint16
 
     clean = fluorescence_volume((32, 128, 128), seed=5)
     rng = np.random.default_rng(5)

@@ -15,15 +15,15 @@ import torch
 from .._version import __version__
 from ..nn import UNetConfig, UNetGenerator, preset_config, reference_key_map
 from ..nn.unet import PRESETS
-from .device import inference_copy, resolve_device, resolve_precision
-from .modelfile import ModelFileError, read_model_file, write_model_file
-from .normalization import Normalization
-from .predict import PredictOptions, predict_iter
-from .progress import Progress, run_to_end
-from .tasks import TASKS, Task, get_task
+from .core.device import inference_copy, resolve_device, resolve_precision
+from .core.normalization import Normalization
+from .core.progress import Progress, run_to_end
+from .core.tasks import TASKS, Task, get_task
+from .formats.modelfile import ModelFileError, read_model_file, write_model_file
+from .predict.tiled import PredictOptions, predict_iter
 
 if TYPE_CHECKING:
-    from .export import ExportReport
+    from .formats.export import ExportReport
 
 
 class Pix2PixModel:
@@ -163,7 +163,7 @@ class Pix2PixModel:
         against a bound far above every preset, so that a crafted file cannot make the loader
         allocate or run anything.
         """
-        from .package import is_package, read_package
+        from .formats.bioimageio.read import is_package, read_package
 
         if Path(path).exists() and is_package(path):
             tensors, meta = read_package(path)
@@ -227,7 +227,7 @@ class Pix2PixModel:
         ExportReport
             The file written and the measured differences.
         """
-        from .export import (
+        from .formats.export import (
             FORMATS,
             check_network,
             guess_format,
@@ -241,7 +241,7 @@ class Pix2PixModel:
         if fmt not in FORMATS:
             raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
         if fmt == "bioimageio":
-            from .bioimageio import export_bioimageio
+            from .formats.bioimageio.write import export_bioimageio
 
             return export_bioimageio(self, path, check=check, **options)
         if options:
@@ -252,7 +252,7 @@ class Pix2PixModel:
         else:
             written = write_torchscript(self, path)
             diffs = {"torchscript": check_network(self, torchscript_runner(written))} if check else {}
-        from .export import ExportReport
+        from .formats.export import ExportReport
 
         return ExportReport(written, fmt, diffs)
 
@@ -265,7 +265,7 @@ class Pix2PixModel:
         units of the input: its ``low``/``high`` percentiles are 0/1), tiling information,
         a test input/output pair, a cover, the model card and the Pix2Pix citation; this
         package's :meth:`load` reads it back and predicts exactly as this model does.
-        Options: see :func:`napari_pix2pix.engine.bioimageio.export_bioimageio`.
+        Options: see :func:`napari_pix2pix.engine.formats.bioimageio.write.export_bioimageio`.
         """
         return self.export(path, "bioimageio", **options)
 
@@ -397,7 +397,7 @@ class Pix2PixModel:
             the result (level 0) is returned, opened for reading.
         pyramid : bool
             With a ``.zarr`` path as `out`: also write downsampled levels (2x in Y and X each,
-            down to 256 px) for a multiscale view (:func:`napari_pix2pix.engine.zarrstore.open_levels`).
+            down to 256 px) for a multiscale view (:func:`napari_pix2pix.engine.images.zarrstore.open_levels`).
         progress : callable, optional
             Called with a :class:`Progress` after every batch of tiles.
         cancel : threading.Event or callable, optional
@@ -432,7 +432,7 @@ class Pix2PixModel:
                             cancel, "prediction")
         if not uncertainty:
             return result
-        from .uncertainty import uncertainty_iter
+        from .predict.uncertainty import uncertainty_iter
 
         return result, run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
                                   "prediction")

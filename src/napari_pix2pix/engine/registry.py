@@ -7,8 +7,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from .formats.modelfile import SUFFIX, read_metadata
 from .model import Pix2PixModel
-from .modelfile import SUFFIX, read_metadata
 
 
 def _models_dir() -> Path:

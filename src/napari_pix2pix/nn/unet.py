@@ -276,7 +276,7 @@ class UNetGenerator(nn.Module):
     Notes
     -----
     Inputs must have sizes that are multiples of ``config.size_multiple`` (per axis); the
-    engine pads images to it (see :func:`napari_pix2pix.engine.predict`). With
+    engine pads images to it (see :func:`napari_pix2pix.engine.predict.tiled`). With
     ``spatial_dims=3`` every layer is its 3D counterpart and the network maps volumes.
     """
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import napari
     import napari.layers
 
-from ...engine.device import DEVICES
+from ...engine.core.device import DEVICES
 
 
 class LayerCombo(QComboBox):

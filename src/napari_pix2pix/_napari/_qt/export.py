@@ -27,8 +27,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...engine.export import EXTRA
-from ...engine.modelfile import ModelFileError
+from ...engine.formats.export import EXTRA
+from ...engine.formats.modelfile import ModelFileError
 from ..choices import RECENT, ModelInfo, model_choices, model_info
 from ..jobs import export_job
 from .common import Outcome, StatusLabel, WorkerRunner, open_file, save_file

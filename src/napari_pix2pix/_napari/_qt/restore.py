@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...engine.modelfile import ModelFileError
+from ...engine.formats.modelfile import ModelFileError
 from .. import layers as lyr
 from ..choices import RECENT, SESSION, ModelInfo, model_choices, model_info, short_path
 from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
@@ -349,7 +349,7 @@ class RestoreWidget(DockWidget):
             raise ValueError(f"Tile size {tile} px is smaller than this model's size multiple {info.multiple}; "
                              f"use at least {info.multiple}.")
         device = self._device_combo.currentData()
-        from ...engine.device import resolve_device
+        from ...engine.core.device import resolve_device
 
         resolve_device(device)  # raises ValueError naming the problem
 

@@ -32,21 +32,21 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...engine.data import patch_shape
-from ...engine.device import resolve_device
-from ...engine.io import list_images
-from ...engine.modelfile import ModelFileError
-from ...engine.progress import StatusUpdate
-from ...engine.tasks import TASKS
-from ...engine.train_config import DEFAULT_RECIPES, RECIPES, resume_config
-from ...engine.training import (
+from ...engine.core.device import resolve_device
+from ...engine.core.progress import StatusUpdate
+from ...engine.core.tasks import TASKS
+from ...engine.formats.modelfile import ModelFileError
+from ...engine.images.io import list_images
+from ...engine.train.config import DEFAULT_RECIPES, RECIPES, resume_config
+from ...engine.train.data import patch_shape
+from ...engine.train.loop import (
     CHECKPOINT,
     CheckpointSaved,
     StepUpdate,
     TrainConfig,
     ValidationUpdate,
 )
-from ...engine.warmstart import compatible_tasks
+from ...engine.train.warmstart import compatible_tasks
 from .. import layers as lyr
 from ..choices import RECENT, model_choices, read_header, short_path
 from ..jobs import train_job, training_data, warm_up_in_background
@@ -579,7 +579,7 @@ class TrainWidget(DockWidget):
                 raise ValueError("Choose both an input folder and a target folder.")
             for d in (din, dtg):
                 _check_folder(d)
-            from ...engine.data import pair_folders
+            from ...engine.train.data import pair_folders
 
             pair_folders(din, dtg)  # names every unpaired file
             rgb = _folder_is_rgb(din) or _folder_is_rgb(dtg)
@@ -894,7 +894,7 @@ def _spatial(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...
 
 def _folder_is_rgb(folder: str) -> bool:
     """Whether the folder's first image is RGB(A) (read channel-last)."""
-    from ...engine.io import read_image
+    from ...engine.images.io import read_image
 
     first = list_images(Path(folder).expanduser())[0]
     shape = read_image(first).shape

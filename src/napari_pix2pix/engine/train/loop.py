@@ -35,13 +35,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..nn import GANLoss, PatchGANConfig, PatchGANDiscriminator
-from .checkpoints import BEST, CHECKPOINT, load_checkpoint, save_checkpoint, unflatten_optimizer
-from .data import PairedData, make_data, patch_shape, stack_batch
-from .device import autocast_dtype, resolve_device
-from .model import Pix2PixModel
-from .normalization import Normalization, safe_range
-from .progress import (
+from ...nn import GANLoss, PatchGANConfig, PatchGANDiscriminator
+from ..core.device import autocast_dtype, resolve_device
+from ..core.normalization import Normalization, safe_range
+from ..core.progress import (
     CheckpointSaved,
     StatusUpdate,
     StepUpdate,
@@ -50,8 +47,10 @@ from .progress import (
     ValidationUpdate,
     run_to_end,
 )
-from .synthesis import NoiseConfig
-from .train_config import (
+from ..images.synthesis import NoiseConfig
+from ..model import Pix2PixModel
+from .checkpoints import BEST, CHECKPOINT, load_checkpoint, save_checkpoint, unflatten_optimizer
+from .config import (
     AUTO_START,
     AUTO_START_3D,
     RECIPES,
@@ -61,6 +60,7 @@ from .train_config import (
     split_kwargs,
     steps_for_budget,
 )
+from .data import PairedData, make_data, patch_shape, stack_batch
 from .validation import VAL_SCHEME, ValSet, make_valset, validate
 from .warmstart import StartFrom, describe_start, start_model
 
@@ -814,7 +814,7 @@ def train_iter(
     data : PairedData, optional
         Prepared pairs; otherwise give a source as keyword (``input=``/``target=``,
         ``clean=``, ``input_dir=``/``target_dir=``, ``clean_dir=``, ``aligned_dir=``,
-        with ``channel_axis=``), see :func:`napari_pix2pix.engine.data.make_data`.
+        with ``channel_axis=``), see :func:`napari_pix2pix.engine.train.data.make_data`.
     config : TrainConfig, optional
         The run's settings; any :class:`TrainConfig` field may also be given as keyword
         (``recipe=``, ``minutes=``, ``steps=``, ...). None values are decided once the data

@@ -1,7 +1,7 @@
 """Tiled prediction of any image: dtypes, channels, stacks, masks, arrays larger than RAM.
 
 :func:`predict_iter` is a generator that yields :class:`Progress` after every batch of
-tiles and returns the result; :func:`~napari_pix2pix.engine.progress.run_to_end` drains it
+tiles and returns the result; :func:`~napari_pix2pix.engine.core.progress.run_to_end` drains it
 for scripts, the napari widgets run it in a worker thread and can stop it between any two
 batches. Its parts, top to bottom: the options (:class:`PredictOptions`, checked once), the
 image's layout and channel jobs, the mask, the output's plan, the tile plan, and the core
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .device import PRECISIONS, resolve_device, resolve_precision
-from .normalization import (
+from ..core.device import PRECISIONS, resolve_device, resolve_precision
+from ..core.normalization import (
     LUMA,
     Normalization,
     cast_to,
@@ -29,12 +29,12 @@ from .normalization import (
     safe_range,
     to_network,
 )
-from .progress import Cancelled, PredictionCancelled, Progress, run_to_end
+from ..core.progress import Cancelled, PredictionCancelled, Progress, run_to_end
+from ..images.zarrstore import ZarrTarget
 from .tiling import AxisPlan, context_order, iter_bands, n_tiles, plan_axis
-from .zarrstore import ZarrTarget
 
 if TYPE_CHECKING:
-    from .model import Pix2PixModel
+    from ..model import Pix2PixModel
 
 __all__ = ["Cancelled", "PredictOptions", "PredictionCancelled", "Progress", "predict_iter", "run_to_end"]
 
@@ -468,7 +468,7 @@ def _plane_reader(image: Any, layout: _Layout, stack_idx: tuple[int, ...], job: 
     """``get(*slices)``: a float32 (C, ...) block of one plane and channel job (luminance for to_gray).
 
     With a z context of k (a 2.5D model), the block holds plane z and its neighbours along the stack's
-    last axis as channels, in training's order (:func:`~napari_pix2pix.engine.tiling.context_order`:
+    last axis as channels, in training's order (:func:`~napari_pix2pix.engine.predict.tiling.context_order`:
     z, then z-k ... z-1, z+1 ... z+k, reflected at the first and last planes), each with the job's channels.
     """
     def one(idx: tuple[int, ...], slices: tuple[slice, ...]) -> np.ndarray:

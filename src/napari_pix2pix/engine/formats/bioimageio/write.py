@@ -16,7 +16,7 @@ ilastik, QuPath or bioimageio.core run):
   input's own percentile range. Models with a fixed output range (``translate`` with
   ``output="fixed"``) output exactly our intensities.
 
-Reading packages back is :mod:`napari_pix2pix.engine.package` (no extra needed).
+Reading packages back is :mod:`napari_pix2pix.engine.formats.bioimageio.read` (no extra needed).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .export import (
+from ...core.normalization import SCALE, safe_range
+from ..export import (
     ONNX_OPSET,
     ExportReport,
     export_kwargs,
@@ -46,11 +47,10 @@ from .export import (
     write_onnx,
     write_torchscript,
 )
-from .normalization import SCALE, safe_range
-from .package import ARCHITECTURE_CALLABLE, CONFIG_KEY
+from .read import ARCHITECTURE_CALLABLE, CONFIG_KEY
 
 if TYPE_CHECKING:
-    from .model import Pix2PixModel
+    from ...model import Pix2PixModel
 
 PIX2PIX_CITATION = ("Isola P, Zhu J-Y, Zhou T, Efros AA. Image-to-Image Translation with Conditional Adversarial "
                     "Networks. CVPR 2017.")
@@ -318,7 +318,7 @@ def _write_files(tmp: Path, model: Pix2PixModel, net: Any, image: np.ndarray, ma
     """Every file of the package: weights three ways, architecture source, test/sample tensors, cover, README."""
     import tifffile  # sample tensors: TIFF, which bioimage.io's website can show
 
-    from ..nn import unet as unet_module
+    from ....nn import unet as unet_module
 
     gain, offset = output_affine(model)
     inputs = [torch.from_numpy(package_preprocess(model, image)[None])]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .normalization import LUMA
+from ..core.normalization import LUMA
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modelfile import ModelFileError, read_model_file, write_model_file
+from ..formats.modelfile import ModelFileError, read_model_file, write_model_file
 
 if TYPE_CHECKING:
-    from .model import Pix2PixModel
+    from ..model import Pix2PixModel
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"

@@ -1,7 +1,7 @@
 """Reading bioimage.io model packages of napari-pix2pix generators; needs none of the ``bioimageio`` extra.
 
 A package (a ``.zip``, its unpacked folder or its ``rdf.yaml``) written by
-:func:`napari_pix2pix.engine.bioimageio.export_bioimageio` is read back with a safe YAML
+:func:`napari_pix2pix.engine.formats.bioimageio.write.export_bioimageio` is read back with a safe YAML
 loader; the SHA-256 of every packaged file is verified, the state dict is loaded with
 ``torch.load(weights_only=True)`` and the packaged source is never imported: predictions
 equal those of the original model file.
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .modelfile import ModelFileError
+from ..modelfile import ModelFileError
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 ARCHITECTURE_CALLABLE = "ExportGenerator"  # the class in nn/unet.py a package names as its architecture

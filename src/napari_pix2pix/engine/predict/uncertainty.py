@@ -23,11 +23,11 @@ import numpy as np
 from scipy import ndimage
 from torch import nn
 
-from .predict import _check_image, predict_iter, tta_transforms
-from .progress import Progress, relay
+from ..core.progress import Progress, relay
+from .tiled import _check_image, predict_iter, tta_transforms
 
 if TYPE_CHECKING:
-    from .model import Pix2PixModel
+    from ..model import Pix2PixModel
 
 
 def has_dropout(model: Pix2PixModel) -> bool:

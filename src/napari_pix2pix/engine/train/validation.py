@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..core.progress import ValidationUpdate
 from .data import PairedData, Plane, patch_shape, stack_batch
-from .progress import ValidationUpdate
 
 if TYPE_CHECKING:
-    from .model import Pix2PixModel
+    from ..model import Pix2PixModel
 
 def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     mse = float(np.mean((a.astype(np.float64) - b) ** 2))

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import preset_config
-from ..nn.losses import GAN_MODES
-from ..nn.unet import PRESETS, PRESETS_3D, UNetConfig
-from .device import PRECISIONS
-from .tasks import TASKS, get_task
+from ...nn import preset_config
+from ...nn.losses import GAN_MODES
+from ...nn.unet import PRESETS, PRESETS_3D, UNetConfig
+from ..core.device import PRECISIONS
+from ..core.tasks import TASKS, get_task
 
 # What a resumed run may change: how long it trains, where, and how often it reports and saves.
 # Everything else (task, architecture, data split, losses, optimiser, schedule) is the checkpoint's.
@@ -405,7 +405,7 @@ def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     rest = {k: v for k, v in kwargs.items() if k not in SOURCE_KEYS}
     unknown = [k for k in rest if k not in names]
     if unknown:
-        raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.training.TrainConfig")
+        raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.train.loop.TrainConfig")
     return src, rest
 
 

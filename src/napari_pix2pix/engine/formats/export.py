@@ -3,7 +3,7 @@
 The exported network is :class:`~napari_pix2pix.nn.unet.ExportGenerator`: the generator
 with the same weights that, for inpainting, takes ``(image, mask)`` and composes its
 input itself. It works in *network units*: inputs are intensities mapped by the model's
-:class:`~napari_pix2pix.engine.normalization.Normalization` (percentiles ``low``/``high``
+:class:`~napari_pix2pix.engine.core.normalization.Normalization` (percentiles ``low``/``high``
 of each whole plane to -0.8/+0.8), outputs are in the same units (±1 for a Tanh head).
 The model's metadata (task, architecture, normalization, card) travels inside the file
 (ONNX ``metadata_props`` / TorchScript ``extra_files``, key ``napari_pix2pix``).
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..nn.unet import ExportGenerator
+from ...nn.unet import ExportGenerator
+from ..core.normalization import to_network
+from ..predict.tiled import plane_ranges
 from .modelfile import atomic_write_bytes
-from .normalization import to_network
-from .predict import plane_ranges
 
 if TYPE_CHECKING:
-    from .model import Pix2PixModel
+    from ..model import Pix2PixModel
 
 FORMATS = ("bioimageio", "onnx", "torchscript")
 SUFFIXES = {".zip": "bioimageio", ".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",
@@ -215,7 +215,7 @@ def test_image(model: Pix2PixModel, size: int | None = None) -> tuple[np.ndarray
     """
     from importlib.resources import files
 
-    from .io import read_image
+    from ..images.io import read_image
 
     cfg = model.config
     multiple = max(cfg.size_multiple[-2:])
@@ -252,7 +252,7 @@ def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarra
     """Our own prediction of a (C, H, W) float image (3D: (C, D, H, W)), as (C_out, ...), with the ranges.
 
     Returns ``(output, (lo, hi), (olo, ohi))``: the intensities mapped to -0.8/+0.8 on the way
-    in and on the way out, as :func:`napari_pix2pix.engine.predict.predict_iter` uses them.
+    in and on the way out, as :func:`napari_pix2pix.engine.predict.tiled.predict_iter` uses them.
     """
     c = image.shape[0]
     plane = np.moveaxis(image[: c // (2 * model.z_context + 1)], 0, -1)  # 2.5D: the plane's own channels
@@ -270,7 +270,7 @@ def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarra
 
 def _context_prediction(model: Pix2PixModel, block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Our prediction of the centre plane of the stack whose context block (channels: z, z-k, ..., z+k) is `block`."""
-    from .tiling import context_order
+    from ..predict.tiling import context_order
 
     k = model.z_context
     n = 2 * k + 1

@@ -3,7 +3,7 @@
 The store is an OME-Zarr-style multiscale group: the full-resolution result at ``"0"`` and,
 when asked, a pyramid (``"1"``, ``"2"``, ... each half the size in Y and X) that napari shows
 as a lazy, multiscale layer. ``multiscales`` attributes name the levels (NGFF 0.4 layout),
-so OME-Zarr readers and :func:`napari_pix2pix.engine.io.open_zarr` find the levels.
+so OME-Zarr readers and :func:`napari_pix2pix.engine.images.io.open_zarr` find the levels.
 A prediction that fails or is cancelled leaves nothing at the destination (its temporary
 store is removed); one that completes leaves a whole store.
 """

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn import UNetConfig, UNetGenerator
-from .model import Pix2PixModel
-from .tasks import Task
+from ...nn import UNetConfig, UNetGenerator
+from ..core.tasks import Task
+from ..model import Pix2PixModel
 
 StartFrom = str | os.PathLike[str] | Pix2PixModel
 
@@ -37,7 +37,7 @@ def compatible_tasks(start: str, task: str) -> bool:
 
 def load_start(start_from: StartFrom) -> Pix2PixModel:
     """The starting model, as a copy the run may train (a bundled name, a file or a model)."""
-    from .registry import load_model
+    from ..registry import load_model
 
     if isinstance(start_from, Pix2PixModel):
         model = Pix2PixModel(start_from.task.name, start_from.preset, config=start_from.config,

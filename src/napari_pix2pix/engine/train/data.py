@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .io import list_images, read_image
-from .normalization import Normalization, plane_percentiles, safe_range, to_network
-from .synthesis import NoiseConfig, add_noise, random_mask, random_mask_3d, to_gray
-from .tasks import Task, get_task
-from .tiling import context_order
+from ..core.normalization import Normalization, plane_percentiles, safe_range, to_network
+from ..core.tasks import Task, get_task
+from ..images.io import list_images, read_image
+from ..images.synthesis import NoiseConfig, add_noise, random_mask, random_mask_3d, to_gray
+from ..predict.tiling import context_order
 
 
 @dataclass
@@ -449,7 +449,7 @@ def _check_patch(planes: list[Plane], patch: tuple[int, ...], when: str) -> None
 
 def _hyperstack_channels(folder: Any) -> bool:
     """Whether the folder's first image is an ImageJ/OME hyperstack with a channel axis (read last)."""
-    from .io import image_axes
+    from ..images.io import image_axes
 
     files = list_images(folder) if folder is not None else []
     return bool(files) and (image_axes(files[0]) or "").endswith("C")

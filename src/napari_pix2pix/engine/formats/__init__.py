@@ -1,0 +1,1 @@
+"""Model files and exchange formats: safetensors model files, bioimage.io packages, ONNX, TorchScript."""

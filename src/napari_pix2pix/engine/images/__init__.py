@@ -1,0 +1,1 @@
+"""Images in and out: files, zarr stores, degradations synthesized for training, procedural phantoms."""

@@ -1,0 +1,1 @@
+"""Prediction: tile plans and blending, the tiled predictor, uncertainty maps."""

@@ -1,0 +1,1 @@
+"""Training: settings and recipes, paired data, the loop, validation, warm starts, checkpoints."""
