@@ -98,7 +98,7 @@ def main() -> None:
                 row = {"case": case, "image": name, "variant": variant, "psnr": psnr(pred, clean),
                        "ssim": float(structural_similarity(pred, clean, data_range=1.0)),
                        "sharpness": sharpness(pred, clean), "hf_psnr": high_freq_psnr(pred, clean),
-                       "seconds": round(s, 1), "steps": model.training["steps_done"]}
+                       "seconds": round(s, 1), "steps": model.training_summary["steps_done"]}
                 rows.append(row)
                 print(f"{case:9s} {name:10s} {variant:32s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
                       f"sharpness {row['sharpness']:.2f}  high-freq {row['hf_psnr']:6.2f} dB  "

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_pix2pix.engine import StepUpdate, TrainConfig, ValidationUpdate, train_iter
 from napari_pix2pix.engine.core.progress import run_to_end
 from napari_pix2pix.engine.images import phantoms
-from napari_pix2pix.engine.train.data import make_data, stack_batch
-from napari_pix2pix.engine.train.loop import StepUpdate, TrainConfig, ValidationUpdate, train_iter
-from napari_pix2pix.engine.train.validation import make_valset, validate
+from napari_pix2pix.engine.training.data import make_data, stack_batch
+from napari_pix2pix.engine.training.validation import make_valset, validate
 from napari_pix2pix.nn import GANLoss, PatchGANConfig, PatchGANDiscriminator, UNetGenerator, preset_config
 
 CLEAN = [phantoms.fluorescence((384, 384), s) for s in range(4)]

@@ -143,10 +143,10 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str],
         train_s = time.perf_counter() - t
         t = time.perf_counter()
         pred = model.predict(te_in)
-        cfg = model.training["config"]
-        report(kind.upper(), pred, train_s, steps=model.training["steps_done"], preset=cfg.get("preset"),
+        cfg = model.training_summary["config"]
+        report(kind.upper(), pred, train_s, steps=model.training_summary["steps_done"], preset=cfg.get("preset"),
                patch=cfg.get("patch_size"), batch=cfg.get("batch_size"),
-               started_from=(model.training.get("started_from") or "scratch"),
+               started_from=(model.training_summary.get("started_from") or "scratch"),
                predict_s=round(time.perf_counter() - t, 1))
         if "tta" in methods and kind in ("2d", "3d"):
             t = time.perf_counter()

@@ -6,7 +6,7 @@ benchmarks/results/volumes_denoise3d.json`` (the card quotes that file's numbers
 
 The run trains the bundled 2D denoiser inflated to 3D (every kernel reads the neighbouring
 planes). What ships keeps the neighbouring planes only in the three finest levels, the stem and
-the tail (``z_kernel_levels=3``, :func:`napari_pix2pix.engine.train.warmstart.narrow_z`): the two
+the tail (``z_kernel_levels=3``, :func:`napari_pix2pix.engine.training.warmstart.narrow_z`): the two
 coarse levels hold most of the weights (12.5 M parameters in all, 5.3 M narrowed) and their
 side planes measured 0.01 dB on the Purkinje volume (39.74 vs 39.73 dB at step 600), so the file
 is 10.7 MB in float16 instead of 25 MB.
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import napari_pix2pix as p2p
-from napari_pix2pix.engine.train.warmstart import narrow_z
+from napari_pix2pix.engine.training.warmstart import narrow_z
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -62,7 +62,7 @@ def main() -> int:
     ap.add_argument("--run", default=str(ROOT / "runs" / "pretrained" / "denoise3d"))
     args = ap.parse_args()
     run = Path(args.run)
-    model = narrow_z(p2p.load_model(run / "final.safetensors"), Z_KERNEL_LEVELS)
+    model = p2p.Pix2PixModel.from_network(narrow_z(p2p.load_model(run / "final.safetensors"), Z_KERNEL_LEVELS))
     model.name = "denoise3d"
     line, table = quality()
     provenance = {"phantoms.fluorescence_volume": f"{tp.N_VOLUMES} procedural fluorescence-like volumes "
@@ -79,7 +79,7 @@ def main() -> int:
     logs = ROOT / "scripts" / "pretrained_logs"
     shutil.copy(run / "train.log", logs / "denoise3d.log")
     shutil.copy(run / "history.json", logs / "denoise3d.history.json")
-    c, tr = model.config, model.training
+    c, tr = model.config, model.training_summary
     cfg = tr.get("config", {})
     prov = "\n".join(f"| `{k}` | {v} |" for k, v in provenance.items())
     (ROOT / "docs" / "models" / "denoise3d.md").write_text(f"""# Bundled model `denoise3d`
@@ -103,7 +103,7 @@ of planes), 3×3×3 and 3×4×4 kernels in the stem, the tail and the {Z_KERNEL_
 
 ## Training
 
-Started from the bundled 2D denoiser inflated to 3D (`napari_pix2pix.engine.train.warmstart.inflate`: each 2D kernel
+Started from the bundled 2D denoiser inflated to 3D (`napari_pix2pix.engine.training.warmstart.inflate`: each 2D kernel
 in the centre plane, the others zero, so it starts out as the 2D denoiser plane by plane), then
 `python scripts/train_pretrained.py denoise3d --steps {cfg.get("steps")} --val-every 200`: L1 only, Adam lr
 {cfg.get("lr")} (β1 {cfg.get("beta1")}), decay over the last half, batch {cfg.get("batch_size")} of

@@ -115,7 +115,7 @@ def _provenance(task: str) -> dict[str, str]:
 
 
 def card_markdown(task: str, model: p2p.Pix2PixModel, quality_md: str, size_mb: float) -> str:
-    tr = model.training
+    tr = model.training_summary
     cfg = tr.get("config", {})
     c = model.config
     n_params = sum(p.numel() for p in model.generator.parameters())

@@ -33,8 +33,8 @@ RECIPE = {"preset": "unet_tiny", "patch_size": 64, "batch_size": 8, "lr": 1e-3, 
 def train_models(cache: Path, steps: int) -> dict[str, Path | None]:
     """Train (or reuse) a model for each task that has no bundled one (None: use the bundled model)."""
     from napari_pix2pix._napari.sample_data import SAMPLES
+    from napari_pix2pix.engine import describe, train
     from napari_pix2pix.engine.registry import bundled_paths
-    from napari_pix2pix.engine.train.loop import describe, train
 
     cache.mkdir(parents=True, exist_ok=True)
     layers = {name: {kw["name"]: data for data, kw, _ in make()} for name, make in SAMPLES.items()}

@@ -22,9 +22,9 @@ import numpy as np
 from skimage import color, data
 
 import napari_pix2pix as p2p
+from napari_pix2pix.engine import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 from napari_pix2pix.engine.core.progress import run_to_end
 from napari_pix2pix.engine.images import phantoms
-from napari_pix2pix.engine.train.loop import StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,11 +132,11 @@ def volumes_3d(n: int = N_VOLUMES) -> list[np.ndarray]:
 
 def inflated_denoiser(run: Path) -> str:
     """The bundled 2D denoiser as a 3D network (its 2D kernels in the centre plane): denoise3d's start."""
-    from napari_pix2pix.engine.train.warmstart import inflate
+    from napari_pix2pix.engine.training.warmstart import inflate
 
     path = run / "start-inflated-denoise.safetensors"
     if not path.exists():
-        inflate(p2p.load_model("denoise")).save(path)
+        p2p.Pix2PixModel.from_network(inflate(p2p.load_model("denoise"))).save(path)
     return str(path)
 
 
@@ -253,7 +253,7 @@ def main() -> int:
     ckpt = run / "model.checkpoints" / "checkpoint.safetensors"
     installed = ROOT / "src" / "napari_pix2pix" / "models" / f"{args.task}.safetensors"
     if args.resume and ckpt.exists() and installed.exists():
-        from napari_pix2pix.engine.train.loop import load_checkpoint
+        from napari_pix2pix.engine import load_checkpoint
 
         meta = load_checkpoint(ckpt)[1]
         if meta.get("status") == "finished" and int(meta["step"]) >= args.steps:
@@ -300,7 +300,7 @@ def main() -> int:
                   "benchmarks/results/quality.md before relying on it.",
     }
     final = model.save(run / "final.safetensors")
-    json.dump(model.training.get("history", []), open(run / "history.json", "w"), indent=1)
+    json.dump(model.training_summary.get("history", []), open(run / "history.json", "w"), indent=1)
     if not args.no_install:
         install(args.task, model, run)
     print(f"done in {minutes:.1f} min: {final}")

@@ -30,7 +30,8 @@ def test_cli_trains_on_16bit_folders_and_predicts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "step 5/10" in out and "validation PSNR" in out and "model saved" in out
     m = p2p.load_model(model_path)
-    assert m.training["steps_done"] == 10 and m.training["n_train_planes"] + m.training["n_val_planes"] == 3
+    tr = m.training_summary
+    assert tr["steps_done"] == 10 and tr["n_train_planes"] + tr["n_val_planes"] == 3
 
     rc = main(["predict", str(model_path), str(tmp_path / "low"), "-o", str(tmp_path / "pred"), "--tile-size", "64"])
     assert rc == 0
@@ -42,7 +43,7 @@ def test_cli_trains_on_16bit_folders_and_predicts(tmp_path, capsys):
                "--resume", str(tmp_path / "model.checkpoints" / "checkpoint.safetensors"), "--steps", "12",
                "-o", str(model_path)])
     assert rc == 0
-    assert p2p.load_model(model_path).training["steps_done"] == 12
+    assert p2p.load_model(model_path).training_summary["steps_done"] == 12
     # the same command with a setting that differs from the checkpoint's: one line naming it, nothing trained
     capsys.readouterr()
     rc = main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
@@ -50,7 +51,7 @@ def test_cli_trains_on_16bit_folders_and_predicts(tmp_path, capsys):
                "--patch-size", "64", "-o", str(model_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "patch_size (checkpoint 32, given 64)" in err and len(err.strip().splitlines()) == 1
-    assert p2p.load_model(model_path).training["steps_done"] == 12
+    assert p2p.load_model(model_path).training_summary["steps_done"] == 12
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -126,13 +127,13 @@ def test_cli_trains_with_a_recipe_a_time_budget_and_a_warm_start(tmp_path, capsy
                  "-o", str(first)]) == 0
     out = capsys.readouterr().out
     assert "time budget 0.05 min" in out and "model saved to" in out
-    cfg = p2p.load_model(first).training["config"]
+    cfg = p2p.load_model(first).training_summary["config"]
     assert cfg["recipe"] == "paper" and cfg["gan_weight"] == 0.5 and cfg["task"] == "translate"
     second = tmp_path / "second.safetensors"
     assert main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),
                  "--task", "translate", "--start-from", str(first), "--steps", "4", "-o", str(second)]) == 0
     m = p2p.load_model(second)
-    assert m.training["started_from"] == str(first) and m.config == p2p.load_model(first).config
+    assert m.training_summary["started_from"] == str(first) and m.config == p2p.load_model(first).config
 
 
 def test_cli_usage_error_exits(capsys):

@@ -51,7 +51,7 @@ def test_fp16_on_the_cpu_is_refused_for_prediction_and_training(gpu):
     for resolve in (resolve_precision, autocast_dtype):
         with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
             resolve("fp16", CPU)
-    from napari_pix2pix.engine.train.loop import TrainConfig, _device_for
+    from napari_pix2pix.engine.training.loop import TrainConfig, _device_for
 
     cfg = TrainConfig(precision="fp16", device="cpu")
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):

@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from napari_pix2pix import PredictionCancelled, Progress
 from napari_pix2pix.engine.predict.tiling import iter_bands, plan_axis
@@ -310,3 +311,25 @@ def test_tta_accepts_numpy_bools_and_whole_numbers_and_refuses_it_with_augment()
     for tta in (True, 8):
         with pytest.raises(ValueError, match="cannot be combined"):
             PredictOptions(tta=tta, augment=3)
+
+
+def test_the_runner_cache_follows_the_weights():
+    """Inference copies are reused, and dropped when weights load or an optimiser steps (no id(), no _version)."""
+    from napari_pix2pix.engine.predict.runner import cached, forget_after_steps, runner
+
+    m = tiny_model()
+    x = np.random.default_rng(0).standard_normal((1, 1, 64, 64)).astype(np.float32)
+    first = runner(m.generator, "cpu", "fp32")(x)
+    assert len(cached(m.generator)) == 1
+    runner(m.generator, "cpu", "fp32")(x)
+    assert len(cached(m.generator)) == 1  # the same copy again
+    state = {k: v * 0.5 if v.is_floating_point() else v for k, v in m.generator.state_dict().items()}
+    m.generator.load_state_dict(state)
+    assert cached(m.generator) == []  # new weights: no stale copy
+    assert not np.allclose(runner(m.generator, "cpu", "fp32")(x), first)
+    opt = torch.optim.SGD(m.generator.parameters(), lr=0.1)
+    forget_after_steps(opt, m.generator)
+    m.generator.train()
+    m.generator(torch.from_numpy(x)).mean().backward()
+    opt.step()
+    assert cached(m.generator) == []

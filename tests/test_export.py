@@ -71,7 +71,7 @@ def test_trained_model_bioimageio_cli_round_trip(tmp_path, capsys):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     back = p2p.load_model(out)
-    assert back.task.name == "denoise" and back.config == model.config and back.training["steps_done"] == 3
+    assert back.task.name == "denoise" and back.config == model.config and back.training_summary["steps_done"] == 3
     a, b = _predict_both(model, back, "denoise")
     np.testing.assert_array_equal(a, b)  # our importer predicts exactly as the model file
 

@@ -116,7 +116,8 @@ def test_a_package_whose_weights_do_not_fit_its_architecture_is_refused(tmp_path
 # 4 ---------------------------------------------------------------------------------------------- tests that can fail
 @pytest.mark.parametrize("name", ["unet_256_3to3", "unet_128_3to3", "unet_256_1to1"])
 def test_reference_checkpoint_keys_map_onto_our_network(name):
-    from napari_pix2pix.engine.model import _meta_network, map_reference_state
+    from napari_pix2pix.engine.formats.networks import _meta_network
+    from napari_pix2pix.engine.formats.reference import map_reference_state
     from napari_pix2pix.nn import preset_config
 
     ref = json.loads((DATA / "reference_unet_keys.json").read_text())[name]  # the reference's own state dict
@@ -131,8 +132,7 @@ def test_reference_checkpoint_keys_map_onto_our_network(name):
 
 
 def test_reference_checkpoint_with_real_key_names_imports(tmp_path):
-    from napari_pix2pix.engine.model import reference_key_map
-    from napari_pix2pix.nn import preset_config
+    from napari_pix2pix.nn import preset_config, reference_key_map
 
     ref_keys = json.loads((DATA / "reference_unet_keys.json").read_text())["unet_128_3to3"]
     cfg = preset_config("unet_128", in_channels=3, out_channels=3)
@@ -170,14 +170,14 @@ def test_ctrl_c_in_cli_training_saves_and_resume_continues(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted: checkpoint and model saved" in err
-    saved = p2p.load_model(out).training
+    saved = p2p.load_model(out).training_summary
     assert saved["status"] == "stopped" and saved["steps_done"] >= 10
     ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
     from napari_pix2pix.cli import main
 
     assert main(["train", "--clean-dir", str(clean), "--resume", str(ckpt), "--steps", str(saved["steps_done"] + 3),
                  "-o", str(out)]) == 0
-    assert p2p.load_model(out).training["steps_done"] == saved["steps_done"] + 3
+    assert p2p.load_model(out).training_summary["steps_done"] == saved["steps_done"] + 3
 
 
 def _failing_replace(monkeypatch):
@@ -224,20 +224,21 @@ def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path, monkeypa
 
 def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch):
     from napari_pix2pix.engine.core import device
+    from napari_pix2pix.engine.predict.runner import cached
 
     m = tiny_model("denoise")
     im = smooth_image((64, 64))
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
     m.predict(im)
-    assert {next(net.parameters()).dtype for net in m._runners.values()} == {torch.float32}
+    assert {next(net.parameters()).dtype for net in cached(m.generator)} == {torch.float32}
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
     m.predict(im)
-    assert torch.bfloat16 in {next(net.parameters()).dtype for net in m._runners.values()}
+    assert torch.bfloat16 in {next(net.parameters()).dtype for net in cached(m.generator)}
 
 
 # 6 ---------------------------------------------------------------------------------------------- GPU decisions
 def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
-    from napari_pix2pix.engine.train import loop as training
+    from napari_pix2pix.engine.training import loop as training
 
     monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.float16)  # as on a GPU
     model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=3, patch_size=32, batch_size=2,
@@ -250,7 +251,7 @@ def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("recipe", ["fidelity", "paper"])
 def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, monkeypatch, recipe):
-    from napari_pix2pix.engine.train import loop as training
+    from napari_pix2pix.engine.training import loop as training
 
     monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.bfloat16)
     build, seen = training._build, {"n": 0}
@@ -270,16 +271,16 @@ def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, mon
         model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=5, patch_size=32, batch_size=2,
                           val_fraction=0, preset="unet_tiny", generator={"levels": 3, "ngf": 4}, recipe=recipe,
                           ndf=4, model_path=tmp_path / "m.safetensors")
-    assert model.training["steps_done"] == 5 and model.training["fp32_from_step"] == 3
+    assert model.training_summary["steps_done"] == 5 and model.training_summary["fp32_from_step"] == 3
     assert all(torch.isfinite(p).all() for p in model.generator.parameters())  # the NaN step was not taken
-    assert p2p.Pix2PixModel.load(tmp_path / "m.safetensors").training["fp32_from_step"] == 3
+    assert p2p.Pix2PixModel.load(tmp_path / "m.safetensors").training_summary["fp32_from_step"] == 3
 
 
 @pytest.mark.parametrize(("cuda", "backend"), [(True, "nccl"), (False, "gloo")])
 def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend):
     import torch.distributed as dist
 
-    from napari_pix2pix.engine.train import loop as training
+    from napari_pix2pix.engine.training import loop as training
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -292,8 +293,8 @@ def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend
 
 
 def test_cuda_and_mps_devices_and_ddp_gpu_placement(monkeypatch):
-    from napari_pix2pix.engine.train import loop as training
-    from napari_pix2pix.engine.train.config import TrainConfig
+    from napari_pix2pix.engine.training import loop as training
+    from napari_pix2pix.engine.training.config import TrainConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     picked = []

@@ -126,7 +126,7 @@ def test_closing_the_dock_stops_the_training_and_saves_it(make_napari_viewer, qt
         qtbot.waitUntil(lambda: w._progress_bar.value() >= 2, timeout=TIMEOUT)
         viewer.window.remove_dock_widget(dock)  # the dock's ×: napari takes the widget out of the dock
     assert blocker.args[0] == "stopped"
-    saved = Pix2PixModel.load(tmp_path / "closed.safetensors").training
+    saved = Pix2PixModel.load(tmp_path / "closed.safetensors").training_summary
     assert saved["status"] == "stopped" and 2 <= saved["steps_done"] < 100_000
 
 

@@ -61,7 +61,7 @@ def test_train_from_layers_saves_and_model_is_listed_at_once(make_napari_viewer,
     assert saved.args[0] == str(path) and path.is_file()
     assert "Model saved after 6 steps" in w._status.text()
     model = Pix2PixModel.load(path)
-    assert model.task.name == "denoise" and model.training["steps_done"] == 6
+    assert model.task.name == "denoise" and model.training_summary["steps_done"] == 6
     # the curves and the preview followed the run
     assert [x for x, _ in w._loss_plot.points("G_L1")] == [1, 2, 3, 4, 5, 6]
     assert [x for x, _ in w._psnr_plot.points("model")] == [3, 6] and len(w._psnr_plot.points("input")) == 2
@@ -95,7 +95,7 @@ def test_stop_saves_and_resume_continues(make_napari_viewer, qtbot, tmp_path):
         w._runner.worker.yielded.connect(lambda ev: w._stop_btn.click() if getattr(ev, "step", 0) >= 3 else None)
     assert blocker.args[0] == "stopped", w._status.text()
     path = tmp_path / "denoise.safetensors"
-    stopped = Pix2PixModel.load(path).training
+    stopped = Pix2PixModel.load(path).training_summary
     assert stopped["status"] == "stopped" and 3 <= stopped["steps_done"] < 2000
     checkpoint = w._resume_path.text()
     assert checkpoint.endswith("checkpoint.safetensors")
@@ -105,7 +105,7 @@ def test_stop_saves_and_resume_continues(make_napari_viewer, qtbot, tmp_path):
     assert w._status.is_error and "set “Train for” above" in w._status.text()
     w.set_steps(stopped["steps_done"] + 3)
     assert _start(qtbot, w, w._resume_btn) == "finished", w._status.text()
-    resumed = Pix2PixModel.load(path).training
+    resumed = Pix2PixModel.load(path).training_summary
     assert resumed["status"] == "finished" and resumed["steps_done"] == stopped["steps_done"] + 3
     assert w._loss_plot.points("G_L1")[0][0] == 1  # a resumed run keeps the curves of the run so far
     assert w._loss_plot.points("G_L1")[-1][0] == stopped["steps_done"] + 3
@@ -219,7 +219,7 @@ def test_quit_from_napari_still_saves_the_run(make_napari_viewer, qtbot, tmp_pat
         worker = w._runner.worker
         worker.yielded.connect(lambda ev: worker.quit() if getattr(ev, "step", 0) >= 2 else None)
     assert blocker.args[0] == "stopped", w._status.text()
-    saved = Pix2PixModel.load(tmp_path / "denoise.safetensors").training
+    saved = Pix2PixModel.load(tmp_path / "denoise.safetensors").training_summary
     assert saved["status"] == "stopped" and saved["steps_done"] >= 2
     assert w._start_btn.isEnabled() and not w._stop_btn.isEnabled()
 
@@ -240,9 +240,9 @@ def test_the_widgets_recipe_warm_start_and_time_budget_drive_the_engine(make_nap
     w.set_minutes(0.1)
     assert _start(qtbot, w) == "finished", w._status.text()
     saved = Pix2PixModel.load(tmp_path / "translate.safetensors")
-    cfg = saved.training["config"]
-    assert cfg["recipe"] == "paper" and saved.training["minutes"] == 0.1
-    assert saved.training["started_from"] == str((tmp_path / "start.safetensors").resolve())
+    cfg = saved.training_summary["config"]
+    assert cfg["recipe"] == "paper" and saved.training_summary["minutes"] == 0.1
+    assert saved.training_summary["started_from"] == str((tmp_path / "start.safetensors").resolve())
     assert saved.config == start.config and saved.task.name == "translate"
     assert w._batch_spin.specialValueText() == f"auto ({cfg['batch_size']})"  # what "auto" decided, shown
     w._task_combo.setCurrentIndex(w._task_combo.findData("denoise"))

@@ -49,7 +49,7 @@ def test_every_bundled_model_has_a_card(name):
     model = p2p.load_model(name)
     for key in ("summary", "data", "provenance", "licence", "recipe", "quality", "limits"):
         assert model.card.get(key), f"{name} model card lacks {key!r}"
-    assert model.training["status"] == "finished"
+    assert model.training_summary["status"] == "finished"
     assert (Path(__file__).resolve().parents[1] / model.card["card"]).is_file()
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import napari_pix2pix as p2p
+from napari_pix2pix.engine.api import train_iter
 from napari_pix2pix.engine.core.progress import StatusUpdate, StepUpdate, ValidationUpdate
 from napari_pix2pix.engine.images import phantoms
-from napari_pix2pix.engine.train.config import RECIPES, WARM_RAMP, TrainConfig, auto_batch_size, auto_patch_size
-from napari_pix2pix.engine.train.loop import train_iter
+from napari_pix2pix.engine.training.config import RECIPES, WARM_RAMP, TrainConfig, auto_batch_size, auto_patch_size
 
 TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, n_layers=2)
 LEGACY = Path(__file__).parent / "data" / "legacy"
@@ -38,8 +38,8 @@ def test_each_recipe_trains_and_is_recorded_in_the_file(tmp_path, recipe):
     model = p2p.train(input=noisy, target=clean, task="denoise", recipe=recipe, steps=6, patch_size=32, batch_size=2,
                       val_every=3, model_path=tmp_path / "m.safetensors", progress=events.append, **TINY, **extra)
     saved = p2p.load_model(tmp_path / "m.safetensors")
-    cfg = saved.training["config"]
-    assert cfg["recipe"] == recipe and saved.training["steps_done"] == 6
+    cfg = saved.training_summary["config"]
+    assert cfg["recipe"] == recipe and saved.training_summary["steps_done"] == 6
     spec = RECIPES[recipe]
     assert cfg["gan_weight"] == spec.gan_weight and cfg["pixel_loss"] == spec.pixel_loss
     losses = [e.losses for e in events if isinstance(e, StepUpdate)]
@@ -58,7 +58,7 @@ def test_explicit_options_override_the_recipe():
     noisy, clean = _pair()
     model = p2p.train(input=noisy, target=clean, task="denoise", recipe="paper", gan_weight=0.0, lambda_l1=5.0,
                       steps=3, patch_size=32, batch_size=2, val_fraction=0, **TINY)
-    cfg = model.training["config"]
+    cfg = model.training_summary["config"]
     assert cfg["recipe"] == "paper" and cfg["gan_weight"] == 0.0 and cfg["lambda_l1"] == 5.0
     assert cfg["beta1"] == RECIPES["paper"].beta1  # what was not given is the recipe's
     with pytest.raises(ValueError, match="recipe must be one of"):
@@ -70,7 +70,7 @@ def test_explicit_options_override_the_recipe():
 def test_auto_settings_fit_the_data_and_are_stored_resolved():
     noisy, clean = _pair((256, 320))  # 256 px high: the 0.1.0 default patch (256) failed with validation
     model = p2p.train(input=noisy, target=clean, task="denoise", start_from="scratch", steps=3, **TINY)
-    cfg = model.training["config"]
+    cfg = model.training_summary["config"]
     assert cfg["patch_size"] == 64 and cfg["batch_size"] == 16 and cfg["lr"] == RECIPES["fidelity"].lr
     assert cfg["val_every"] == 100 and cfg["steps"] == 3 and cfg["preset"] == "unet_tiny"
     assert TrainConfig.from_dict(cfg).resolved  # what the file stores is decided, nothing left to "auto"
@@ -91,9 +91,10 @@ def test_warm_start_loads_and_improves_on_the_starting_model(tmp_path):
                        steps=40, patch_size=32, batch_size=4, val_every=10, progress=events.append)
     vals = [e for e in events if isinstance(e, ValidationUpdate)]
     assert vals[0].step == 0  # the starting model's own score comes first: training has to beat it
-    assert max(v.psnr for v in vals) >= vals[0].psnr and second.training["best_val_psnr"] == max(v.psnr for v in vals)
-    assert second.config == first.config and second.training["started_from"] == str(tmp_path / "first.safetensors")
-    assert second.training["config"]["lr"] == RECIPES["fidelity"].lr_warm  # a warm start's lower auto rate
+    tr = second.training_summary
+    assert max(v.psnr for v in vals) >= vals[0].psnr and tr["best_val_psnr"] == max(v.psnr for v in vals)
+    assert second.config == first.config and tr["started_from"] == str(tmp_path / "first.safetensors")
+    assert second.training_summary["config"]["lr"] == RECIPES["fidelity"].lr_warm  # a warm start's lower auto rate
     # an object works too (a copy is trained: the object is untouched), and the result denoises held-out images
     third = p2p.train(input=noisy, target=clean, task="denoise", start_from=first, steps=20, patch_size=32,
                       batch_size=4, val_every=10)
@@ -124,7 +125,7 @@ def test_a_denoiser_starts_an_rgb_run_with_its_weights_shared_across_channels():
     for p in gray.generator.parameters():
         p.data.normal_(0, 0.2)
     from napari_pix2pix.engine.core.tasks import get_task
-    from napari_pix2pix.engine.train.warmstart import start_model
+    from napari_pix2pix.engine.training.warmstart import start_model
 
     rgb = start_model(gray, get_task("denoise"), 3, 3)
     assert (rgb.config.in_channels, rgb.config.out_channels) == (3, 3)
@@ -150,13 +151,14 @@ def test_a_time_budget_decides_the_steps_and_ends_on_time(tmp_path):
     assert len(planned) in (1, 2) and planned[0].config.steps >= 10
     assert len(planned) == 1 or "measured again" in planned[1].message
     steps = [e for e in events if isinstance(e, StepUpdate)]
-    assert steps[-1].step == model.training["steps_done"] >= 0.9 * planned[-1].config.steps  # as planned (about)
+    done = model.training_summary["steps_done"]
+    assert steps[-1].step == done >= 0.9 * planned[-1].config.steps  # as planned (about)
     assert steps[-1].lr < 0.2 * steps[len(steps) // 4].lr  # ... with its learning-rate decay done
-    assert model.training["minutes"] == 0.1 and model.training["config"]["minutes"] is None
+    assert model.training_summary["minutes"] == 0.1 and model.training_summary["config"]["minutes"] is None
     # resuming with minutes trains that much longer
     ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
     more = p2p.train(input=noisy, target=clean, resume=ckpt, minutes=0.05, model_path=tmp_path / "m.safetensors")
-    assert more.training["steps_done"] > model.training["steps_done"]
+    assert more.training_summary["steps_done"] > model.training_summary["steps_done"]
 
 
 def test_a_warm_start_with_a_time_budget_ramps_its_learning_rate(tmp_path):
@@ -203,18 +205,18 @@ def test_a_checkpoint_of_0_1_0_still_resumes(tmp_path):
     ckpt.write_bytes((LEGACY / "checkpoint-v0.1.0.safetensors").read_bytes())
     clean = [phantoms.nuclei((96, 96), s) for s in range(2)]
     model = p2p.train(clean=clean, resume=ckpt, steps=9, model_path=tmp_path / "m.safetensors")
-    assert model.training["steps_done"] == 9
-    assert model.training["config"]["recipe"] == "paper"  # 0.1.0's GAN loop, recognised
+    assert model.training_summary["steps_done"] == 9
+    assert model.training_summary["config"]["recipe"] == "paper"  # 0.1.0's GAN loop, recognised
     # its best (8.2 dB) was scored on other patches and it kept no best weights: today's validation decides
-    after = [h["val_psnr"] for h in model.training["history"] if h["step"] > 6 and "val_psnr" in h]
-    assert after and model.training["best_val_psnr"] == pytest.approx(max(after))
+    after = [h["val_psnr"] for h in model.training_summary["history"] if h["step"] > 6 and "val_psnr" in h]
+    assert after and model.training_summary["best_val_psnr"] == pytest.approx(max(after))
     list(train_iter(clean=clean, resume=tmp_path / "m.checkpoints" / "checkpoint.safetensors", steps=11,
                     model_path=tmp_path / "m.safetensors"))  # and today's checkpoint of it resumes again
-    assert p2p.load_model(tmp_path / "m.safetensors").training["steps_done"] == 11
+    assert p2p.load_model(tmp_path / "m.safetensors").training_summary["steps_done"] == 11
 
 
 def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp_path, monkeypatch):
-    from napari_pix2pix.engine.train import loop as training
+    from napari_pix2pix.engine.training import loop as training
 
     noisy, clean = _pair((128, 192))
     kw = dict(input=noisy, target=clean, task="denoise", patch_size=32, batch_size=2, val_every=2,
@@ -227,13 +229,13 @@ def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp
     more = p2p.train(resume=tmp_path / "m.checkpoints" / "checkpoint.safetensors", steps=6, **kw)
     assert calls[0] == 4  # the saved best weights scored again at the resumed step, before any training
     # the same patches (same data and seed): the best scores what it scored, and only better weights replace it
-    assert more.training["best_val_psnr"] >= first.training["best_val_psnr"] - 1e-6
+    assert more.training_summary["best_val_psnr"] >= first.training_summary["best_val_psnr"] - 1e-6
 
 
 def test_ema_warms_up_so_a_short_run_does_not_keep_its_random_start():
     from torch import nn
 
-    from napari_pix2pix.engine.train.loop import _Ema
+    from napari_pix2pix.engine.training.loop import _Ema
 
     net = nn.Linear(4, 4)
     with torch.no_grad():

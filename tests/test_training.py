@@ -9,16 +9,16 @@ import tifffile
 import torch
 
 import napari_pix2pix as p2p
+from napari_pix2pix.engine.api import train_iter
 from napari_pix2pix.engine.images import phantoms
 from napari_pix2pix.engine.images.synthesis import NoiseConfig, add_noise, random_mask
-from napari_pix2pix.engine.train.data import make_data, pair_folders
-from napari_pix2pix.engine.train.loop import (
+from napari_pix2pix.engine.training.data import make_data, pair_folders
+from napari_pix2pix.engine.training.loop import (
     CheckpointSaved,
     StepUpdate,
     TrainConfig,
     TrainingDiverged,
     ValidationUpdate,
-    train_iter,
 )
 
 TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, patch_size=32, batch_size=2)
@@ -43,7 +43,7 @@ def test_denoiser_improves_psnr_over_noisy_input(tmp_path):
     noisy = add_noise(truth, {"photons": 0.0, "sigma": 0.1}, np.random.default_rng(5))
     restored = model.predict(noisy)
     assert _psnr(restored, truth) > _psnr(noisy, truth) + 1.0
-    assert model.training["steps_done"] == 300 and model.training["status"] == "finished"
+    assert model.training_summary["steps_done"] == 300 and model.training_summary["status"] == "finished"
 
 
 def _weights(m):
@@ -63,20 +63,20 @@ def test_stop_then_resume_equals_uninterrupted_run(tmp_path):
     ckpt = tmp_path / "part.checkpoints" / "checkpoint.safetensors"
     assert ckpt.exists()
     partial = p2p.load_model(tmp_path / "part.safetensors")
-    assert partial.training["steps_done"] == 5 and partial.training["status"] == "stopped"
+    assert partial.training_summary["steps_done"] == 5 and partial.training_summary["status"] == "stopped"
 
     steps = []
     resumed = p2p.train(clean=clean, resume=ckpt, model_path=tmp_path / "part.safetensors",
                         progress=lambda e: steps.append(e.step) if isinstance(e, StepUpdate) else None)
     assert steps[0] == 6 and steps[-1] == 12
-    assert resumed.training["steps_done"] == full.training["steps_done"] == 12
+    assert resumed.training_summary["steps_done"] == full.training_summary["steps_done"] == 12
     wf, wr = _weights(full), _weights(resumed)
     for k in wf:  # same seed, same machine: the resumed run is the uninterrupted one
         torch.testing.assert_close(wf[k], wr[k], rtol=1e-5, atol=1e-6)
 
 
 def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
-    from napari_pix2pix.engine.train.config import RESUMABLE, resume_config
+    from napari_pix2pix.engine.training.config import RESUMABLE, resume_config
 
     clean = [phantoms.nuclei((96, 96), s) for s in range(2)]
     cfg = TrainConfig(task="denoise", steps=4, val_fraction=0, checkpoint_every=100, **TINY)
@@ -88,8 +88,9 @@ def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
     # the same value (a command rerun with --resume added) and the resumable fields are accepted
     resumed = p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=32, val_every=2, precision="fp32",
                         model_path=tmp_path / "m.safetensors")
-    assert resumed.training["steps_done"] == 6
-    assert resumed.training["config"]["val_every"] == 2 and resumed.training["config"]["precision"] == "fp32"
+    assert resumed.training_summary["steps_done"] == 6
+    saved = resumed.training_summary["config"]
+    assert saved["val_every"] == 2 and saved["precision"] == "fp32"
     assert set(RESUMABLE) == {"steps", "minutes", "device", "precision", "val_every", "checkpoint_every"}
     # a full config given with resume: only its resumable fields apply
     got = resume_config(cfg, {k: getattr(replace(cfg, steps=9, lr=1.0), k) for k in RESUMABLE})
@@ -118,7 +119,7 @@ def test_a_cancelled_training_raises_the_neutral_cancelled(tmp_path):
         run_to_end(gen, seen.append, cancel=lambda: sum(isinstance(e, StepUpdate) for e in seen) >= 2,
                    what="training")
     assert p2p.PredictionCancelled is p2p.Cancelled  # the 0.1.0 name still catches it
-    assert p2p.load_model(tmp_path / "m.safetensors").training["status"] == "stopped"  # closed: saved
+    assert p2p.load_model(tmp_path / "m.safetensors").training_summary["status"] == "stopped"  # closed: saved
 
 
 def test_closing_the_generator_saves(tmp_path):
@@ -130,7 +131,7 @@ def test_closing_the_generator_saves(tmp_path):
             gen.close()
             break
     m = p2p.load_model(tmp_path / "m.safetensors")
-    assert m.training["steps_done"] == 3 and m.task.name == "inpaint"
+    assert m.training_summary["steps_done"] == 3 and m.task.name == "inpaint"
 
 
 def test_nan_in_data_is_caught_before_training():
@@ -141,7 +142,7 @@ def test_nan_in_data_is_caught_before_training():
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from napari_pix2pix.engine.train import data as data_mod
+    from napari_pix2pix.engine.training import data as data_mod
 
     clean = [phantoms.nuclei((96, 96), 0)]
     orig = data_mod.PairedData.sample
@@ -160,7 +161,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         p2p.train(clean=clean, config=TrainConfig(task="denoise", steps=20, val_fraction=0, **TINY),
                   model_path=tmp_path / "m.safetensors")
     m = p2p.load_model(tmp_path / "m.safetensors")
-    assert m.training["status"] == "failed" and m.training["steps_done"] == 4
+    assert m.training_summary["status"] == "failed" and m.training_summary["steps_done"] == 4
     assert all(torch.isfinite(v).all() for v in m.generator.state_dict().values() if v.is_floating_point())
 
 
@@ -248,7 +249,7 @@ DDP_SCRIPT = """
 import json, os, sys
 import numpy as np
 from napari_pix2pix.engine.images import phantoms
-from napari_pix2pix.engine.train.loop import train_iter
+from napari_pix2pix.engine.api import train_iter
 out = sys.argv[1]
 clean = [phantoms.nuclei((96, 96), i) for i in range(4)]
 gen = train_iter(clean=clean, task="denoise", preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8,
@@ -284,7 +285,7 @@ def test_ddp_ranks_end_identical_and_only_rank_0_writes(tmp_path):
     e0, e1 = (json.loads((tmp_path / f"events{r}.json").read_text()) for r in (0, 1))
     assert "CheckpointSaved" in e0 and "CheckpointSaved" not in e1  # only rank 0 writes files
     m = p2p.load_model(tmp_path / "m.safetensors")
-    assert m.training["world_size"] == 2 and m.training["steps_done"] == 6
+    assert m.training_summary["world_size"] == 2 and m.training_summary["steps_done"] == 6
 
 
 def test_ddp_command_line_only_rank_0_talks(tmp_path):
@@ -306,7 +307,7 @@ def test_ddp_command_line_only_rank_0_talks(tmp_path):
     assert sum(line.startswith("step") and "validation PSNR" in line for line in lines) == 2, res.stdout
     assert res.stderr.count("| 0/40 [") == 1  # one progress bar
     m = p2p.load_model(out)
-    assert m.training["world_size"] == 2 and m.training["steps_done"] == 40
+    assert m.training_summary["world_size"] == 2 and m.training_summary["steps_done"] == 40
 
 
 def test_checkpoint_events_and_best(tmp_path):
@@ -338,7 +339,7 @@ def test_l1_only_training_skips_the_discriminator():
     steps = [e for e in events if isinstance(e, StepUpdate)]
     assert len(steps) == 4 and all(e.losses["D"] == 0 and e.losses["G_GAN"] == 0 for e in steps)
     assert all(e.losses["G_L1"] > 0 for e in steps)
-    assert model.training["config"]["gan_weight"] == 0.0
+    assert model.training_summary["config"]["gan_weight"] == 0.0
     with pytest.raises(ValueError, match="gan_weight"):
         TrainConfig(gan_weight=-1)
     with pytest.raises(ValueError, match="nothing to train"):
@@ -346,7 +347,7 @@ def test_l1_only_training_skips_the_discriminator():
 
 
 def test_short_images_validate_on_the_held_out_fraction():
-    from napari_pix2pix.engine.train.data import Plane, _split_validation
+    from napari_pix2pix.engine.training.data import Plane, _split_validation
 
     def plane(h):
         a = np.zeros((1, h, 70), np.float32)
@@ -364,7 +365,7 @@ def test_a_short_volume_validates_on_its_last_planes_with_context():
     # dipy's 12 x 58 x 58 MR half: a 6-row strip at the edge is background, and selecting by it kept the
     # starting model (issue #16: 24.90 dB where the fine-tuned weights, now selected, give 28.77); the last
     # planes show the whole field, validated with the planes before them as the network's context
-    from napari_pix2pix.engine.train.data import VAL_Z_CONTEXT, Plane, _split_validation
+    from napari_pix2pix.engine.training.data import VAL_Z_CONTEXT, Plane, _split_validation
 
     def vol(z, h=58):
         a = np.arange(z * h * 70, dtype=np.float32).reshape(1, z, h, 70)
@@ -380,8 +381,8 @@ def test_a_short_volume_validates_on_its_last_planes_with_context():
 
 
 def test_a_deep_held_out_slab_is_validated_a_patch_deep():
-    from napari_pix2pix.engine.train.data import VAL_Z_CONTEXT, make_data
-    from napari_pix2pix.engine.train.validation import make_valset
+    from napari_pix2pix.engine.training.data import VAL_Z_CONTEXT, make_data
+    from napari_pix2pix.engine.training.validation import make_valset
 
     clean = np.random.default_rng(0).random((60, 40, 64)).astype(np.float32)
     data = make_data("denoise", input=clean, target=clean, dims=3, patch_size=(1, 32, 32), val_split="region")
@@ -391,8 +392,8 @@ def test_a_deep_held_out_slab_is_validated_a_patch_deep():
 
 
 def test_validation_scores_the_held_out_planes_and_picks_patches_with_signal():
-    from napari_pix2pix.engine.train.data import VAL_Z_CONTEXT, make_data
-    from napari_pix2pix.engine.train.validation import make_valset, validate
+    from napari_pix2pix.engine.training.data import VAL_Z_CONTEXT, make_data
+    from napari_pix2pix.engine.training.validation import make_valset, validate
 
     rng = np.random.default_rng(0)
     clean = np.zeros((12, 58, 58), np.float32)

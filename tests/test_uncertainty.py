@@ -6,7 +6,7 @@ import napari_pix2pix as p2p
 from napari_pix2pix.engine.images import phantoms
 from napari_pix2pix.engine.images.synthesis import add_noise
 from napari_pix2pix.engine.predict.uncertainty import residual_report
-from napari_pix2pix.engine.train.loop import ValidationUpdate
+from napari_pix2pix.engine.training.loop import ValidationUpdate
 
 from ._helpers import tiny_model
 

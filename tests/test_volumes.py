@@ -15,7 +15,7 @@ import napari_pix2pix as p2p
 from napari_pix2pix import Pix2PixModel
 from napari_pix2pix.engine.core.device import cpu_has_amx
 from napari_pix2pix.engine.formats.modelfile import read_metadata
-from napari_pix2pix.engine.train.config import TrainConfig
+from napari_pix2pix.engine.training.config import TrainConfig
 from napari_pix2pix.nn import PatchGANConfig, PatchGANDiscriminator
 from napari_pix2pix.nn.unet import PRESETS_3D, UNetConfig, UNetGenerator, init_weights, preset_config
 
@@ -96,8 +96,8 @@ def test_3d_training_saves_loads_and_predicts_volumes(tmp_path):
     model = p2p.train(clean=vols, task="denoise", spatial_dims=3, steps=3, patch_size=(8, 32, 32), batch_size=2,
                       val_every=3, generator={"ngf": 4}, ndf=4, model_path=path, checkpoint_dir=tmp_path / "ck")
     assert model.spatial_dims == 3 and model.z_context == 0
-    assert model.training["config"]["spatial_dims"] == 3
-    assert list(model.training["config"]["patch_size"]) == [8, 32, 32]
+    assert model.training_summary["config"]["spatial_dims"] == 3
+    assert list(model.training_summary["config"]["patch_size"]) == [8, 32, 32]
     assert _format_version(path) == "2"  # a new version: napari-pix2pix 0.1 would misread it
     loaded = p2p.load_model(path)
     assert loaded.spatial_dims == 3
@@ -106,7 +106,7 @@ def test_3d_training_saves_loads_and_predicts_volumes(tmp_path):
     b = loaded.predict(vol, device="cpu", precision="fp32")
     assert a.shape == vol.shape and np.array_equal(a, b)
     more = p2p.train(clean=vols, resume=tmp_path / "ck" / "checkpoint.safetensors", steps=4)  # as in 2D
-    assert more.spatial_dims == 3 and more.training["steps_done"] == 4
+    assert more.spatial_dims == 3 and more.training_summary["steps_done"] == 4
 
 
 def test_2d_files_keep_format_version_1(tmp_path):
@@ -162,7 +162,7 @@ def test_3d_cpu_training_with_bf16_chosen_ends_finite_on_any_cpu(monkeypatch):
         warnings.simplefilter("ignore", RuntimeWarning)  # the guard's warning, where the kernels give NaN
         model = p2p.train(clean=smooth_volume(), spatial_dims=3, steps=2, patch_size=(8, 32, 32), precision="bf16",
                           device="cpu", generator={"ngf": 4}, val_fraction=0)
-    summary = model.training
+    summary = model.training_summary
     assert summary["steps_done"] == 2
     assert summary.get("fp32_from_step", 2) in (1, 2)  # if bf16 failed, the run went on in fp32 from there
     assert all(torch.isfinite(p).all() for p in model.generator.parameters())
@@ -177,7 +177,7 @@ def test_3d_cpu_training_in_bf16_on_a_real_amx_cpu():
     assert device.autocast_dtype("auto", torch.device("cpu"), 3) == torch.bfloat16
     model = p2p.train(clean=smooth_volume(), spatial_dims=3, steps=1, patch_size=(8, 32, 32), precision="bf16",
                       device="cpu", generator={"ngf": 4}, val_fraction=0)
-    assert model.training["steps_done"] == 1 and "fp32_from_step" not in model.training
+    assert model.training_summary["steps_done"] == 1 and "fp32_from_step" not in model.training_summary
 
 
 # ---------------------------------------------------------------------- prediction
@@ -332,12 +332,12 @@ def test_zarr_out_with_a_pyramid_is_an_ome_zarr_multiscale(tmp_path):
 
 def test_a_2d_model_starts_a_2p5d_run_as_itself():
     from napari_pix2pix.engine.core.tasks import get_task
-    from napari_pix2pix.engine.train.warmstart import start_model
+    from napari_pix2pix.engine.training.warmstart import start_model
 
     torch.manual_seed(0)
     flat = Pix2PixModel("denoise", "unet_tiny", levels=2, ngf=4)
     init_weights(flat.generator, 0.08)
-    ctx = start_model(flat, get_task("denoise"), 5, 1, z_context=2)  # 1 image channel, with 2 planes each side
+    ctx = Pix2PixModel.from_network(start_model(flat, get_task("denoise"), 5, 1, z_context=2))  # 1 channel, 2 planes
     assert ctx.z_context == 2 and ctx.config.in_channels == 5 and ctx.spatial_dims == 2
     vol = np.stack([smooth_image_plane(s) for s in range(4)])
     a = ctx.predict(vol, tile_size=None, device="cpu", precision="fp32")
@@ -361,7 +361,7 @@ def test_2p5d_models_export(tmp_path):
 
 def test_a_2d_model_starts_a_3d_run_as_itself_plane_by_plane():
     from napari_pix2pix.engine.core.tasks import get_task
-    from napari_pix2pix.engine.train.warmstart import inflate, narrow_z, start_model
+    from napari_pix2pix.engine.training.warmstart import inflate, narrow_z, start_model
 
     torch.manual_seed(0)
     flat = Pix2PixModel("denoise", "unet_tiny", levels=3, ngf=4, block_convs=1, full_res_convs=1, residual=True)
@@ -396,11 +396,11 @@ def test_3d_runs_start_from_the_bundled_3d_denoiser_by_default():
     clean = np.stack([smooth_image_plane(s)[:32, :32] for s in range(4)]).astype(np.float32)
     noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
     m = p2p.train(input=noisy, target=clean, spatial_dims=3, steps=2, batch_size=1, val_fraction=0)
-    assert m.spatial_dims == 3 and m.training["started_from"].startswith("denoise3d")
+    assert m.spatial_dims == 3 and m.training_summary["started_from"].startswith("denoise3d")
     assert m.config.z_levels == 0 and m.config.ngf == p2p.load_model("denoise").config.ngf
     scratch = p2p.train(input=noisy, target=clean, spatial_dims=3, steps=2, batch_size=1, val_fraction=0,
                         start_from="scratch")
-    assert scratch.preset == "unet3d_tiny" and "started_from" not in scratch.training
+    assert scratch.preset == "unet3d_tiny" and "started_from" not in scratch.training_summary
 
 
 def test_3d_tta_averages_16_transforms_with_z_flips():

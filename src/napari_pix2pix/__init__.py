@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .engine.api import NoBundledModelError, colorize, denoise, inpaint, translate
+from .engine.api import NoBundledModelError, colorize, denoise, inpaint, train, translate
 from .engine.core.normalization import Normalization
 from .engine.core.progress import Cancelled, PredictionCancelled, Progress
 from .engine.formats.modelfile import ModelFileError
@@ -37,11 +37,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # training pulls in more modules, and add_result is for napari's console: load them on first use
-    if name == "train":
-        from .engine.train.loop import train
-
-        return train
+    # add_result is for napari's console: loaded on first use (it imports napari)
     if name == "add_result":
         from ._napari.layers import add_result
 

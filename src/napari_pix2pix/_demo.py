@@ -96,9 +96,9 @@ def _headless(out: Path, steps: int) -> int:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from ._napari.sample_data import sample_path
+    from .engine import describe, train
     from .engine.images.io import read_image
     from .engine.registry import default_model_name, load_model
-    from .engine.train.loop import describe, train
 
     out.mkdir(parents=True, exist_ok=True)
     noisy = read_image(str(sample_path("denoise_noisy.tif")))

@@ -13,7 +13,7 @@ from typing import Any
 from ._version import __version__
 from .engine.core.device import DEVICES, PRECISIONS
 from .engine.core.tasks import TASKS
-from .engine.train.config import RECIPES
+from .engine.training.config import RECIPES
 from .nn.losses import GAN_MODES
 from .nn.unet import PRESETS, UPSAMPLES
 
@@ -219,7 +219,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model with a progress bar and per-N-step logs."""
-    from .engine.train.loop import StatusUpdate, StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
+    from .engine import StatusUpdate, StepUpdate, TrainConfig, ValidationUpdate, describe, train_iter
 
     options: dict[str, Any] = {}
     if args.config:
@@ -285,8 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if talks:
-        print(f"model saved to {args.out} ({model.training.get('steps_done')} steps, "
-              f"best validation PSNR {model.training.get('best_val_psnr', float('nan')):.2f} dB)")
+        print(f"model saved to {args.out} ({model.training_summary.get('steps_done')} steps, "
+              f"best validation PSNR {model.training_summary.get('best_val_psnr', float('nan')):.2f} dB)")
     return 0
 
 

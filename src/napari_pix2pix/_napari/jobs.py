@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import TrainConfig, train_iter, training_data
 from ..engine.core.progress import Progress, TrainEvent, relay
 from ..engine.formats.export import ExportReport
 from ..engine.images.zarrstore import open_levels
@@ -24,8 +25,7 @@ from ..engine.model import Pix2PixModel
 from ..engine.predict.tiled import PredictOptions, tta_transforms
 from ..engine.predict.uncertainty import ResidualReport, residual_report, uncertainty_iter
 from ..engine.registry import load_model
-from ..engine.train.data import PairedData
-from ..engine.train.loop import TrainConfig, train_iter, training_data
+from ..engine.training.data import PairedData
 
 _CACHE: OrderedDict[tuple[Any, ...], Pix2PixModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -304,13 +304,13 @@ def train_job(
     config : TrainConfig
         The run's settings. When resuming, the checkpoint's settings are used, with this
         config's steps (or minutes), device and validation interval: the resumable fields
-        (:data:`~napari_pix2pix.engine.train.config.RESUMABLE`) the widget sets.
+        (:data:`~napari_pix2pix.engine.training.config.RESUMABLE`) the widget sets.
     model_path : path
         Where the model file is written when training finishes or is stopped.
     data : PairedData, optional
         Prepared pairs (see :func:`training_data`); otherwise they are made from `source`.
     source : dict, optional
-        Keyword arguments of :func:`napari_pix2pix.engine.train.data.make_data` naming the data.
+        Keyword arguments of :func:`napari_pix2pix.engine.training.data.make_data` naming the data.
     resume : path, optional
         A ``checkpoint.safetensors`` to continue from.
     stop : threading.Event, optional

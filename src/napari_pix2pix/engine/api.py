@@ -1,12 +1,18 @@
-"""Task functions: the bundled model for each task, or a model of the user's."""
+"""Task functions (the bundled model for each task, or a model of the user's) and training, through the front door.
+
+:func:`train` and :func:`train_iter` run the loop of :mod:`.training` (which works on a
+:class:`~.core.network.Network`) and give the trained network the front door, :class:`Pix2PixModel`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
 
+from .core.progress import TrainEvent, run_to_end
 from .model import Pix2PixModel
 from .registry import default_model_name, load_model
 
@@ -134,3 +140,27 @@ def translate(image: Any, model: ModelLike, *, channel_axis: int | None = None, 
     if model is None:
         raise ValueError("translate needs a model: a model file trained with napari_pix2pix.train")
     return load_model(model).predict(image, channel_axis=channel_axis, **kwargs)
+
+
+def train_iter(**kwargs: Any) -> Generator[TrainEvent, None, Pix2PixModel]:
+    """Train a Pix2Pix model, yielding typed updates; returns the trained :class:`Pix2PixModel`.
+
+    The arguments are those of :func:`napari_pix2pix.engine.training.loop.train_iter`.
+    """
+    from .training import loop  # training pulls in more modules: loaded on first use
+
+    net = yield from loop.train_iter(**kwargs)
+    return Pix2PixModel.from_network(net)
+
+
+def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) -> Pix2PixModel:
+    """Train a Pix2Pix model and return it; see :func:`train_iter` for the arguments.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> import napari_pix2pix as p2p
+    >>> model = p2p.train(clean=data.camera(), task="denoise", steps=2, patch_size=64,
+    ...                   preset="unet_tiny", val_fraction=0)  # doctest: +SKIP
+    """
+    return run_to_end(train_iter(**kwargs), progress, what="training")

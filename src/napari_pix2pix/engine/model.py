@@ -1,53 +1,43 @@
-"""`Pix2PixModel`: a generator with its task, normalization and provenance, in one file."""
+"""`Pix2PixModel`, the front door: a :class:`~.core.network.Network` with files and one-line hand-offs.
+
+Construction, :meth:`~Pix2PixModel.save` / :meth:`~Pix2PixModel.load`, and ``predict``,
+``uncertainty`` and ``export``, each handing off to the room that does the work
+(:mod:`.predict`, :mod:`.formats`). Nothing inside the rooms imports this module.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
-from .._version import __version__
-from ..nn import UNetConfig, UNetGenerator, preset_config, reference_key_map
-from ..nn.unet import PRESETS
-from .core.device import inference_copy, resolve_device, resolve_precision
-from .core.normalization import Normalization
+from .core.network import Network
 from .core.progress import Progress, run_to_end
-from .core.tasks import TASKS, Task, get_task
-from .formats.modelfile import ModelFileError, read_model_file, write_model_file
+from .formats import networks
+from .formats.exchange import export as _export
+from .formats.export import ExportReport
+from .formats.reference import import_reference_checkpoint as _import_reference
 from .predict.tiled import PredictOptions, predict_iter
-
-if TYPE_CHECKING:
-    from .formats.export import ExportReport
+from .predict.uncertainty import uncertainty_iter
 
 
-class Pix2PixModel:
+class Pix2PixModel(Network):
     """A Pix2Pix generator that knows its task, its normalization and where it came from.
 
-    Parameters
-    ----------
-    task : {"denoise", "inpaint", "colorize", "translate"}
-        What the model does; decides how inputs and outputs are composed.
-    preset : str
-        Architecture preset: ``"unet_256"`` (the paper's), ``"unet_128"``, or the CPU
-        presets ``"unet_small"`` and ``"unet_tiny"``.
-    channels : int
-        Channels of the images the model takes (colorize: always 1).
-    out_channels : int, optional
-        Output channels for ``translate`` (default: `channels`).
-    config : UNetConfig, optional
-        Full architecture; overrides `preset`, `channels` and `out_channels`.
-    normalization : Normalization, optional
-        Intensity normalization (percentiles; outputs on the input's scale by default).
-    name : str, optional
-        Human-readable name stored in the file.
-    **overrides
-        UNetConfig fields applied on top of the preset (``ngf=32``, ``levels=6``, ...).
+    Built as a :class:`~napari_pix2pix.engine.core.network.Network` (same parameters: `task`,
+    `preset`, `channels`, `out_channels`, `config`, `normalization`, `name`, `z_context`, and
+    UNetConfig overrides such as ``ngf=32``); this class adds files (:meth:`save`, :meth:`load`)
+    and the hand-offs :meth:`predict`, :meth:`uncertainty` and :meth:`export`.
+
+    Notes
+    -----
+    Prediction runs an inference copy of the generator, cached until its weights change
+    (``load_state_dict`` and training drop it); after editing weights in place by other means,
+    call :func:`napari_pix2pix.engine.predict.runner.forget` with the generator.
 
     Examples
     --------
@@ -56,73 +46,14 @@ class Pix2PixModel:
     6
     """
 
-    def __init__(
-        self,
-        task: str = "denoise",
-        preset: str = "unet_256",
-        *,
-        channels: int = 1,
-        out_channels: int | None = None,
-        config: UNetConfig | None = None,
-        normalization: Normalization | None = None,
-        name: str | None = None,
-        z_context: int = 0,
-        **overrides: Any,
-    ) -> None:
-        self.task: Task = get_task(task)
-        if z_context < 0:
-            raise ValueError(f"z_context must be >= 0, got {z_context}")
-        if config is None:
-            cin, cout = self.task.network_channels(channels, out_channels)
-            cin += 2 * z_context * self.task.image_channels(cin)  # the neighbouring planes, as channels
-            config = preset_config(preset, in_channels=cin, out_channels=cout, **overrides)
-        elif not isinstance(config, UNetConfig):
-            raise TypeError(f"config must be a UNetConfig, got {type(config).__name__}")
-        self.config: UNetConfig = config
-        if z_context and config.spatial_dims != 2:
-            raise ValueError("z_context (2.5D) is for 2D networks; a 3D network convolves Z itself")
-        self.z_context = int(z_context)  # 2.5D: the network sees each plane with k neighbours on either side
-        self.preset = preset if preset in PRESETS else "custom"
-        self.generator: UNetGenerator = UNetGenerator(config).eval()
-        self.normalization = normalization or Normalization()
-        self.name = name or f"{self.task.name}-{self.preset}"
-        self.training: dict[str, Any] = {}  # summary written by the trainer
-        self.card: dict[str, Any] = {}  # free-form model card (data, licence, limits)
-        self.source: str | None = None  # where it was loaded from
-        self._runners: dict[tuple[Any, ...], Any] = {}
-        self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------ metadata
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """Everything stored beside the weights (JSON-serialisable)."""
-        return {
-            "name": self.name,
-            "task": self.task.name,
-            "preset": self.preset,
-            "architecture": {"type": "unet", **self.config.to_dict()},
-            **({"z_context": self.z_context} if self.z_context else {}),  # 2D files as 0.1 wrote them
-            "normalization": self.normalization.to_dict(),
-            "training": self.training,
-            "card": self.card,
-            "package_version": __version__,
-            "torch_version": torch.__version__,
-            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-
-    @property
-    def spatial_dims(self) -> int:
-        """2: the model restores images (a stack plane by plane, or 2.5D with `z_context`); 3: volumes."""
-        return self.config.spatial_dims
-
-    def __repr__(self) -> str:
-        c = self.config
-        dims = ", spatial_dims=3" if c.spatial_dims == 3 else ""
-        dims += f", z_context={self.z_context}" if self.z_context else ""
-        return (
-            f"Pix2PixModel(task={self.task.name!r}, preset={self.preset!r}, in={c.in_channels}, "
-            f"out={c.out_channels}, levels={c.levels}, ngf={c.ngf}{dims}, name={self.name!r})"
-        )
+    @classmethod
+    def from_network(cls, net: Network) -> Pix2PixModel:
+        """The front door onto `net` (the same generator and facts, not a copy)."""
+        if isinstance(net, cls):
+            return net
+        model = cls.__new__(cls)
+        model.__dict__.update(net.__dict__)
+        return model
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str], *, half: bool = False) -> Path:
@@ -142,13 +73,7 @@ class Pix2PixModel:
         Path
             The written file.
         """
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(".safetensors")
-        state = {k: v for k, v in self.generator.state_dict().items()}
-        if half:  # float16, except tensors float16 cannot hold (|x| > 65504, e.g. a BatchNorm variance)
-            state = {k: _half_if_it_fits(v) for k, v in state.items()}
-        return write_model_file(path, state, self.metadata)
+        return networks.write_network(self, path, half=half)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Pix2PixModel:
@@ -163,46 +88,12 @@ class Pix2PixModel:
         against a bound far above every preset, so that a crafted file cannot make the loader
         allocate or run anything.
         """
-        from .formats.bioimageio.read import is_package, read_package
-
-        if Path(path).exists() and is_package(path):
-            tensors, meta = read_package(path)
-        elif Path(path).is_dir():
-            raise ModelFileError(f"{Path(path).name} is a folder without an rdf.yaml: neither a model file nor an "
-                                 "unpacked bioimage.io package")
-        else:
-            tensors, meta = read_model_file(path)
-        check_weights(_architecture(meta), tensors, Path(path).name)
-        model = cls.from_metadata(meta)
-        try:  # float16-stored weights are copied into the float32 generator
-            model.generator.load_state_dict(tensors, strict=True)
-        except RuntimeError as e:
-            raise ModelFileError(f"{Path(path).name}: weights do not fit the stored architecture ({e})") from e
-        model.generator.eval()
-        model.source = str(path)
-        return model
+        return networks.read_network(path, cls)
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Pix2PixModel:
-        """An untrained model with the architecture and settings recorded in `meta` (bounded: see check_weights)."""
-        config = _architecture(meta)
-        check_size(config, "the model")
-        try:
-            task = meta["task"]
-            if task not in TASKS:
-                raise ValueError(f"unknown task {task!r}")
-            norm = Normalization(**meta.get("normalization", {}))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelFileError(f"model metadata is incomplete or invalid: {e}") from e
-        try:
-            z_context = int(meta.get("z_context", 0))
-        except (TypeError, ValueError) as e:
-            raise ModelFileError(f"model metadata is incomplete or invalid: z_context {e}") from e
-        model = cls(task, meta.get("preset", "custom"), config=config, normalization=norm, name=meta.get("name"),
-                    z_context=z_context)
-        model.training = dict(meta.get("training", {}))
-        model.card = dict(meta.get("card", {}))
-        return model
+        """An untrained model with the architecture and settings recorded in `meta` (bounded before it is built)."""
+        return networks.network_from_metadata(meta, cls)
 
     # ------------------------------------------------------------------ exchange
     def export(self, path: str | os.PathLike[str], format: str | None = None, *, check: bool = True,
@@ -227,34 +118,7 @@ class Pix2PixModel:
         ExportReport
             The file written and the measured differences.
         """
-        from .formats.export import (
-            FORMATS,
-            check_network,
-            guess_format,
-            onnx_runner,
-            torchscript_runner,
-            write_onnx,
-            write_torchscript,
-        )
-
-        fmt = format or guess_format(path)
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
-        if fmt == "bioimageio":
-            from .formats.bioimageio.write import export_bioimageio
-
-            return export_bioimageio(self, path, check=check, **options)
-        if options:
-            raise TypeError(f"{fmt} export takes no options {sorted(options)}")
-        if fmt == "onnx":
-            written = write_onnx(self, path)
-            diffs = {"onnxruntime": check_network(self, onnx_runner(written))} if check else {}
-        else:
-            written = write_torchscript(self, path)
-            diffs = {"torchscript": check_network(self, torchscript_runner(written))} if check else {}
-        from .formats.export import ExportReport
-
-        return ExportReport(written, fmt, diffs)
+        return _export(self, path, format, check=check, **options)
 
     def export_bioimageio(self, path: str | os.PathLike[str], **options: Any) -> ExportReport:
         """Write a bioimage.io model package (zip, spec 0.5) for deepImageJ, ilastik, QuPath, bioimageio.core.
@@ -278,57 +142,6 @@ class Pix2PixModel:
         return self.export(path, "torchscript", check=check)
 
     # ------------------------------------------------------------------ prediction
-    def _runner(
-        self, device: str | torch.device, precision: str, mc_dropout: bool = False, augment: int = 0,
-        tta: tuple[int, ...] = (),
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        """A function mapping a float32 batch (B, C, H, W) to the generator's output.
-
-        ``augment`` applies one flip/rotation (:func:`_dihedral`) to the batch and undoes it on
-        the output; ``tta`` lists several, whose outputs are averaged (test-time augmentation).
-        """
-        dev = resolve_device(device)
-        dtype = resolve_precision(precision, dev)
-        flat = self.config.spatial_dims == 2  # channels_last is for 4-D tensors
-        key = (str(dev), dtype, mc_dropout, id(self.generator), self._weights_version())
-        with self._lock:
-            net = self._runners.get(key)
-            if net is None:
-                while len(self._runners) >= 2:  # keep the last two (e.g. the widgets' bf16 and an export check's fp32)
-                    self._runners.pop(next(iter(self._runners)))
-                net = inference_copy(self.generator, dev, dtype, keep_dropout=mc_dropout)
-                self._runners[key] = net
-        autocast = dev.type == "cuda" and dtype != torch.float32
-
-        def once(x: torch.Tensor, k: int) -> torch.Tensor:
-            if k:
-                x = _dihedral(x, k)
-            x = x.to(dev, non_blocking=True)
-            if dev.type != "mps" and flat:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=dtype, enabled=autocast):  # in run's inference mode
-                y = net(x.to(dtype))
-            y = y.float().cpu()
-            return _dihedral(y, k, inverse=True) if k else y
-
-        transforms = tta or (augment,)
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.ascontiguousarray(batch))
-            with torch.inference_mode():
-                y = once(x, transforms[0])
-                for k in transforms[1:]:
-                    y += once(x, k)
-                if len(transforms) > 1:
-                    y /= len(transforms)
-            return y.numpy()
-
-        return run
-
-    def _weights_version(self) -> int:
-        """Changes whenever the generator's weights are modified in place (training)."""
-        return sum(int(p._version) for p in self.generator.parameters())
-
     def predict_iter(self, image: Any, mask: Any = None, **kwargs: Any) -> Generator[Progress, None, Any]:
         """Like :meth:`predict` but a generator yielding :class:`Progress`; returns the result.
 
@@ -432,168 +245,28 @@ class Pix2PixModel:
                             cancel, "prediction")
         if not uncertainty:
             return result
-        from .predict.uncertainty import uncertainty_iter
+        return result, self.uncertainty(image, mask, samples=samples, progress=progress, cancel=cancel, **kwargs)
 
-        return result, run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
-                                  "prediction")
+    def uncertainty(self, image: Any, mask: Any = None, *, samples: int = 8,
+                    progress: Callable[[Progress], Any] | None = None,
+                    cancel: threading.Event | Callable[[], bool] | None = None, **kwargs: Any) -> np.ndarray:
+        """The per-pixel spread of `samples` predictions under flips/rotations (and dropout); see :meth:`predict`.
 
-
-MAX_PARAMETERS = 250_000_000  # bound for a stored architecture: unet_256 has 54 M, the other presets fewer
-
-
-def _architecture(meta: dict[str, Any]) -> UNetConfig:
-    """The UNetConfig recorded in a file's metadata (checked by its own rules)."""
-    try:
-        arch = dict(meta["architecture"])
-        arch.pop("type", None)
-        return UNetConfig(**arch)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelFileError(f"model metadata is incomplete or invalid: {e}") from e
+        Returns a float32 map of the output's shape without its channel axis, on the output's scale.
+        `kwargs` are :meth:`predict`'s tiling and device options (and ``channel_axis``).
+        """
+        return run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
+                          "prediction")
 
 
-def _meta_network(config: UNetConfig) -> UNetGenerator:
-    """The network of `config` on PyTorch's meta device: shapes only, nothing allocated."""
-    with torch.device("meta"):
-        return UNetGenerator(config)
+def import_reference_checkpoint(path: str | os.PathLike[str], task: str = "translate", **options: Any
+                                ) -> Pix2PixModel:
+    """Import a ``*_net_G.pth`` of the reference implementation as a :class:`Pix2PixModel`.
 
-
-def check_size(config: UNetConfig, name: str) -> None:
-    """Refuse an architecture far beyond any napari-pix2pix network before it is built."""
-    if max(config.in_channels, config.out_channels) > 4096 or config.ngf > 8192:
-        raise ModelFileError(f"{name}: its architecture ({config.in_channels} -> {config.out_channels} channels, "
-                             f"width {config.ngf}) is far beyond any napari-pix2pix network; refusing to build it")
-    n = sum(p.numel() for p in _meta_network(config).parameters())
-    if n > MAX_PARAMETERS:
-        raise ModelFileError(f"{name}: its architecture has {n / 1e6:,.0f} M parameters, far beyond any napari-pix2pix "
-                             f"network (at most {MAX_PARAMETERS // 1_000_000} M); refusing to build it")
-
-
-def check_weights(config: UNetConfig, tensors: dict[str, torch.Tensor], name: str) -> None:
-    """The stored weights must be exactly those of the stored architecture (names and shapes), which is bounded.
-
-    Raises
-    ------
-    ModelFileError
-        Naming the first tensors that are missing, unexpected or of another shape.
+    Read with ``torch.load(weights_only=True)``, which refuses pickled code. `options` are
+    the flags it was trained with: ``preset`` (``--netG``, default ``"unet_256"``),
+    ``in_channels``/``out_channels`` (``--input_nc``/``--output_nc``, default 3), ``norm``
+    (``"batch"``; instance-norm checkpoints are refused) and ``dropout`` (False for
+    ``--no_dropout``); see :func:`napari_pix2pix.engine.formats.reference.import_reference_checkpoint`.
     """
-    check_size(config, name)
-    expected = {k: tuple(v.shape) for k, v in _meta_network(config).state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing or extra or wrong:
-        parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
-            [f"unexpected {', '.join(extra[:3])}"] if extra else []) + (
-            [f"{k} is {got[k]}, the architecture needs {expected[k]}" for k in wrong[:3]])
-        raise ModelFileError(f"{name}: the weights do not fit the stored architecture ({'; '.join(parts)}); "
-                             "the file is not a napari-pix2pix model as saved")
-
-
-def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """Element `k` (0-7) of the square's symmetry group on the last two axes, or its inverse.
-
-    8-15 (volumes, (B, C, Z, Y, X)): element ``k - 8`` and a flip of Z: the 16 symmetries of
-    an anisotropic voxel grid.
-    """
-    flip, rot, zflip = (k % 8) >= 4, k % 4, k >= 8
-    if not inverse:
-        x = torch.flip(x, (-3,)) if zflip else x
-        x = torch.flip(x, (-1,)) if flip else x
-        return torch.rot90(x, rot, (-2, -1))
-    x = torch.rot90(x, -rot, (-2, -1))
-    x = torch.flip(x, (-1,)) if flip else x
-    return torch.flip(x, (-3,)) if zflip else x
-
-
-def import_reference_checkpoint(
-    path: str | os.PathLike[str],
-    task: str = "translate",
-    *,
-    preset: str = "unet_256",
-    in_channels: int = 3,
-    out_channels: int = 3,
-    norm: str = "batch",
-    dropout: bool = True,
-    **overrides: Any,
-) -> Pix2PixModel:
-    """Import a ``*_net_G.pth`` of the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix).
-
-    The file is read with ``torch.load(weights_only=True)``, which refuses pickled code.
-    Give the flags it was trained with (``--netG unet_256 --input_nc 3 --output_nc 3``).
-
-    Parameters
-    ----------
-    path : path
-        The generator checkpoint.
-    task : str
-        Task of the new model.
-    preset : {"unet_256", "unet_128"}
-        The reference's ``--netG``.
-    in_channels, out_channels : int
-        The reference's ``--input_nc`` and ``--output_nc``.
-    norm : {"batch"}
-        The reference's ``--norm``; instance-norm checkpoints use per-image statistics,
-        which make tiles disagree, and are refused.
-    dropout : bool
-        False for models trained with ``--no_dropout``.
-
-    Returns
-    -------
-    Pix2PixModel
-    """
-    if norm != "batch":
-        raise ValueError(
-            "only batch-norm reference checkpoints can be imported: instance norm in the reference "
-            "computes per-image statistics, which make neighbouring tiles disagree"
-        )
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ModelFileError(f"could not read {Path(path).name} as a weights-only checkpoint: {e}") from e
-    if not isinstance(state, dict):
-        raise ModelFileError(f"{Path(path).name} holds no state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = Pix2PixModel(
-        task, preset, config=preset_config(preset, in_channels=in_channels, out_channels=out_channels,
-                                           dropout=0.5 if dropout else 0.0, **overrides),
-    )
-    ours = map_reference_state(state, model.config, f"{Path(path).name}: is it a {preset} generator with "
-                               f"input_nc={in_channels}, output_nc={out_channels}?")
-    try:
-        model.generator.load_state_dict(ours, strict=True)
-    except RuntimeError as e:
-        raise ModelFileError(f"{Path(path).name} does not match {preset} ({e})") from e
-    model.source = str(path)
-    model.card["imported_from"] = Path(path).name
-    return model
-
-
-def map_reference_state(state: dict[str, Any], config: UNetConfig, hint: str = "") -> dict[str, Any]:
-    """The reference implementation's state-dict entries under our names (values passed through).
-
-    Raises
-    ------
-    ModelFileError
-        For a key the reference's UnetGenerator of `config` does not have.
-    """
-    mapping = reference_key_map(config)
-    ours: dict[str, Any] = {}
-    for key, value in state.items():
-        for ref, our in mapping.items():
-            if key.startswith(ref) and "." not in key[len(ref):]:
-                ours[our + key[len(ref):]] = value
-                break
-        else:
-            raise ModelFileError(f"unexpected key {key!r}" + (f"; {hint}" if hint else ""))
-    return ours
-
-
-def _half_if_it_fits(v: torch.Tensor) -> torch.Tensor:
-    """`v` as float16 if it is floating point and float16 holds every value (else unchanged)."""
-    if not v.is_floating_point():
-        return v
-    h = v.half()
-    return h if bool(torch.isfinite(h).all()) or not bool(torch.isfinite(v).all()) else v
+    return _import_reference(path, task, cls=Pix2PixModel, **options)

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import os
-from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
-from .formats.modelfile import SUFFIX, read_metadata
+from .formats.modelfile import read_metadata
+from .formats.networks import bundled_paths, load_network
 from .model import Pix2PixModel
 
-
-def _models_dir() -> Path:
-    return Path(str(files("napari_pix2pix") / "models"))
-
-
-def bundled_paths() -> dict[str, Path]:
-    """Bundled model files by name (file stem)."""
-    d = _models_dir()
-    if not d.is_dir():
-        return {}
-    return {p.name[: -len(SUFFIX)]: p for p in sorted(d.glob(f"*{SUFFIX}"))}
+__all__ = ["bundled_paths", "default_model_name", "list_models", "load_model"]
 
 
 def list_models() -> dict[str, dict[str, Any]]:
@@ -58,23 +47,9 @@ def load_model(name_or_path: str | os.PathLike[str] | Pix2PixModel) -> Pix2PixMo
 
     A bioimage.io package (zip, unpacked folder or its rdf.yaml) of one of our generators,
     written by :meth:`Pix2PixModel.export_bioimageio` (possibly edited since), predicts
-    exactly as the model file it came from.
-
-    Raises
-    ------
-    FileNotFoundError
-        If it is neither a bundled name nor an existing file.
-    ModelFileError
-        If the file is not an intact napari-pix2pix model (pickles are refused).
+    exactly as the model file it came from. A model given is returned as it is. Errors: see
+    :func:`~napari_pix2pix.engine.formats.networks.load_network` (FileNotFoundError, ModelFileError).
     """
     if isinstance(name_or_path, Pix2PixModel):
         return name_or_path
-    bundled = bundled_paths()
-    key = str(name_or_path)
-    if key in bundled:
-        return Pix2PixModel.load(bundled[key])
-    path = Path(name_or_path).expanduser()
-    if path.is_file() or path.is_dir():  # a model file, or a bioimage.io package (zip, folder, rdf.yaml)
-        return Pix2PixModel.load(path)
-    names = ", ".join(sorted(bundled)) or "none bundled yet"
-    raise FileNotFoundError(f"no model named {key!r}: not a bundled model ({names}) and no such file")
+    return load_network(name_or_path, Pix2PixModel)

@@ -37,16 +37,16 @@ from ...engine.core.progress import StatusUpdate
 from ...engine.core.tasks import TASKS
 from ...engine.formats.modelfile import ModelFileError
 from ...engine.images.io import list_images
-from ...engine.train.config import DEFAULT_RECIPES, RECIPES, resume_config
-from ...engine.train.data import patch_shape
-from ...engine.train.loop import (
+from ...engine.training.config import DEFAULT_RECIPES, RECIPES, resume_config
+from ...engine.training.data import patch_shape
+from ...engine.training.loop import (
     CHECKPOINT,
     CheckpointSaved,
     StepUpdate,
     TrainConfig,
     ValidationUpdate,
 )
-from ...engine.train.warmstart import compatible_tasks
+from ...engine.training.warmstart import compatible_tasks
 from .. import layers as lyr
 from ..choices import RECENT, model_choices, read_header, short_path
 from ..jobs import train_job, training_data, warm_up_in_background
@@ -579,7 +579,7 @@ class TrainWidget(DockWidget):
                 raise ValueError("Choose both an input folder and a target folder.")
             for d in (din, dtg):
                 _check_folder(d)
-            from ...engine.train.data import pair_folders
+            from ...engine.training.data import pair_folders
 
             pair_folders(din, dtg)  # names every unpaired file
             rgb = _folder_is_rgb(din) or _folder_is_rgb(dtg)
@@ -838,19 +838,20 @@ class TrainWidget(DockWidget):
             self._status.error(f"Training failed: {outcome.error}.{hint}", failure=True)
         else:
             model = outcome.result
-            status = (model.training.get("status") if model is not None else None) or "stopped"
+            status = (model.training_summary.get("status") if model is not None else None) or "stopped"
             state = "finished" if status == "finished" else "stopped"
             if model_path is not None and model_path.is_file():
                 RECENT.add(model_path)  # the restoration widgets list it now
                 from ..choices import SESSION
 
                 SESSION.trained(model_path)
-                steps = model.training.get("steps_done") if model is not None else None
+                steps = model.training_summary.get("steps_done") if model is not None else None
                 done = f" after {steps} steps" if steps is not None else ""
-                best = model.training.get("best_val_psnr") if model is not None else None
-                kept = (f" (the weights of step {model.training['weights_of_step']}, best on the held-out part: "
-                        f"{best:.2f} dB)" if model is not None and isinstance(best, float) and best > -1e9
-                        and model.training.get("weights_of_step") not in (None, steps) else "")
+                summary = model.training_summary if model is not None else {}
+                best = summary.get("best_val_psnr")
+                kept = (f" (the weights of step {summary['weights_of_step']}, best on the held-out part: "
+                        f"{best:.2f} dB)" if isinstance(best, float) and best > -1e9
+                        and summary.get("weights_of_step") not in (None, steps) else "")
                 self._status.info(f"Model saved{done} ({status}){kept}: {model_path}. It is now listed in the "
                                   "Denoise/Inpaint/Colorize/Translate widgets.")
                 self._last_model = str(model_path.resolve())

@@ -1,7 +1,7 @@
 """Long work as generators of typed updates: the updates, cancelling, and draining a generator.
 
 Prediction (:func:`~napari_pix2pix.engine.predict.tiled.predict_iter`) yields :class:`Progress`;
-training (:func:`~napari_pix2pix.engine.train.loop.train_iter`) yields :class:`StepUpdate`,
+training (:func:`~napari_pix2pix.engine.training.loop.train_iter`) yields :class:`StepUpdate`,
 :class:`ValidationUpdate`, :class:`CheckpointSaved` and :class:`StatusUpdate`. Scripts drain
 them with :func:`run_to_end`; the napari widgets run them in a worker thread and stop them
 between two updates. Nothing here knows about networks, images or napari.

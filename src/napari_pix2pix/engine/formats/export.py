@@ -12,8 +12,8 @@ Every export can be checked: the file is run (onnxruntime, ``torch.jit.load``) o
 image and compared with :meth:`Pix2PixModel.predict` on the same image; the largest
 absolute difference is reported in network units.
 
-This module is a leaf of the exchange formats: :meth:`Pix2PixModel.export` picks the
-format, :mod:`.bioimageio` builds packages from the writers and checks here.
+This module is a leaf of the exchange formats: :func:`.exchange.export` picks the format,
+:mod:`.bioimageio.write` builds packages from the writers and checks here.
 """
 
 from __future__ import annotations
@@ -25,18 +25,17 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ...nn.unet import ExportGenerator
+from ..core.network import Network
 from ..core.normalization import to_network
-from ..predict.tiled import plane_ranges
+from ..core.progress import run_to_end
+from ..predict.tiled import plane_ranges, predict_iter
 from .modelfile import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from ..model import Pix2PixModel
 
 FORMATS = ("bioimageio", "onnx", "torchscript")
 SUFFIXES = {".zip": "bioimageio", ".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",
@@ -103,12 +102,12 @@ def guess_format(path: str | os.PathLike[str]) -> str:
 
 
 # ---------------------------------------------------------------------- the exported network
-def export_kwargs(model: Pix2PixModel) -> dict[str, Any]:
+def export_kwargs(model: Network) -> dict[str, Any]:
     """Plain-JSON keyword arguments that rebuild the exported network (:class:`ExportGenerator`)."""
     return {"inpaint": model.task.needs_mask, **model.config.to_dict()}
 
 
-def export_network(model: Pix2PixModel) -> ExportGenerator:
+def export_network(model: Network) -> ExportGenerator:
     """A float32 CPU :class:`ExportGenerator` in eval mode holding `model`'s weights."""
     net = ExportGenerator(**export_kwargs(model))
     state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
@@ -117,7 +116,7 @@ def export_network(model: Pix2PixModel) -> ExportGenerator:
     return net.eval()
 
 
-def example_inputs(model: Pix2PixModel, size: int | None = None, batch: int = 1) -> tuple[torch.Tensor, ...]:
+def example_inputs(model: Network, size: int | None = None, batch: int = 1) -> tuple[torch.Tensor, ...]:
     """Inputs of the exported network: the image and, for inpainting, a mask (B, 1, H, W) (3D: (B, 1, D, H, W))."""
     cfg = model.config
     size = size or max(max(cfg.size_multiple[-2:]), 64)
@@ -132,13 +131,13 @@ def example_inputs(model: Pix2PixModel, size: int | None = None, batch: int = 1)
     return image, mask
 
 
-def metadata_json(model: Pix2PixModel) -> str:
+def metadata_json(model: Network) -> str:
     """The model's metadata as stored inside exported files."""
     return json.dumps(model.metadata, sort_keys=True)
 
 
 # ---------------------------------------------------------------------- writers
-def write_torchscript(model: Pix2PixModel, path: str | os.PathLike[str], net: ExportGenerator | None = None) -> Path:
+def write_torchscript(model: Network, path: str | os.PathLike[str], net: ExportGenerator | None = None) -> Path:
     """Write the network as TorchScript (traced; any batch size, any multiple of the size multiple).
 
     `net`: the model's :func:`export_network`, when the caller has built it already.
@@ -152,7 +151,7 @@ def write_torchscript(model: Pix2PixModel, path: str | os.PathLike[str], net: Ex
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def write_onnx(model: Pix2PixModel, path: str | os.PathLike[str], opset: int = ONNX_OPSET,
+def write_onnx(model: Network, path: str | os.PathLike[str], opset: int = ONNX_OPSET,
                net: ExportGenerator | None = None) -> Path:
     """Write the network as ONNX with dynamic batch, (depth,) height and width (needs the ``onnx`` package).
 
@@ -204,7 +203,7 @@ def torchscript_runner(path: str | os.PathLike[str]) -> Any:
 
 
 # ---------------------------------------------------------------------- test images and checks
-def test_image(model: Pix2PixModel, size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def test_image(model: Network, size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A test image for `model` from the package's sample data: float32 (C, S, S), and a (S, S) mask (inpaint).
 
     ``S`` is `size` or the smallest multiple of the network's size multiple that is at least
@@ -247,7 +246,7 @@ def test_image(model: Pix2PixModel, size: int | None = None) -> tuple[np.ndarray
     return chans, mask
 
 
-def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarray | None
+def reference_prediction(model: Network, image: np.ndarray, mask: np.ndarray | None
                          ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
     """Our own prediction of a (C, H, W) float image (3D: (C, D, H, W)), as (C_out, ...), with the ranges.
 
@@ -260,15 +259,13 @@ def reference_prediction(model: Pix2PixModel, image: np.ndarray, mask: np.ndarra
                                         image.dtype, mask)
     if model.z_context:  # a 2.5D input is a plane with its neighbours as channels: predict their stack
         return _context_prediction(model, image, mask), (lo, hi), (olo, ohi)
-    out = model.predict(image if c > 1 else image[0], mask, channel_axis=0 if c > 1 else None, tile_size=None,
-                        device="cpu", precision="fp32")
-    out = np.asarray(out, np.float32)
+    out = _predict(model, image if c > 1 else image[0], mask, 0 if c > 1 else None)
     if c == 1:  # no channel axis in: (H, W), or (H, W, C_out) with colour last (colorize)
         out = out[None] if out.ndim == image.ndim - 1 else np.moveaxis(out, -1, 0)
     return out, (lo, hi), (olo, ohi)
 
 
-def _context_prediction(model: Pix2PixModel, block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+def _context_prediction(model: Network, block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Our prediction of the centre plane of the stack whose context block (channels: z, z-k, ..., z+k) is `block`."""
     from ..predict.tiling import context_order
 
@@ -279,13 +276,18 @@ def _context_prediction(model: Pix2PixModel, block: np.ndarray, mask: np.ndarray
     stack = np.empty((n, c, *block.shape[1:]), block.dtype)
     for j, z in enumerate(order):
         stack[z] = block[j * c : (j + 1) * c]
-    out = model.predict(stack if c > 1 else stack[:, 0], mask, channel_axis=1 if c > 1 else None, tile_size=None,
-                        device="cpu", precision="fp32")
-    out = np.asarray(out, np.float32)[k]
+    out = _predict(model, stack if c > 1 else stack[:, 0], mask, 1 if c > 1 else None)[k]
     return out if c > 1 else out[None]
 
 
-def network_inputs(model: Pix2PixModel, image: np.ndarray, mask: np.ndarray | None,
+def _predict(model: Network, image: np.ndarray, mask: np.ndarray | None, channel_axis: int | None) -> np.ndarray:
+    """Our prediction, untiled, fp32 on the CPU: the reference an export is compared with."""
+    out = run_to_end(predict_iter(model, image, mask, channel_axis=channel_axis, tile_size=None, device="cpu",
+                                  precision="fp32"))
+    return np.asarray(out, np.float32)
+
+
+def network_inputs(model: Network, image: np.ndarray, mask: np.ndarray | None,
                    lo: float, hi: float) -> tuple[np.ndarray, ...]:
     """Inputs of the exported network for a (C, H, W) image: (1, C, H, W) in network units (and the mask)."""
     x = to_network(image, lo, hi)[None]
@@ -294,7 +296,7 @@ def network_inputs(model: Pix2PixModel, image: np.ndarray, mask: np.ndarray | No
     return x, mask.astype(np.float32)[None, None]
 
 
-def check_network(model: Pix2PixModel, run: Any, image: np.ndarray | None = None,
+def check_network(model: Network, run: Any, image: np.ndarray | None = None,
                   mask: np.ndarray | None = None) -> float:
     """Largest |exported - ours| in network units, on `image` (default: :func:`test_image`)."""
     if image is None:
@@ -304,11 +306,4 @@ def check_network(model: Pix2PixModel, run: Any, image: np.ndarray | None = None
     return float(np.max(np.abs(theirs - to_network(ours, olo, ohi))))
 
 
-def export(model: Pix2PixModel, path: str | os.PathLike[str], format: str | None = None, *, check: bool = True,
-           **options: Any) -> ExportReport:
-    """Export `model` (see :meth:`Pix2PixModel.export`, which picks the format)."""
-    return model.export(path, format, check=check, **options)
-
-
-__all__ = ["EXTRA", "FORMATS", "ExportReport", "MissingExtraError", "export", "guess_format", "write_onnx",
-           "write_torchscript"]
+__all__ = ["EXTRA", "FORMATS", "ExportReport", "MissingExtraError", "guess_format", "write_onnx", "write_torchscript"]

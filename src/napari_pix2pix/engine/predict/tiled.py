@@ -14,12 +14,13 @@ import os
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.device import PRECISIONS, resolve_device, resolve_precision
+from ..core.network import Network
 from ..core.normalization import (
     LUMA,
     Normalization,
@@ -31,10 +32,8 @@ from ..core.normalization import (
 )
 from ..core.progress import Cancelled, PredictionCancelled, Progress, run_to_end
 from ..images.zarrstore import ZarrTarget
+from .runner import Runner, runner
 from .tiling import AxisPlan, context_order, iter_bands, n_tiles, plan_axis
-
-if TYPE_CHECKING:
-    from ..model import Pix2PixModel
 
 __all__ = ["Cancelled", "PredictOptions", "PredictionCancelled", "Progress", "predict_iter", "run_to_end"]
 
@@ -291,7 +290,7 @@ TTA_COUNTS = (1, 2, 4, 8, 16)
 
 
 def tta_transforms(tta: bool | int, dims: int) -> tuple[int, ...]:
-    """The flips/rotations (:func:`..model._dihedral` indices) that ``tta`` averages; () when off.
+    """The flips/rotations (:func:`.runner.dihedral` indices) that ``tta`` averages; () when off.
 
     2D: the first n of the 8 symmetries of the square (2: identity and a quarter turn; 4: the
     rotations; 8: all). 3D: alternately also flipped in Z (2: identity and the Z flip), up to 16.
@@ -350,7 +349,7 @@ class _OutputPlan:
     dtype: np.dtype
 
 
-def _output_plan(model: Pix2PixModel, shape: tuple[int, ...], dtype: np.dtype, layout: _Layout,
+def _output_plan(model: Network, shape: tuple[int, ...], dtype: np.dtype, layout: _Layout,
                  out_channels: int, output_dtype: Any) -> _OutputPlan:
     """Colorize (or a multi-channel output from a single-channel image) adds a channel axis last."""
     ca = layout.channel_axis
@@ -430,13 +429,13 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
     return (lo, hi), out
 
 
-def _predict_plane(model: Pix2PixModel, get: Callable[..., np.ndarray], dtype: np.dtype,
+def _predict_plane(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype,
                    m_plane: np.ndarray | None, plans: tuple[AxisPlan, ...], batch_size: int,
                    run: Callable[[np.ndarray], np.ndarray], write: Callable[[int, int, np.ndarray], None],
                    ) -> Generator[int, None, None]:
     """Predict one plane (or volume), read through ``get(*slices) -> (C, ...)``; yield tiles done, write rows."""
     full = [slice(0, p.size) for p in plans[1:]]
-    own = model.task.image_channels(model.config.in_channels) // (2 * getattr(model, "z_context", 0) + 1)
+    own = model.task.image_channels(model.config.in_channels) // (2 * model.z_context + 1)
 
     def rows(y0: int, y1: int) -> np.ndarray:  # the plane's own channels (2.5D: not its neighbours')
         return np.moveaxis(get(slice(y0, y1), *full)[:own], 0, -1)
@@ -497,13 +496,14 @@ def _z_extent(image: Any, layout: _Layout) -> int:
 
 # ---------------------------------------------------------------------- the whole image
 def predict_iter(
-    model: Pix2PixModel,
+    model: Network,
     image: Any,
     mask: Any = None,
     *,
     channel_axis: int | None = None,
     out: Any = None,
     pyramid: bool = False,
+    run: Runner | None = None,
     **options: Any,
 ) -> Generator[Progress, None, Any]:
     """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
@@ -511,10 +511,13 @@ def predict_iter(
     The arguments are those of :meth:`Pix2PixModel.predict`; `options` are the fields of
     :class:`PredictOptions` (tile_size, overlap, batch_size, device, precision and, for
     uncertainty estimates, mc_dropout, augment and output_dtype; tta for test-time augmentation).
+    `run` maps a batch in network units to the network's output (default: :func:`.runner.runner` of
+    `model`'s generator with these options); `model` gives the facts around the network (task,
+    channels, normalization, z context).
     """
     opts = PredictOptions(**options)
     cfg = model.config
-    dims, zc = cfg.spatial_dims, getattr(model, "z_context", 0)
+    dims, zc = cfg.spatial_dims, model.z_context
     if opts.augment >= 8 and dims == 2:
         raise ValueError(f"augment {opts.augment} flips Z: it is for 3D models; a 2D model has augment 0-7")
     shape, dtype, channel_axis = _check_image(image, channel_axis, dims)
@@ -529,8 +532,9 @@ def predict_iter(
     if zc:
         _z_extent(image, layout)  # a clear error before any work when there is no Z axis
     total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
-    run = model._runner(opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment,
-                        tta=tta_transforms(opts.tta, dims))
+    if run is None:
+        run = runner(model.generator, opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment,
+                     tta=tta_transforms(opts.tta, dims))
     done = 0
     out = _allocate(out, plan, pyramid)  # last: a zarr store is created only once everything is checked
     try:

@@ -17,26 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from torch import nn
 
+from ..core.network import Network
 from ..core.progress import Progress, relay
 from .tiled import _check_image, predict_iter, tta_transforms
 
-if TYPE_CHECKING:
-    from ..model import Pix2PixModel
 
-
-def has_dropout(model: Pix2PixModel) -> bool:
+def has_dropout(model: Network) -> bool:
     """True if the generator has active dropout layers."""
     return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.generator.modules())
 
 
 def uncertainty_iter(
-    model: Pix2PixModel, image: Any, mask: Any = None, *, samples: int = 8, channel_axis: int | None = None,
+    model: Network, image: Any, mask: Any = None, *, samples: int = 8, channel_axis: int | None = None,
     **kwargs: Any,
 ) -> Generator[Progress, None, np.ndarray]:
     """Per-pixel standard deviation over `samples` augmented (and dropout) predictions.
@@ -78,7 +76,7 @@ def uncertainty_iter(
     return std
 
 
-def _output_channel_axis(model: Pix2PixModel, image: Any, channel_axis: int | None, out_ndim: int) -> int | None:
+def _output_channel_axis(model: Network, image: Any, channel_axis: int | None, out_ndim: int) -> int | None:
     shape, _, ca = _check_image(image, channel_axis, model.spatial_dims)
     if ca is not None:
         return ca

@@ -405,7 +405,7 @@ def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     rest = {k: v for k, v in kwargs.items() if k not in SOURCE_KEYS}
     unknown = [k for k in rest if k not in names]
     if unknown:
-        raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.train.loop.TrainConfig")
+        raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.training.loop.TrainConfig")
     return src, rest
 
 

@@ -2,23 +2,22 @@
 
 Eval mode, running BatchNorm statistics, folded BatchNorm, the same normalization as
 prediction (the patches are normalized by their plane's percentiles), fp32: the PSNR shown
-during training is what :meth:`Pix2PixModel.predict` gives.
+during training is what prediction (:mod:`..predict`) gives.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from ..core.network import Network
 from ..core.progress import ValidationUpdate
+from ..predict.runner import runner
 from .data import PairedData, Plane, patch_shape, stack_batch
 
-if TYPE_CHECKING:
-    from ..model import Pix2PixModel
 
 def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     mse = float(np.mean((a.astype(np.float64) - b) ** 2))
@@ -117,9 +116,9 @@ def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: 
     return vs
 
 
-def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, task: str) -> ValidationUpdate:
+def validate(model: Network, vs: ValSet, device: torch.device, step: int, task: str) -> ValidationUpdate:
     """PSNR, SSIM and L1 of the model on the patches (and of the raw input), a preview and its uncertainty."""
-    run = model._runner(device, "fp32")  # as prediction runs: eval, running stats, folded BN
+    run = runner(model.generator, device, "fp32")  # as prediction runs: eval, running stats, folded BN
     rng_span = 1.6  # the network range of [lo, hi]
     psnrs, ssims, l1s, psnr_in, ssim_in = [], [], [], [], []
     preview = None
@@ -149,7 +148,7 @@ def validate(model: Pix2PixModel, vs: ValSet, device: torch.device, step: int, t
     # uncertainty of the preview patch: spread over the 8 flips/rotations, as in prediction
     a = vs.inputs[0]
     padded, offsets = _pad_to(a, model.config.size_multiple)
-    samples = np.stack([_crop(model._runner(device, "fp32", augment=k)(padded[None])[0], offsets, a.shape[1:])
+    samples = np.stack([_crop(runner(model.generator, device, "fp32", augment=k)(padded[None])[0], offsets, a.shape[1:])
                         for k in range(8)])
     spread = _mid(samples.std(axis=0, ddof=1)[:, skips[0]:]).mean(axis=0) / rng_span  # the preview's planes
     if task == "inpaint":

@@ -2,7 +2,7 @@
 
 :func:`train_iter` yields :class:`StepUpdate`, :class:`ValidationUpdate`,
 :class:`CheckpointSaved` and :class:`StatusUpdate` and returns the trained
-:class:`Pix2PixModel`; it can be stopped between any two steps (``close()`` or a `stop`
+:class:`Network`; it can be stopped between any two steps (``close()`` or a `stop`
 event) and saves a checkpoint when it is stopped or fails. :func:`train` drains it for
 scripts and the command line.
 
@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from torch import nn
 
 from ...nn import GANLoss, PatchGANConfig, PatchGANDiscriminator
 from ..core.device import autocast_dtype, resolve_device
+from ..core.network import Network
 from ..core.normalization import Normalization, safe_range
 from ..core.progress import (
     CheckpointSaved,
@@ -45,10 +46,10 @@ from ..core.progress import (
     TrainEvent,
     TrainingStatus,
     ValidationUpdate,
-    run_to_end,
 )
+from ..formats.networks import network_from_metadata, write_network
 from ..images.synthesis import NoiseConfig
-from ..model import Pix2PixModel
+from ..predict.runner import forget_after_steps
 from .checkpoints import BEST, CHECKPOINT, load_checkpoint, save_checkpoint, unflatten_optimizer
 from .config import (
     AUTO_START,
@@ -62,12 +63,11 @@ from .config import (
 )
 from .data import PairedData, make_data, patch_shape, stack_batch
 from .validation import VAL_SCHEME, ValSet, make_valset, validate
-from .warmstart import StartFrom, describe_start, start_model
+from .warmstart import StartFrom, describe_start, load_start, start_model
 
 __all__ = [
     "BEST", "CHECKPOINT", "RECIPES", "RESUMABLE", "CheckpointSaved", "StatusUpdate", "StepUpdate", "TrainConfig",
-    "TrainEvent", "TrainingDiverged", "TrainingStatus", "ValidationUpdate", "describe", "train", "train_iter",
-    "training_data",
+    "TrainEvent", "TrainingDiverged", "TrainingStatus", "ValidationUpdate", "describe", "train_iter", "training_data",
 ]
 
 
@@ -87,7 +87,7 @@ def _run_config(config: TrainConfig | None, resume: str | os.PathLike[str] | Non
     """(settings as given, checkpoint to resume or None, data source keywords) from train_iter's arguments."""
     src, changes = split_kwargs(kwargs)
     if start_from is not None:
-        changes["start_from"] = start_from.name if isinstance(start_from, Pix2PixModel) else str(start_from)
+        changes["start_from"] = start_from.name if isinstance(start_from, Network) else str(start_from)
     if resume is not None:
         state = load_checkpoint(resume)
         saved = TrainConfig.from_dict(state[1]["config"])
@@ -168,9 +168,12 @@ def _device_for(cfg: TrainConfig, world: int) -> torch.device:
 
 
 def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], start_from: StartFrom | None,
-             resuming: bool) -> tuple[TrainConfig, PairedData, Pix2PixModel | None]:
-    """The run's data, its starting model (warm start) and its resolved settings."""
-    start = None
+             resuming: bool) -> tuple[TrainConfig, PairedData, Network | None]:
+    """The run's data, its starting model (warm start, loaded once) and its resolved settings.
+
+    A `data` given is not modified: the run's normalization and augmentation go into a copy.
+    """
+    start = loaded = None
     if start_from is None and not resuming:
         start_from = cfg.start_from
     auto = start_from in (None, "auto")
@@ -178,12 +181,10 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
         starts = AUTO_START_3D if cfg.dims == 3 else AUTO_START
         start_from = starts.get(cfg.task) if auto and cfg.warm and not resuming else None
     if start_from is not None:  # the starting model's normalization is the data's
-        from .warmstart import load_start
-
-        probe = load_start(start_from)
-        cfg = replace(cfg, percentiles=(probe.normalization.low, probe.normalization.high))
+        loaded = load_start(start_from)  # the run's own copy, loaded once
+        cfg = replace(cfg, percentiles=(loaded.normalization.low, loaded.normalization.high))
         if not auto and cfg.spatial_dims is None and not cfg.z_context:  # a named model: its dimensions
-            cfg = replace(cfg, spatial_dims=probe.spatial_dims, z_context=probe.z_context)
+            cfg = replace(cfg, spatial_dims=loaded.spatial_dims, z_context=loaded.z_context)
     if data is None:
         data = training_data(cfg, src)
     elif src:
@@ -196,19 +197,20 @@ def _prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], sta
     plane_channels = data.channels[0] // (2 * cfg.z_context + 1)
     if auto and start_from is not None and (plane_channels, data.channels[1]) != (1, 1):
         start_from = None  # the bundled starting models are for 1-channel planes (2.5D: the plane's) and volumes
-    if start_from is not None:
-        start = start_model(start_from, data.task, *data.channels, spatial_dims=cfg.dims, z_context=cfg.z_context)
+    if start_from is not None and loaded is not None:
+        start = start_model(loaded, data.task, *data.channels, spatial_dims=cfg.dims, z_context=cfg.z_context)
         if auto:
             start.source = f"{start_from} (automatic)"
         else:
-            cfg = replace(cfg, start_from=start.name if isinstance(start_from, Pix2PixModel) else str(start_from))
+            cfg = replace(cfg, start_from=start.name if isinstance(start_from, Network) else str(start_from))
         arch = start.config
     else:
         arch = cfg.generator_config(*data.task.network_channels(data.channels[0] // (2 * cfg.z_context + 1),
                                                                 data.channels[1]))
-    data.normalization = _output_normalization(cfg, data, start)  # targets on the scale outputs go back to
-    data.intensity = cfg.intensity_augment if cfg.intensity_augment is not None else (
+    intensity = cfg.intensity_augment if cfg.intensity_augment is not None else (
         INTENSITY_AUGMENT_WARM if start is not None else 0.0)
+    data = replace(data, normalization=_output_normalization(cfg, data, start),  # targets on the outputs' scale
+                   intensity=intensity)
     if auto and start_from is None and cfg.preset is None:  # automatic, nothing fitting: a new network
         cfg = replace(cfg, start_from="scratch")
     if not cfg.resolved or cfg.steps is None:
@@ -259,12 +261,14 @@ class _Ema:
 class _Run:
     """The state of a run: networks, optimisers, random state, progress."""
 
-    model: Pix2PixModel
+    model: Network
     disc: PatchGANDiscriminator | None  # None when the recipe has no adversarial term
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
     scaler: Any  # torch.amp.GradScaler: enabled for fp16 only
     rng: np.random.Generator
+    torch_rng: torch.Tensor  # the run's own torch random state (dropout): the caller's global one is not touched
+    cuda_rng: torch.Tensor | None  # ... and its CUDA generator's, on a GPU
     amp_dtype: torch.dtype | None
     memory_format: torch.memory_format
     ema: _Ema | None = None
@@ -282,6 +286,20 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.g_net, self.d_net = self.model.generator, self.disc
+
+    @contextlib.contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Torch's random numbers from the run's own state for the time being (the global state is restored)."""
+        device = next(self.model.generator.parameters()).device
+        cuda = [device] if self.cuda_rng is not None and device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(self.torch_rng)
+            if cuda and self.cuda_rng is not None:
+                torch.cuda.set_rng_state(self.cuda_rng, device)
+            yield
+            self.torch_rng = torch.get_rng_state()
+            if cuda:
+                self.cuda_rng = torch.cuda.get_rng_state(device)
 
     def train_mode(self) -> None:
         """Networks in training mode (the generator's norm layers frozen when asked)."""
@@ -314,7 +332,7 @@ class _Run:
             yield
 
 
-def _output_normalization(cfg: TrainConfig, data: PairedData, start: Pix2PixModel | None) -> Normalization:
+def _output_normalization(cfg: TrainConfig, data: PairedData, start: Network | None) -> Normalization:
     """How the model will normalize, decided from the data (training then normalizes the same way).
 
     A warm start keeps the starting model's. Otherwise each plane is normalized by its own
@@ -347,31 +365,36 @@ def _grad_scaler(device: torch.device, enabled: bool) -> Any:
     return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")  # PyTorch < 2.3
 
 
-def _generator(cfg: TrainConfig, data: PairedData, start: Pix2PixModel | None,
-               resume_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> Pix2PixModel:
-    """The generator to train: the checkpoint's network, a copy of the starting model, or a new one."""
+def _generator(cfg: TrainConfig, data: PairedData, start: Network | None,
+               resume_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> Network:
+    """The network to train: the checkpoint's, the starting model's (the run's own copy), or a new one."""
     if resume_state is not None:  # the architecture the checkpoint was made with (weights: _restore)
-        saved = Pix2PixModel.from_metadata(resume_state[1]["model"])
-        return Pix2PixModel(cfg.task, saved.preset, config=saved.config, normalization=saved.normalization,
-                            name=saved.name, z_context=saved.z_context)
-    if start is not None:
-        model = Pix2PixModel(cfg.task, start.preset, config=start.config, normalization=data.normalization,
-                             z_context=start.z_context)
-        model.generator.load_state_dict(start.generator.state_dict())
-        return model
+        saved: Network = network_from_metadata(resume_state[1]["model"])
+        return Network(cfg.task, saved.preset, normalization=saved.normalization, name=saved.name,
+                       z_context=saved.z_context, generator=saved.generator)
+    if start is not None:  # trains the start's generator itself: load_start made it the run's own
+        return Network(cfg.task, start.preset, normalization=data.normalization, z_context=start.z_context,
+                       generator=start.generator)
     image_c = data.channels[0] // (2 * cfg.z_context + 1)  # a 2.5D plane carries its neighbours as channels
     cin, cout = data.task.network_channels(image_c, data.channels[1])
-    return Pix2PixModel(cfg.task, cfg.preset or "unet_tiny", config=cfg.generator_config(cin, cout),
-                        normalization=data.normalization, z_context=cfg.z_context)
+    return Network(cfg.task, cfg.preset or "unet_tiny", config=cfg.generator_config(cin, cout),
+                   normalization=data.normalization, z_context=cfg.z_context)
 
 
 def _build(cfg: TrainConfig, data: PairedData, device: torch.device, rank: int, world: int,
-           resume_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None, start: Pix2PixModel | None) -> _Run:
-    """Networks and optimisers for `cfg` and `data`, restored from `resume_state` when resuming."""
-    torch.manual_seed(cfg.seed + rank)
-    model = _generator(cfg, data, start, resume_state)
-    cin, cout = model.config.in_channels, model.config.out_channels
-    disc = PatchGANDiscriminator(_disc_config(cfg, cin + cout)) if cfg.gan_weight else None
+           resume_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None, start: Network | None) -> _Run:
+    """Networks and optimisers for `cfg` and `data`, restored from `resume_state` when resuming.
+
+    Random initial weights come from the run's own seeded torch state (`seed` + rank), not the caller's.
+    """
+    gpu = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpu):
+        torch.manual_seed(cfg.seed + rank)  # the CPU's and every GPU's generator, inside the fork only
+        model = _generator(cfg, data, start, resume_state)
+        cin, cout = model.config.in_channels, model.config.out_channels
+        disc = PatchGANDiscriminator(_disc_config(cfg, cin + cout)) if cfg.gan_weight else None
+        torch_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(device) if gpu else None
     betas = (cfg.beta1 if cfg.beta1 is not None else 0.5, cfg.beta2)
     amp_dtype = autocast_dtype(cfg.precision, device, cfg.dims)
     fmt = torch.channels_last if cfg.channels_last and device.type != "mps" and cfg.dims == 2 else (
@@ -383,7 +406,8 @@ def _build(cfg: TrainConfig, data: PairedData, device: torch.device, rank: int, 
     run = _Run(model, disc, torch.optim.Adam(model.generator.parameters(), lr=cfg.lr or 2e-4, betas=betas),
                torch.optim.Adam(disc.parameters(), lr=cfg.lr or 2e-4, betas=betas) if disc is not None else None,
                _grad_scaler(device, amp_dtype == torch.float16), np.random.default_rng(cfg.seed + 1000 * rank),
-               amp_dtype, fmt)
+               torch_rng, cuda_rng, amp_dtype, fmt)
+    forget_after_steps(run.opt_g, model.generator)  # cached inference copies (validation) follow the weights
     if resume_state is not None:
         _restore(run, *resume_state, device)
     run.freeze_norm = bool(cfg.freeze_norm)
@@ -419,7 +443,7 @@ def _restore(run: _Run, tensors: dict[str, torch.Tensor], meta: dict[str, Any], 
             run.opt_d.load_state_dict(unflatten_optimizer("optD", tensors, meta["optD"]))
     if meta.get("grad_scaler") and run.scaler.is_enabled():
         run.scaler.load_state_dict(meta["grad_scaler"])
-    torch.set_rng_state(tensors["torch_rng"])
+    run.torch_rng = tensors["torch_rng"]
     run.rng.bit_generator.state = meta["numpy_rng"]
     run.step = int(meta["step"])
     run.best = float(meta.get("best", -math.inf))
@@ -446,16 +470,16 @@ class _Saver:
 
     def finish_metadata(self, status: TrainingStatus) -> None:
         r = self.run
-        r.model.training = {"config": self.cfg.to_dict(), **self.summary, "steps_done": r.step,
+        r.model.training_summary = {"config": self.cfg.to_dict(), **self.summary, "steps_done": r.step,
                             "status": status.value, "best_val_psnr": r.best, "weights_of_step": r.best_step or r.step,
                             "history": r.history[-200:]}
         if r.fp32_from is not None:
-            r.model.training["fp32_from_step"] = r.fp32_from
+            r.model.training_summary["fp32_from_step"] = r.fp32_from
 
     def _model_file(self, path: Path) -> Path:
         """The model file: the best weights by validation (or the averaged ones when EMA is on)."""
         with self.run.deployed():
-            return self.run.model.save(path)
+            return write_network(self.run.model, path)
 
     def save_all(self, status: TrainingStatus) -> list[CheckpointSaved]:
         """The checkpoint and the model file, as they stand (nothing before a new run's first step)."""
@@ -471,8 +495,8 @@ class _Saver:
             more = {f"E.{k}": v for k, v in r.ema.state.items()} if r.ema is not None else {}
             more.update({f"B.{k}": v for k, v in (r.best_weights or {}).items()})
             extra["best_step"] = r.best_step
-            p = save_checkpoint(self.ckpt_dir / CHECKPOINT, r.model, r.disc, r.opt_g, r.opt_d, r.step, r.rng, extra,
-                                more)
+            p = save_checkpoint(self.ckpt_dir / CHECKPOINT, r.model, r.disc, r.opt_g, r.opt_d, r.step, r.rng,
+                                r.torch_rng, extra, more)
             out.append(CheckpointSaved(r.step, str(p), "checkpoint"))
         if self.model_path is not None:
             out.append(CheckpointSaved(r.step, str(self._model_file(self.model_path)), "model"))
@@ -485,7 +509,7 @@ class _Saver:
         return [CheckpointSaved(self.run.step, str(self._model_file(self.ckpt_dir / BEST)), "best")]
 
 
-def _saver(cfg: TrainConfig, data: PairedData, run: _Run, start: Pix2PixModel | None, start_from: Any,
+def _saver(cfg: TrainConfig, data: PairedData, run: _Run, start: Network | None, start_from: Any,
            model_path: str | os.PathLike[str] | None, checkpoint_dir: str | os.PathLike[str] | None, rank: int,
            world: int) -> _Saver:
     where = start_from if start_from not in (None, "auto") else (start.source if start is not None else None)
@@ -763,7 +787,7 @@ def _follow_budget(budget: _Budget, run: _Run, cfg: TrainConfig, valset: ValSet 
     return cfg
 
 
-def _begin(run: _Run, cfg: TrainConfig, start: Pix2PixModel | None, valset: ValSet | None, saver: _Saver,
+def _begin(run: _Run, cfg: TrainConfig, start: Network | None, valset: ValSet | None, saver: _Saver,
            device: torch.device) -> Generator[TrainEvent, None, None]:
     """What was decided (the run's resolved settings), and a warm start's own score, which training must beat."""
     size = "x".join(map(str, patch_shape(cfg.patch_size or 64, cfg.dims)))
@@ -781,7 +805,7 @@ def _begin(run: _Run, cfg: TrainConfig, start: Pix2PixModel | None, valset: ValS
             run.train_mode()
 
 
-def _finish(run: _Run, saver: _Saver, status: TrainingStatus, world: int) -> Pix2PixModel:
+def _finish(run: _Run, saver: _Saver, status: TrainingStatus, world: int) -> Network:
     """The model a run returns: the saved one (best by validation, or EMA), on the CPU, the same on every rank."""
     if run.best_weights is not None:
         run.model.generator.load_state_dict(run.best_weights)
@@ -806,15 +830,15 @@ def train_iter(
     stop: threading.Event | None = None,
     start_from: StartFrom | None = None,
     **kwargs: Any,
-) -> Generator[TrainEvent, None, Pix2PixModel]:
-    """Train a Pix2Pix model, yielding updates; returns the trained :class:`Pix2PixModel`.
+) -> Generator[TrainEvent, None, Network]:
+    """Train a Pix2Pix model, yielding updates; returns the trained :class:`Network`.
 
     Parameters
     ----------
     data : PairedData, optional
         Prepared pairs; otherwise give a source as keyword (``input=``/``target=``,
         ``clean=``, ``input_dir=``/``target_dir=``, ``clean_dir=``, ``aligned_dir=``,
-        with ``channel_axis=``), see :func:`napari_pix2pix.engine.train.data.make_data`.
+        with ``channel_axis=``), see :func:`napari_pix2pix.engine.training.data.make_data`.
     config : TrainConfig, optional
         The run's settings; any :class:`TrainConfig` field may also be given as keyword
         (``recipe=``, ``minutes=``, ``steps=``, ...). None values are decided once the data
@@ -830,7 +854,7 @@ def train_iter(
         change (:func:`~.train_config.resume_config`); ``minutes`` is the additional time.
     stop : threading.Event, optional
         Set it to stop after the current step (the run is saved and the model returned).
-    start_from : str, path or Pix2PixModel, optional
+    start_from : str, path or Network, optional
         Warm start: a bundled model's name (``"denoise"``), a model file or a model. Its
         network and normalization are used (never modified: a copy is trained); giving
         ``preset`` or ``generator`` as well is an error. See :mod:`.warmstart`.
@@ -859,7 +883,8 @@ def train_iter(
                 break
             lr = cfg.lr_at(run.step)  # a time budget's warm-up too: a warm start's ramp is not skipped
             _set_lr(run, lr)
-            losses = _train_step(run, cfg, *_batch(run, cfg, data, shard, device), gan_loss)
+            with run.own_rng():
+                losses = _train_step(run, cfg, *_batch(run, cfg, data, shard, device), gan_loss)
             run.step += 1
             elapsed = time.perf_counter() - t0
             rate = (run.step - start_step) / max(elapsed, 1e-9)
@@ -893,19 +918,6 @@ def train_iter(
     model = _finish(run, saver, status, world)
     _close_process_group(synchronize=True)
     return model
-
-
-def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) -> Pix2PixModel:
-    """Train a Pix2Pix model and return it; see :func:`train_iter` for the arguments.
-
-    Examples
-    --------
-    >>> from skimage import data
-    >>> import napari_pix2pix as p2p
-    >>> model = p2p.train(clean=data.camera(), task="denoise", steps=2, patch_size=64,
-    ...                   preset="unet_tiny", val_fraction=0)  # doctest: +SKIP
-    """
-    return run_to_end(train_iter(**kwargs), progress, what="training")
 
 
 def describe(ev: TrainEvent) -> str:

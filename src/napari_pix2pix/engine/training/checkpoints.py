@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.network import Network
 from ..formats.modelfile import ModelFileError, read_model_file, write_model_file
-
-if TYPE_CHECKING:
-    from ..model import Pix2PixModel
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
@@ -52,14 +50,14 @@ def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dic
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(path: Path, model: Pix2PixModel, disc: nn.Module | None, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer | None, step: int, rng: np.random.Generator, extra: dict[str, Any],
-                    more: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(path: Path, model: Network, disc: nn.Module | None, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer | None, step: int, rng: np.random.Generator, torch_rng: torch.Tensor,
+                    extra: dict[str, Any], more: dict[str, torch.Tensor] | None = None) -> Path:
     """Write everything needed to resume (atomic, no pickle).
 
     Tensors: the generator (``G.*``), the discriminator (``D.*``), both optimizers' state
     (``optG.*``, ``optD.*``; no ``D.*``/``optD.*`` when the recipe has no discriminator),
-    torch's random state and `more` (the EMA weights ``E.*``); metadata: the step, the
+    the run's torch random state (`torch_rng`) and `more` (the EMA weights ``E.*``); metadata: the step, the
     model's metadata, the optimizers' scalars, numpy's random state and `extra` (config,
     best validation PSNR, history, status, gradient-scaler state).
     """
@@ -72,7 +70,7 @@ def save_checkpoint(path: Path, model: Pix2PixModel, disc: nn.Module | None, opt
         td, md = flatten_optimizer("optD", opt_d)
         tensors.update(td)
     tensors.update(more or {})
-    tensors["torch_rng"] = torch.get_rng_state()
+    tensors["torch_rng"] = torch_rng
     meta = {"kind": "training-checkpoint", "step": step, "model": model.metadata, "optG": mg, "optD": md,
             "numpy_rng": rng.bit_generator.state, **extra}
     return write_model_file(path, tensors, meta)

@@ -1,16 +1,16 @@
 """Warm starts: a trained generator as the starting point of a new run, its channels adapted where they can be.
 
-A run may start from a bundled model (``start_from="denoise"``), a model file or a
-:class:`Pix2PixModel`. Its architecture and normalization are used; the user's model is
-never modified (the run trains a copy). Tasks must agree, except that a denoiser may start
-a ``translate`` run (both map an image to an image of the same kind). A different number of
-channels is adapted in the first and last layers: new input channels share the weights of
-the old ones (a gray image repeated on every channel gives the old response), new output
-channels copy them. A 2D model starts a 2.5D run (``z_context=k``) as itself: the plane's own
-channels keep the old weights and its neighbours' channels start at zero, so the first step
-predicts exactly what the 2D model does and training learns what the neighbours add. A 2D
-model starts a 3D run the same way (:func:`inflate`): its kernels become 3D kernels whose
-other planes start at zero.
+A run may start from a bundled model (``start_from="denoise"``), a model file or a model
+object (a :class:`~..core.network.Network` such as a ``Pix2PixModel``). Its architecture and
+normalization are used; the user's model is never modified (the run trains a copy). Tasks
+must agree, except that a denoiser may start a ``translate`` run (both map an image to an
+image of the same kind). A different number of channels is adapted in the first and last
+layers: new input channels share the weights of the old ones (a gray image repeated on every
+channel gives the old response), new output channels copy them. A 2D model starts a 2.5D run
+(``z_context=k``) as itself: the plane's own channels keep the old weights and its
+neighbours' channels start at zero, so the first step predicts exactly what the 2D model does
+and training learns what the neighbours add. A 2D model starts a 3D run the same way
+(:func:`inflate`): its kernels become 3D kernels whose other planes start at zero.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from ...nn import UNetConfig, UNetGenerator
+from ..core.network import Network
 from ..core.tasks import Task
-from ..model import Pix2PixModel
+from ..formats.networks import load_network
 
-StartFrom = str | os.PathLike[str] | Pix2PixModel
+StartFrom = str | os.PathLike[str] | Network
 
 
 def compatible_tasks(start: str, task: str) -> bool:
@@ -35,34 +36,28 @@ def compatible_tasks(start: str, task: str) -> bool:
     return start == task or (start == "denoise" and task == "translate")
 
 
-def load_start(start_from: StartFrom) -> Pix2PixModel:
-    """The starting model, as a copy the run may train (a bundled name, a file or a model)."""
-    from ..registry import load_model
-
-    if isinstance(start_from, Pix2PixModel):
-        model = Pix2PixModel(start_from.task.name, start_from.preset, config=start_from.config,
-                             normalization=start_from.normalization, name=start_from.name,
-                             z_context=start_from.z_context)
+def load_start(start_from: StartFrom) -> Network:
+    """The starting model, loaded once, as the run's own copy (a bundled name, a file, or a model object copied)."""
+    if isinstance(start_from, Network):
+        model = start_from.copy_as()
         model.generator.load_state_dict(copy.deepcopy(start_from.generator.state_dict()))
-        model.card, model.source = dict(start_from.card), start_from.source
-        model.training = dict(start_from.training)
         return model
-    return load_model(start_from)
+    return load_network(start_from)
 
 
-def start_model(start_from: StartFrom, task: Task, image_channels: int, target_channels: int, *,
-                spatial_dims: int = 2, z_context: int = 0) -> Pix2PixModel:
-    """The model a run starts from, checked against the run's task and dimensions, adapted to its data's channels.
+def start_model(model: Network, task: Task, image_channels: int, target_channels: int, *,
+                spatial_dims: int = 2, z_context: int = 0) -> Network:
+    """The run's starting network (:func:`load_start`), checked against its task and dimensions, channels adapted.
 
     `image_channels` counts a 2.5D input's context channels (the plane and its 2k neighbours).
+    `model` is the run's own copy: it is returned as it is when it fits, else a network built from it.
 
     Raises
     ------
     ValueError
         If the tasks or dimensions do not fit, or the channels cannot be adapted.
     """
-    model = load_start(start_from)
-    name = getattr(model, "name", str(start_from))
+    name = model.name
     if not compatible_tasks(model.task.name, task.name):
         raise ValueError(
             f"“{name}” is a {model.task.name} model: it cannot start a {task.name} run (a model starts runs of "
@@ -93,30 +88,26 @@ def start_model(start_from: StartFrom, task: Task, image_channels: int, target_c
     except ValueError as e:
         raise ValueError(f"{name} takes {old.in_channels} and gives {old.out_channels} channel(s); it cannot be "
                          f"adapted to {cin} -> {cout} ({e})") from e
-    adapted = Pix2PixModel(model.task.name, model.preset, config=new_cfg, normalization=model.normalization,
-                           name=model.name)
+    adapted = model.copy_as(new_cfg, z_context=0)
     adapted.generator.load_state_dict(_adapt_state(model.generator, adapted.generator, old, new_cfg,
                                                    mask=task.needs_mask))
-    adapted.card, adapted.source, adapted.training = dict(model.card), model.source, dict(model.training)
     return adapted
 
 
-def _rebuilt(model: Pix2PixModel, cfg: UNetConfig, weight: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor],
-             z_context: int = 0) -> Pix2PixModel:
+def _rebuilt(model: Network, cfg: UNetConfig, weight: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor],
+             z_context: int = 0) -> Network:
     """`model` with the generator `cfg`; each weight is ``weight(key, old, new)`` (`new`: the fresh tensor).
 
     Normalization, name, card, source and training record are kept.
     """
-    out = Pix2PixModel(model.task.name, model.preset, config=cfg, normalization=model.normalization,
-                       name=model.name, z_context=z_context)
+    out = model.copy_as(cfg, z_context=z_context)
     old = model.generator.state_dict()
     out.generator.load_state_dict({key: weight(key, old[key], new) for key, new in out.generator.state_dict().items()})
-    out.card, out.source, out.training = dict(model.card), model.source, dict(model.training)
     return out
 
 
-def _with_context(model: Pix2PixModel, task: Task, image_channels: int, target_channels: int, k: int
-                  ) -> Pix2PixModel:
+def _with_context(model: Network, task: Task, image_channels: int, target_channels: int, k: int
+                  ) -> Network:
     """`model` (2D, adapted to the plane's channels first) with the plane's 2k neighbours as extra channels, at 0."""
     plane = start_model(model, task, image_channels, target_channels)
     old = plane.config
@@ -134,7 +125,7 @@ def _with_context(model: Pix2PixModel, task: Task, image_channels: int, target_c
     return _rebuilt(plane, UNetConfig(**{**old.to_dict(), "in_channels": old.in_channels + extra}), weight, z_context=k)
 
 
-def inflate(model: Pix2PixModel, z_kernel_levels: int | None = None) -> Pix2PixModel:
+def inflate(model: Network, z_kernel_levels: int | None = None) -> Network:
     """A 2D model as a 3D network that starts out predicting exactly what the 2D model does, plane by plane.
 
     The network is the same with 3D layers and no Z halvings (``z_levels=0``): every kernel gets a
@@ -158,7 +149,7 @@ def inflate(model: Pix2PixModel, z_kernel_levels: int | None = None) -> Pix2PixM
     return vol
 
 
-def narrow_z(model: Pix2PixModel, z_kernel_levels: int) -> Pix2PixModel:
+def narrow_z(model: Network, z_kernel_levels: int) -> Network:
     """A 3D model whose levels from `z_kernel_levels` on work plane by plane: their kernels' centre planes kept.
 
     Most of a U-Net's weights are in its coarse levels; reading neighbouring planes there adds
@@ -225,8 +216,8 @@ def _share_inputs(w: torch.Tensor, dim: int, old_in: int, new_in: int, mask: boo
     return torch.cat(parts, dim=dim).clone()
 
 
-def describe_start(model: Pix2PixModel, start_from: Any) -> str:
+def describe_start(model: Network, start_from: Any) -> str:
     """A short record of where a run started from (a bundled name, a file, or a model's name)."""
-    if isinstance(start_from, Pix2PixModel):
+    if isinstance(start_from, Network):
         return f"{model.name} (a model object{': ' + str(start_from.source) if start_from.source else ''})"
     return str(start_from)
