@@ -137,7 +137,7 @@ def run_ours(pair: dict[str, np.ndarray], case: str, minutes: float, options: di
     predict_s = time.perf_counter() - t
     averaged = model.predict(pair["test_input"], tta=True) if tta else None  # after training, not in its time
     return {"pred": pred, "pred_tta": averaged, "call_s": call_s, "predict_s": predict_s,
-            "steps": model.training_summary["steps_done"], "recipe": model.training_summary["config"]["recipe"],
+            "steps": model.training_summary["steps_done"], "recipe": model.training_settings["recipe"],
             "started_from": model.training_summary.get("started_from")}
 
 

@@ -143,7 +143,7 @@ def run(name: str, vol: np.ndarray, minutes: float, methods: list[str],
         train_s = time.perf_counter() - t
         t = time.perf_counter()
         pred = model.predict(te_in)
-        cfg = model.training_summary["config"]
+        cfg = model.training_settings
         report(kind.upper(), pred, train_s, steps=model.training_summary["steps_done"], preset=cfg.get("preset"),
                patch=cfg.get("patch_size"), batch=cfg.get("batch_size"),
                started_from=(model.training_summary.get("started_from") or "scratch"),

@@ -80,7 +80,7 @@ def main() -> int:
     shutil.copy(run / "train.log", logs / "denoise3d.log")
     shutil.copy(run / "history.json", logs / "denoise3d.history.json")
     c, tr = model.config, model.training_summary
-    cfg = tr.get("config", {})
+    cfg = model.training_settings
     prov = "\n".join(f"| `{k}` | {v} |" for k, v in provenance.items())
     (ROOT / "docs" / "models" / "denoise3d.md").write_text(f"""# Bundled model `denoise3d`
 

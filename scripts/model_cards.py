@@ -116,7 +116,7 @@ def _provenance(task: str) -> dict[str, str]:
 
 def card_markdown(task: str, model: p2p.Pix2PixModel, quality_md: str, size_mb: float) -> str:
     tr = model.training_summary
-    cfg = tr.get("config", {})
+    cfg = model.training_settings
     c = model.config
     n_params = sum(p.numel() for p in model.generator.parameters())
     hist = tr.get("history", [])

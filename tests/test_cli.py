@@ -127,7 +127,7 @@ def test_cli_trains_with_a_recipe_a_time_budget_and_a_warm_start(tmp_path, capsy
                  "-o", str(first)]) == 0
     out = capsys.readouterr().out
     assert "time budget 0.05 min" in out and "model saved to" in out
-    cfg = p2p.load_model(first).training_summary["config"]
+    cfg = p2p.load_model(first).training_settings
     assert cfg["recipe"] == "paper" and cfg["gan_weight"] == 0.5 and cfg["task"] == "translate"
     second = tmp_path / "second.safetensors"
     assert main(["train", "--input-dir", str(tmp_path / "low"), "--target-dir", str(tmp_path / "high"),

@@ -51,11 +51,12 @@ def test_fp16_on_the_cpu_is_refused_for_prediction_and_training(gpu):
     for resolve in (resolve_precision, autocast_dtype):
         with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
             resolve("fp16", CPU)
-    from napari_pix2pix.engine.training.loop import TrainConfig, _device_for
+    from napari_pix2pix.engine.training.config import TrainConfig
+    from napari_pix2pix.engine.training.distributed import device_for
 
     cfg = TrainConfig(precision="fp16", device="cpu")
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
-        autocast_dtype(cfg.precision, _device_for(cfg, 1))
+        autocast_dtype(cfg.precision, device_for(cfg.device, 1))
 
 
 def test_training_without_autocast_support_falls_back_for_auto_only(gpu, monkeypatch):

@@ -238,9 +238,9 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch):
 
 # 6 ---------------------------------------------------------------------------------------------- GPU decisions
 def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
-    from napari_pix2pix.engine.training import loop as training
+    from napari_pix2pix.engine.training import setup
 
-    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.float16)  # as on a GPU
+    monkeypatch.setattr(setup, "autocast_dtype", lambda precision, device, dims=2: torch.float16)  # as on a GPU
     model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=3, patch_size=32, batch_size=2,
                       val_fraction=0, preset="unet_tiny", generator={"levels": 3, "ngf": 4}, recipe="paper", ndf=4,
                       model_path=tmp_path / "m.safetensors")
@@ -251,10 +251,10 @@ def test_fp16_training_scales_the_loss(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("recipe", ["fidelity", "paper"])
 def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, monkeypatch, recipe):
-    from napari_pix2pix.engine.training import loop as training
+    from napari_pix2pix.engine.training import loop, setup
 
-    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device, dims=2: torch.bfloat16)
-    build, seen = training._build, {"n": 0}
+    monkeypatch.setattr(setup, "autocast_dtype", lambda precision, device, dims=2: torch.bfloat16)
+    build, seen = setup.build, {"n": 0}
 
     def build_with_a_bad_gradient(*args, **kwargs):  # the 3rd backward through the generator gives NaN
         run = build(*args, **kwargs)
@@ -266,7 +266,7 @@ def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, mon
         next(run.model.generator.parameters()).register_hook(hook)
         return run
 
-    monkeypatch.setattr(training, "_build", build_with_a_bad_gradient)
+    monkeypatch.setattr(loop, "build", build_with_a_bad_gradient)
     with pytest.warns(RuntimeWarning, match="bf16 gave non-finite gradients at step 3"):
         model = p2p.train(clean=phantoms.nuclei((64, 64), 0), task="denoise", steps=5, patch_size=32, batch_size=2,
                           val_fraction=0, preset="unet_tiny", generator={"levels": 3, "ngf": 4}, recipe=recipe,
@@ -280,7 +280,7 @@ def test_non_finite_bf16_gradients_skip_the_step_and_go_on_in_fp32(tmp_path, mon
 def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend):
     import torch.distributed as dist
 
-    from napari_pix2pix.engine.training import loop as training
+    from napari_pix2pix.engine.training import distributed
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -289,17 +289,16 @@ def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, cuda, backend
     monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setattr(dist, "get_rank", lambda: 1)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    assert training._dist_info() == (1, 2) and seen["backend"] == backend
+    assert distributed.dist_info() == (1, 2) and seen["backend"] == backend
 
 
 def test_cuda_and_mps_devices_and_ddp_gpu_placement(monkeypatch):
-    from napari_pix2pix.engine.training import loop as training
-    from napari_pix2pix.engine.training.config import TrainConfig
+    from napari_pix2pix.engine.training.distributed import device_for
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     picked = []
     monkeypatch.setattr(torch.cuda, "set_device", picked.append)
     monkeypatch.setenv("LOCAL_RANK", "3")
-    dev = training._device_for(TrainConfig(device="auto"), world=4)
+    dev = device_for("auto", world=4)
     assert dev == torch.device("cuda:3") and picked == [dev]  # each rank its own GPU
-    assert training._device_for(TrainConfig(device="cuda"), world=1) == torch.device("cuda")
+    assert device_for("cuda", world=1) == torch.device("cuda")

@@ -240,7 +240,7 @@ def test_the_widgets_recipe_warm_start_and_time_budget_drive_the_engine(make_nap
     w.set_minutes(0.1)
     assert _start(qtbot, w) == "finished", w._status.text()
     saved = Pix2PixModel.load(tmp_path / "translate.safetensors")
-    cfg = saved.training_summary["config"]
+    cfg = saved.training_settings
     assert cfg["recipe"] == "paper" and saved.training_summary["minutes"] == 0.1
     assert saved.training_summary["started_from"] == str((tmp_path / "start.safetensors").resolve())
     assert saved.config == start.config and saved.task.name == "translate"

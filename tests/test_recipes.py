@@ -13,7 +13,8 @@ import napari_pix2pix as p2p
 from napari_pix2pix.engine.api import train_iter
 from napari_pix2pix.engine.core.progress import StatusUpdate, StepUpdate, ValidationUpdate
 from napari_pix2pix.engine.images import phantoms
-from napari_pix2pix.engine.training.config import RECIPES, WARM_RAMP, TrainConfig, auto_batch_size, auto_patch_size
+from napari_pix2pix.engine.training.config import TrainConfig
+from napari_pix2pix.engine.training.recipes import RECIPES, WARM_RAMP, auto_batch_size, auto_patch_size
 
 TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, n_layers=2)
 LEGACY = Path(__file__).parent / "data" / "legacy"
@@ -38,7 +39,7 @@ def test_each_recipe_trains_and_is_recorded_in_the_file(tmp_path, recipe):
     model = p2p.train(input=noisy, target=clean, task="denoise", recipe=recipe, steps=6, patch_size=32, batch_size=2,
                       val_every=3, model_path=tmp_path / "m.safetensors", progress=events.append, **TINY, **extra)
     saved = p2p.load_model(tmp_path / "m.safetensors")
-    cfg = saved.training_summary["config"]
+    cfg = saved.training_settings
     assert cfg["recipe"] == recipe and saved.training_summary["steps_done"] == 6
     spec = RECIPES[recipe]
     assert cfg["gan_weight"] == spec.gan_weight and cfg["pixel_loss"] == spec.pixel_loss
@@ -58,7 +59,7 @@ def test_explicit_options_override_the_recipe():
     noisy, clean = _pair()
     model = p2p.train(input=noisy, target=clean, task="denoise", recipe="paper", gan_weight=0.0, lambda_l1=5.0,
                       steps=3, patch_size=32, batch_size=2, val_fraction=0, **TINY)
-    cfg = model.training_summary["config"]
+    cfg = model.training_settings
     assert cfg["recipe"] == "paper" and cfg["gan_weight"] == 0.0 and cfg["lambda_l1"] == 5.0
     assert cfg["beta1"] == RECIPES["paper"].beta1  # what was not given is the recipe's
     with pytest.raises(ValueError, match="recipe must be one of"):
@@ -70,10 +71,13 @@ def test_explicit_options_override_the_recipe():
 def test_auto_settings_fit_the_data_and_are_stored_resolved():
     noisy, clean = _pair((256, 320))  # 256 px high: the 0.1.0 default patch (256) failed with validation
     model = p2p.train(input=noisy, target=clean, task="denoise", start_from="scratch", steps=3, **TINY)
-    cfg = model.training_summary["config"]
+    cfg = model.training_settings
     assert cfg["patch_size"] == 64 and cfg["batch_size"] == 16 and cfg["lr"] == RECIPES["fidelity"].lr
     assert cfg["val_every"] == 100 and cfg["steps"] == 3 and cfg["preset"] == "unet_tiny"
-    assert TrainConfig.from_dict(cfg).resolved  # what the file stores is decided, nothing left to "auto"
+    plan = model.training_summary["plan"]  # what the file stores as decided: nothing left to "auto"
+    assert all(plan[k] is not None for k in ("patch_size", "batch_size", "lr", "steps", "val_every", "recipe", "beta1"))
+    given = model.training_summary["config"]  # ... and, apart, what was asked
+    assert given["patch_size"] is None and given["lr"] is None and given["steps"] == 3
     assert auto_patch_size(512, 32) == 128 and auto_patch_size(300, 64) == 64 and auto_patch_size(40, 8) == 40
     assert auto_batch_size(64) == 16 and auto_batch_size(128) == 4
     # the widget's defaults are the API's: every "auto" field is None in both
@@ -94,7 +98,7 @@ def test_warm_start_loads_and_improves_on_the_starting_model(tmp_path):
     tr = second.training_summary
     assert max(v.psnr for v in vals) >= vals[0].psnr and tr["best_val_psnr"] == max(v.psnr for v in vals)
     assert second.config == first.config and tr["started_from"] == str(tmp_path / "first.safetensors")
-    assert second.training_summary["config"]["lr"] == RECIPES["fidelity"].lr_warm  # a warm start's lower auto rate
+    assert second.training_settings["lr"] == RECIPES["fidelity"].lr_warm  # a warm start's lower auto rate
     # an object works too (a copy is trained: the object is untouched), and the result denoises held-out images
     third = p2p.train(input=noisy, target=clean, task="denoise", start_from=first, steps=20, patch_size=32,
                       batch_size=4, val_every=10)
@@ -154,7 +158,9 @@ def test_a_time_budget_decides_the_steps_and_ends_on_time(tmp_path):
     done = model.training_summary["steps_done"]
     assert steps[-1].step == done >= 0.9 * planned[-1].config.steps  # as planned (about)
     assert steps[-1].lr < 0.2 * steps[len(steps) // 4].lr  # ... with its learning-rate decay done
-    assert model.training_summary["minutes"] == 0.1 and model.training_summary["config"]["minutes"] is None
+    tr = model.training_summary  # what was asked (the config) apart from what the run decided (its plan)
+    assert tr["minutes"] == 0.1 and tr["config"]["minutes"] == 0.1 and tr["config"]["steps"] is None
+    assert tr["plan"]["steps"] == done
     # resuming with minutes trains that much longer
     ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
     more = p2p.train(input=noisy, target=clean, resume=ckpt, minutes=0.05, model_path=tmp_path / "m.safetensors")
@@ -206,7 +212,7 @@ def test_a_checkpoint_of_0_1_0_still_resumes(tmp_path):
     clean = [phantoms.nuclei((96, 96), s) for s in range(2)]
     model = p2p.train(clean=clean, resume=ckpt, steps=9, model_path=tmp_path / "m.safetensors")
     assert model.training_summary["steps_done"] == 9
-    assert model.training_summary["config"]["recipe"] == "paper"  # 0.1.0's GAN loop, recognised
+    assert model.training_settings["recipe"] == "paper"  # 0.1.0's GAN loop, recognised
     # its best (8.2 dB) was scored on other patches and it kept no best weights: today's validation decides
     after = [h["val_psnr"] for h in model.training_summary["history"] if h["step"] > 6 and "val_psnr" in h]
     assert after and model.training_summary["best_val_psnr"] == pytest.approx(max(after))
@@ -216,16 +222,16 @@ def test_a_checkpoint_of_0_1_0_still_resumes(tmp_path):
 
 
 def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp_path, monkeypatch):
-    from napari_pix2pix.engine.training import loop as training
+    from napari_pix2pix.engine.training import loop, setup
 
     noisy, clean = _pair((128, 192))
     kw = dict(input=noisy, target=clean, task="denoise", patch_size=32, batch_size=2, val_every=2,
               model_path=tmp_path / "m.safetensors")
     first = p2p.train(steps=4, **kw, **TINY)
-    monkeypatch.setattr(training, "VAL_SCHEME", training.VAL_SCHEME + 1)  # as if written by another version
+    monkeypatch.setattr(setup, "VAL_SCHEME", setup.VAL_SCHEME + 1)  # as if written by another version
     calls = []
-    real = training.validate
-    monkeypatch.setattr(training, "validate", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    real = loop.validate
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
     more = p2p.train(resume=tmp_path / "m.checkpoints" / "checkpoint.safetensors", steps=6, **kw)
     assert calls[0] == 4  # the saved best weights scored again at the resumed step, before any training
     # the same patches (same data and seed): the best scores what it scored, and only better weights replace it
@@ -235,7 +241,7 @@ def test_a_checkpoint_of_another_validation_scheme_has_its_best_scored_again(tmp
 def test_ema_warms_up_so_a_short_run_does_not_keep_its_random_start():
     from torch import nn
 
-    from napari_pix2pix.engine.training.loop import _Ema
+    from napari_pix2pix.engine.training.state import Ema as _Ema
 
     net = nn.Linear(4, 4)
     with torch.no_grad():

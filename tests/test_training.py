@@ -83,13 +83,13 @@ def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
     p2p.train(clean=clean, config=cfg, model_path=tmp_path / "m.safetensors")
     ckpt = tmp_path / "m.checkpoints" / "checkpoint.safetensors"
     # a setting that defines the run differs: refused, naming it and what may change
-    with pytest.raises(ValueError, match=r"patch_size \(checkpoint 32, given 64\).*only steps, minutes, device"):
+    with pytest.raises(ValueError, match=r"patch_size \(checkpoint 32, given 64\).*only steps, minutes, .*device"):
         p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=64)
     # the same value (a command rerun with --resume added) and the resumable fields are accepted
     resumed = p2p.train(clean=clean, resume=ckpt, steps=6, patch_size=32, val_every=2, precision="fp32",
                         model_path=tmp_path / "m.safetensors")
     assert resumed.training_summary["steps_done"] == 6
-    saved = resumed.training_summary["config"]
+    saved = resumed.training_settings
     assert saved["val_every"] == 2 and saved["precision"] == "fp32"
     assert set(RESUMABLE) == {"steps", "minutes", "device", "precision", "val_every", "checkpoint_every"}
     # a full config given with resume: only its resumable fields apply
@@ -207,9 +207,14 @@ def test_bad_config_is_named():
 
 
 def test_lr_schedule_is_constant_then_linear():
+    from napari_pix2pix.engine.training.plan import make_plan
+
     cfg = TrainConfig(steps=100, lr=1.0)
-    assert cfg.lr_at(0) == cfg.lr_at(49) == 1.0
-    assert 0 < cfg.lr_at(75) < 1.0 and cfg.lr_at(99) < 0.03
+    plan = make_plan(cfg, min_size=(64, 64), arch=cfg.generator_config(1, 1))
+    assert plan.lr_at(0) == plan.lr_at(49) == 1.0
+    assert 0 < plan.lr_at(75) < 1.0 and plan.lr_at(99) < 0.03
+    ramped = make_plan(cfg, min_size=(64, 64), arch=cfg.generator_config(1, 1), warm=True)  # a warm start ramps
+    assert ramped.lr_at(0) == pytest.approx(1.0 / ramped.lr_warmup) and ramped.lr_at(ramped.lr_warmup) == 1.0
 
 
 def test_synthesis_and_aligned_folders(tmp_path):
@@ -339,7 +344,7 @@ def test_l1_only_training_skips_the_discriminator():
     steps = [e for e in events if isinstance(e, StepUpdate)]
     assert len(steps) == 4 and all(e.losses["D"] == 0 and e.losses["G_GAN"] == 0 for e in steps)
     assert all(e.losses["G_L1"] > 0 for e in steps)
-    assert model.training_summary["config"]["gan_weight"] == 0.0
+    assert model.training_settings["gan_weight"] == 0.0
     with pytest.raises(ValueError, match="gan_weight"):
         TrainConfig(gan_weight=-1)
     with pytest.raises(ValueError, match="nothing to train"):

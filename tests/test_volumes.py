@@ -96,8 +96,8 @@ def test_3d_training_saves_loads_and_predicts_volumes(tmp_path):
     model = p2p.train(clean=vols, task="denoise", spatial_dims=3, steps=3, patch_size=(8, 32, 32), batch_size=2,
                       val_every=3, generator={"ngf": 4}, ndf=4, model_path=path, checkpoint_dir=tmp_path / "ck")
     assert model.spatial_dims == 3 and model.z_context == 0
-    assert model.training_summary["config"]["spatial_dims"] == 3
-    assert list(model.training_summary["config"]["patch_size"]) == [8, 32, 32]
+    assert model.training_settings["spatial_dims"] == 3
+    assert list(model.training_settings["patch_size"]) == [8, 32, 32]
     assert _format_version(path) == "2"  # a new version: napari-pix2pix 0.1 would misread it
     loaded = p2p.load_model(path)
     assert loaded.spatial_dims == 3

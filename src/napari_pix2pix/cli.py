@@ -13,9 +13,8 @@ from typing import Any
 from ._version import __version__
 from .engine.core.device import DEVICES, PRECISIONS
 from .engine.core.tasks import TASKS
-from .engine.training.config import RECIPES
-from .nn.losses import GAN_MODES
-from .nn.unet import PRESETS, UPSAMPLES
+from .engine.training.config import OPTIONS, Option
+from .nn.unet import UPSAMPLES
 
 
 def _progress_bar(total: int, desc: str) -> Any:
@@ -224,15 +223,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.config:
         options.update(json.loads(Path(args.config).read_text()))
-    for name in ("task", "recipe", "preset", "start_from", "spatial_dims", "z_context", "steps", "minutes",
-                 "batch_size", "patch_size", "lr",
-                 "lambda_l1", "gan_weight", "val_fraction", "val_split", "val_every", "checkpoint_every", "seed",
-                 "device", "precision", "ndf", "gan_mode", "ema", "d_scales", "feature_matching", "r1"):
+    for name in ("task", *(n for n, o in OPTIONS.items() if o.cli)):  # the options on the command line (the table)
         v = getattr(args, name)
         if v is not None:
             options[name] = v
-    if args.spectral_norm:
-        options["spectral_norm"] = True
     gen_opts = {k: getattr(args, k) for k in ("ngf", "levels", "upsample") if getattr(args, k) is not None}
     if gen_opts:
         options["generator"] = {**options.get("generator", {}), **gen_opts}
@@ -261,11 +255,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not talks:
             return
         if isinstance(ev, StepUpdate):
-            if bar is None or bar.total != ev.total:  # a time budget fixes the total after a warm-up
+            total = ev.total or None  # 0: a time budget's warm-up (the steps are fixed after it)
+            if bar is None or bar.total != total:
                 if bar is not None:
                     bar.close()
-                bar = tqdm(total=ev.total, initial=ev.step - 1, desc="training", unit="step",
-                           dynamic_ncols=True, file=sys.stderr)
+                bar = tqdm(total=total, initial=ev.step - 1, desc="training" if total else "measuring the speed",
+                           unit="step", dynamic_ncols=True, file=sys.stderr)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in ev.losses.items()}, refresh=False)
             if ev.step % args.log_every == 0 or ev.step == ev.total:
@@ -341,48 +336,39 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("-o", "--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--checkpoint-dir", help="default: <out>.checkpoints beside the model")
     p.add_argument("--resume", help="checkpoint.safetensors to continue from")
-    p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options override it)")
+    p.add_argument("--config", help="JSON file of training options (command-line options override it)")
     p.add_argument("--task", choices=TASKS)
-    p.add_argument("--recipe", choices=list(RECIPES),
-                   help="how to train: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values())
-                   + " (default: fidelity; colorize: paper)")
-    p.add_argument("--start-from", help="warm start: a bundled model's name (e.g. denoise) or a model file")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive(int), help="training steps (default 2000)")
-    budget.add_argument("--minutes", type=_positive(float),
-                        help="time budget of the whole run: the steps are derived from the measured speed")
-    p.add_argument("--preset", choices=list(PRESETS))
-    p.add_argument("--ngf", type=_positive(int))
-    p.add_argument("--levels", type=_positive(int))
-    p.add_argument("--upsample", choices=UPSAMPLES, help="generator upsampling (resize: no checkerboard artefacts)")
-    p.add_argument("--batch-size", type=_positive(int), help="default: auto (about 64 k pixels per step)")
-    p.add_argument("--patch-size", type=_patch_size,
-                   help="default: auto (64, or 128 for images of 512 px+; volumes 16,64,64); z,y,x for volumes")
-    p.add_argument("--spatial-dims", type=int, choices=(2, 3),
-                   help="3: a 3D network for volumes (Z, Y, X); default 2 (images; stacks plane by plane)")
-    p.add_argument("--z-context", type=_non_negative(int),
-                   help="2.5D: a 2D network sees each plane with this many neighbours on either side")
-    p.add_argument("--lr", type=_positive(float), help="default: the recipe's (lower for a warm start)")
-    p.add_argument("--lambda-l1", type=_non_negative(float), help="weight of the pixel loss (default 100)")
-    p.add_argument("--gan-weight", type=_non_negative(float), help="weight of the adversarial term (0: no GAN)")
-    p.add_argument("--ndf", type=_positive(int), help="discriminator width")
-    p.add_argument("--gan-mode", choices=GAN_MODES)
-    p.add_argument("--d-scales", type=_positive(int), help="multi-scale discriminator (pix2pixHD: 3)")
-    p.add_argument("--spectral-norm", action="store_true", help="spectral normalisation in the discriminator")
-    p.add_argument("--feature-matching", type=_non_negative(float), help="feature-matching weight (pix2pixHD: 10)")
-    p.add_argument("--r1", type=_non_negative(float), help="R1 gradient-penalty weight")
-    p.add_argument("--ema", type=_non_negative(float), help="EMA decay of the generator's weights (e.g. 0.999)")
-    p.add_argument("--val-fraction", type=_non_negative(float))
-    p.add_argument("--val-split", choices=["image", "region"])
-    p.add_argument("--val-every", type=_positive(int))
-    p.add_argument("--checkpoint-every", type=_positive(int))
-    p.add_argument("--noise-sigma", type=_non_negative(float), help="denoise synthesis: fixed Gaussian sigma (0-255)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=DEVICES)
-    p.add_argument("--precision", choices=PRECISIONS)
+    parts = {name: p.add_argument_group(f"{name} options") for name in ("network", "recipe", "schedule", "data",
+                                                                        "runtime")}
+    for opt in OPTIONS.values():  # the table of options (engine.training.config): one source for every front end
+        if opt.cli:
+            _add_option(budget if opt.name in ("steps", "minutes") else parts[opt.part], opt)
+    net = parts["network"]
+    net.add_argument("--ngf", type=_positive(int), help="generator width (into the network's UNetConfig overrides)")
+    net.add_argument("--levels", type=_positive(int), help="generator depth (halvings)")
+    net.add_argument("--upsample", choices=UPSAMPLES, help="generator upsampling (resize: no checkerboard artefacts)")
+    parts["data"].add_argument("--noise-sigma", type=_non_negative(float),
+                               help="denoise synthesis: fixed Gaussian sigma (0-255)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("-v", "--verbose", action="store_true", help="also log every saved file")
     p.set_defaults(func=cmd_train)
+
+
+_KINDS: dict[str, Any] = {"int+": _positive(int), "int0": _non_negative(int), "int": int, "float+": _positive(float),
+                          "float0": _non_negative(float), "patch": _patch_size, "str": str}
+
+
+def _add_option(group: Any, opt: Option) -> None:
+    """A command-line option of the training table: ``--name-with-dashes``, parsed by its kind."""
+    flag = "--" + opt.name.replace("_", "-")
+    if opt.cli == "flag":
+        group.add_argument(flag, action="store_const", const=True, default=None, help=opt.help)
+    elif opt.cli == "choice":
+        kind = type(opt.choices[0])
+        group.add_argument(flag, type=kind, choices=list(opt.choices), help=opt.help)
+    else:
+        group.add_argument(flag, type=_KINDS[opt.cli], help=opt.help)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -142,19 +142,76 @@ def translate(image: Any, model: ModelLike, *, channel_axis: int | None = None, 
     return load_model(model).predict(image, channel_axis=channel_axis, **kwargs)
 
 
-def train_iter(**kwargs: Any) -> Generator[TrainEvent, None, Pix2PixModel]:
+def train_iter(**options: Any) -> Generator[TrainEvent, None, Pix2PixModel]:
     """Train a Pix2Pix model, yielding typed updates; returns the trained :class:`Pix2PixModel`.
 
-    The arguments are those of :func:`napari_pix2pix.engine.training.loop.train_iter`.
+    The parameters are those of :func:`train` (without `progress`); None means not given. Stop
+    iterating (``close()``) to stop between two steps: the model and a checkpoint are saved.
     """
     from .training import loop  # training pulls in more modules: loaded on first use
 
-    net = yield from loop.train_iter(**kwargs)
+    given = {k: v for k, v in options.items() if v is not None or k not in _NAMED}
+    net = yield from loop.train_iter(**given)
     return Pix2PixModel.from_network(net)
 
 
-def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) -> Pix2PixModel:
-    """Train a Pix2Pix model and return it; see :func:`train_iter` for the arguments.
+_NAMED = ("input", "target", "clean", "task", "recipe", "minutes", "steps", "start_from", "model_path", "config")
+
+
+def train(
+    *,
+    input: Any = None,
+    target: Any = None,
+    clean: Any = None,
+    task: str | None = None,
+    recipe: str | None = None,
+    minutes: float | None = None,
+    steps: int | None = None,
+    start_from: str | os.PathLike[str] | Pix2PixModel | None = None,
+    model_path: str | os.PathLike[str] | None = None,
+    config: Any = None,
+    progress: Callable[[TrainEvent], Any] | None = None,
+    **options: Any,
+) -> Pix2PixModel:
+    """Train a Pix2Pix model on pairs (or pairs synthesized from clean images) and return it.
+
+    Parameters
+    ----------
+    input, target : array-like, optional
+        Paired images (a 2D image, a stack, a list of images; channels with ``channel_axis=``):
+        what the model is given and what it should make of it, pixel for pixel.
+    clean : array-like, optional
+        Clean images instead of pairs: the task's inputs are synthesized (noise, holes, gray).
+        Folders: ``input_dir=``/``target_dir=``, ``clean_dir=`` or ``aligned_dir=``.
+    task : {"denoise", "inpaint", "colorize", "translate"}, optional
+        What the model learns (default: denoise, or the config's).
+    recipe : {"fidelity", "paper", "realism", "noise2noise"}, optional
+        How it learns (default: the task's: fidelity; colorize: paper).
+    minutes : float, optional
+        A time budget for the whole call: the steps follow from the measured speed.
+    steps : int, optional
+        Training steps instead (default 2000).
+    start_from : str, path or Pix2PixModel, optional
+        Warm start from a bundled model (``"denoise"``), a model file or a model (never
+        modified); ``"scratch"`` for a new network. Default: the task's bundled model where it fits.
+    model_path : path, optional
+        Where the model file is written (also when stopped or failed); checkpoints beside it.
+    config : TrainConfig, optional
+        Settings in parts (:class:`~napari_pix2pix.engine.training.config.TrainConfig`);
+        the options given here override its own.
+    progress : callable, optional
+        Called with every update (:class:`StepUpdate`, :class:`ValidationUpdate`, ...).
+    **options
+        Any other training option by name (``patch_size=``, ``batch_size=``, ``lr=``,
+        ``spatial_dims=``, ``val_fraction=``, ``device=``, ``checkpoint_dir=``, ``resume=``,
+        ``stop=``, ...; the table: :data:`napari_pix2pix.engine.training.config.OPTIONS`).
+        Unknown names are refused with the closest known one.
+
+    Returns
+    -------
+    Pix2PixModel
+        The trained model (the best weights by validation); its ``training_summary`` says how
+        the run went, its ``training_settings`` what it was trained with.
 
     Examples
     --------
@@ -163,4 +220,6 @@ def train(progress: Callable[[TrainEvent], Any] | None = None, **kwargs: Any) ->
     >>> model = p2p.train(clean=data.camera(), task="denoise", steps=2, patch_size=64,
     ...                   preset="unet_tiny", val_fraction=0)  # doctest: +SKIP
     """
-    return run_to_end(train_iter(**kwargs), progress, what="training")
+    return run_to_end(train_iter(input=input, target=target, clean=clean, task=task, recipe=recipe, minutes=minutes,
+                                 steps=steps, start_from=start_from, model_path=model_path, config=config, **options),
+                      progress, what="training")

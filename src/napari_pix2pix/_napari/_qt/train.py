@@ -37,7 +37,7 @@ from ...engine.core.progress import StatusUpdate
 from ...engine.core.tasks import TASKS
 from ...engine.formats.modelfile import ModelFileError
 from ...engine.images.io import list_images
-from ...engine.training.config import DEFAULT_RECIPES, RECIPES, resume_config
+from ...engine.training.config import RESUMABLE, resume_config
 from ...engine.training.data import patch_shape
 from ...engine.training.loop import (
     CHECKPOINT,
@@ -46,6 +46,8 @@ from ...engine.training.loop import (
     TrainConfig,
     ValidationUpdate,
 )
+from ...engine.training.recipes import DEFAULT_RECIPES, RECIPES
+from ...engine.training.setup import checkpoint_config
 from ...engine.training.warmstart import compatible_tasks
 from .. import layers as lyr
 from ..choices import RECENT, model_choices, read_header, short_path
@@ -619,7 +621,7 @@ class TrainWidget(DockWidget):
         if meta.get("kind") != "training-checkpoint":
             raise ValueError(f"{Path(path).name} is a model file, not a training checkpoint: resume from the "
                              f"{CHECKPOINT} in the run's .checkpoints folder.")
-        saved = TrainConfig.from_dict(meta["config"])
+        saved = checkpoint_config(meta)
         self._task_combo.setCurrentIndex(max(self._task_combo.findData(saved.task), 0))
         if saved.z_context:
             self._context_spin.setValue(saved.z_context)
@@ -637,7 +639,7 @@ class TrainWidget(DockWidget):
         if config.steps is not None and config.steps <= step:
             raise ValueError(f"The checkpoint is at step {step}; set “Train for” above {step} steps (or a number "
                              "of minutes) to train further.")
-        return resume_config(saved, {k: getattr(config, k) for k in ("steps", "minutes", "device", "val_every")})
+        return resume_config(saved, {k: getattr(config, k) for k in RESUMABLE})
 
     # ------------------------------------------------------------------ running
     def _start_clicked(self) -> None:
@@ -722,30 +724,36 @@ class TrainWidget(DockWidget):
         for name, value in ev.losses.items():
             self._loss_plot.add_point(name, ev.step, value, redraw=False, label=LOSS_NAMES.get(name, name))
         now = time.perf_counter()
-        final = ev.step >= ev.total
+        final = bool(ev.total) and ev.step >= ev.total
         if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
             return
         self._last_ui = now
         self._loss_plot.update()
         if self._progress_bar.maximum() != ev.total:
-            self._progress_bar.setRange(0, ev.total)
+            self._progress_bar.setRange(0, ev.total)  # 0: busy (a time budget's warm-up: the steps are not known)
         self._progress_bar.setValue(ev.step)
         if not self._stop.is_set():
-            self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} steps/s · "
-                              f"{_fmt_time(ev.eta)} left · {_fmt_time(ev.elapsed)} so far")
-        self._advance_pbar(self._pbar, ev.step, ev.total, final, now)
+            if ev.total:
+                self._status.info(f"step {ev.step}/{ev.total} · {ev.it_per_s:.1f} steps/s · "
+                                  f"{_fmt_time(ev.eta)} left · {_fmt_time(ev.elapsed)} so far")
+            else:
+                self._status.info(f"step {ev.step} · measuring the speed to fit the time budget · "
+                                  f"{ev.it_per_s:.1f} steps/s · {_fmt_time(ev.elapsed)} so far")
+        if ev.total:
+            self._advance_pbar(self._pbar, ev.step, ev.total, final, now)
 
     def _on_status(self, ev: StatusUpdate) -> None:
         """What "auto" and the recipe decided (shown in the auto fields), and a time budget's steps."""
-        cfg = ev.config
-        if cfg is not None:
-            for spin, value in ((self._patch_spin, cfg.patch_size), (self._batch_spin, cfg.batch_size),
-                                (self._val_every_spin, cfg.val_every)):
+        plan = ev.plan
+        if plan is not None:
+            for spin, value in ((self._patch_spin, plan.patch_size), (self._batch_spin, plan.batch_size),
+                                (self._val_every_spin, plan.val_every)):
                 spin.setSpecialValueText(f"auto ({value})" if value else "auto")
-            self._lr_spin.setSpecialValueText(f"auto ({cfg.lr:g})" if cfg.lr else "auto")
-            self._l1_spin.setSpecialValueText(f"auto ({cfg.lambda_l1:g})" if cfg.lambda_l1 else "auto")
-            if cfg.steps:
-                self._progress_bar.setRange(0, cfg.steps)
+            self._lr_spin.setSpecialValueText(f"auto ({plan.lr:g})" if plan.lr else "auto")
+            l1 = plan.losses.lambda_l1
+            self._l1_spin.setSpecialValueText(f"auto ({l1:g})" if l1 else "auto")
+            if plan.steps:
+                self._progress_bar.setRange(0, plan.steps)
         if ev.message:
             self._status.info(ev.message[0].upper() + ev.message[1:] + "…")
 

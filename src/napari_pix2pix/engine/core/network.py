@@ -107,6 +107,18 @@ class Network:
         """2: the model restores images (a stack plane by plane, or 2.5D with `z_context`); 3: volumes."""
         return self.config.spatial_dims
 
+    @property
+    def training_settings(self) -> dict[str, Any]:
+        """The options the network was trained with, by name: as given, overlaid with what the run decided.
+
+        Its training summary keeps them apart (``config``: as given, None meaning "auto" or "from
+        the recipe"; ``plan``: what the run decided); files written before 0.3 keep only the
+        decided ``config``. Empty for a network that was not trained by napari-pix2pix.
+        """
+        tr = self.training_summary or {}
+        given, plan = tr.get("config"), tr.get("plan")
+        return {**(given if isinstance(given, dict) else {}), **(plan if isinstance(plan, dict) else {})}
+
     def own_channels(self) -> int:
         """Image channels of one plane the network reads (2.5D: without its neighbours; no mask)."""
         return self.task.image_channels(self.config.in_channels) // (2 * self.z_context + 1)

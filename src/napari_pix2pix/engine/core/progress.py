@@ -99,15 +99,21 @@ class StatusUpdate:
     """The run's status changed: RUNNING when the loop starts, FINISHED or STOPPED at its end.
 
     A run that fails raises instead (its checkpoint is saved first); a generator closed by
-    its consumer saves and ends without a last update. `config` is the run's resolved
-    settings (what "auto" and the recipe decided; the steps of a time budget once known)
-    and `message` says what was decided or is happening.
+    its consumer saves and ends without a last update. `plan` is the run's plan (what "auto"
+    and the recipe decided; the steps of a time budget once known:
+    :class:`~napari_pix2pix.engine.training.plan.RunPlan`) and `message` says what was decided
+    or is happening.
     """
 
     step: int
     status: TrainingStatus
-    config: Any = None  # TrainConfig
+    plan: Any = None  # RunPlan
     message: str = ""
+
+    @property
+    def config(self) -> Any:
+        """The run's plan, under its name of 0.2 (it read like a config: patch_size, batch_size, lr, steps, ...)."""
+        return self.plan
 
 
 TrainEvent = StepUpdate | ValidationUpdate | CheckpointSaved | StatusUpdate

@@ -1,338 +1,348 @@
-"""The settings of a training run: :class:`TrainConfig`, the recipes, "auto" values, and the resume rule.
+"""The settings of a training run: :class:`TrainConfig` in parts, one table of options, and the resume rule.
 
-A config as given may leave fields at None: "from the recipe" (the loss and discriminator
-options, see :data:`RECIPES`) or "auto" (batch size, patch size, learning rate, steps,
-validation interval), decided once the data and the network are known by
-:meth:`TrainConfig.resolve`. The resolved config is what a run uses and what its model file
-and checkpoints store.
+A config is what the user asked for. Options left at None are "from the recipe" (the loss,
+discriminator and optimiser options, see :data:`~.recipes.RECIPES`) or "auto" (batch size,
+patch size, learning rate, steps, validation interval); what the run decides for them is its
+:class:`~.plan.RunPlan`, stored beside the config in the model file.
+
+Every option is a field of one of five frozen parts — :class:`NetworkOptions`,
+:class:`RecipeOptions`, :class:`ScheduleOptions`, :class:`DataOptions`,
+:class:`RuntimeOptions` — whose field metadata (help, command-line kind, resumable, widget)
+is the one table (:data:`OPTIONS`) from which the command line, the Train widget's Advanced
+fields and the resume rule are made. ``TrainConfig(steps=100, recipe="paper")`` takes the
+options by name, and ``config.steps`` reads one.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any
-
-import numpy as np
 
 from ...nn import preset_config
 from ...nn.losses import GAN_MODES
 from ...nn.unet import PRESETS, PRESETS_3D, UNetConfig
-from ..core.device import PRECISIONS
+from ..core.device import DEVICES, PRECISIONS
 from ..core.tasks import TASKS, get_task
+from .recipes import DEFAULT_PRESET, DEFAULT_PRESET_3D, DEFAULT_RECIPES, PIXEL_LOSSES, RECIPES, Recipe
 
-# What a resumed run may change: how long it trains, where, and how often it reports and saves.
-# Everything else (task, architecture, data split, losses, optimiser, schedule) is the checkpoint's.
-RESUMABLE = ("steps", "minutes", "device", "precision", "val_every", "checkpoint_every")
 # keyword arguments of train()/train_iter() that name the data rather than settings
 SOURCE_KEYS = ("input", "target", "clean", "input_dir", "target_dir", "clean_dir", "aligned_dir", "channel_axis")
-DEFAULT_PRESET = "unet_tiny"
-DEFAULT_PRESET_3D = "unet3d_tiny"
-DEFAULT_STEPS = 2000  # without `minutes`
-WARM_RAMP = 20  # steps of learning-rate ramp for a warm start: Adam's first steps are as large as the rate
+
+
+def option(default: Any = None, help: str = "", *, cli: str | None = None, choices: Any = None,
+           resumable: bool = False, widget: str | None = None, factory: Any = None) -> Any:
+    """A config field with its entry in the table of options.
+
+    Parameters
+    ----------
+    default, factory
+        The default (None: from the recipe, or "auto"), or a factory for mutable defaults.
+    help : str
+        One line for the command line's help and the widget's tooltip.
+    cli : str, optional
+        How the command line reads it: "int+" (positive), "int0" (non-negative), "int", "float+",
+        "float0", "choice" (one of `choices`), "flag", "patch" (an int or z,y,x), "str"; None: not on
+        the command line (set through ``--config`` JSON).
+    resumable : bool
+        A resumed run may change it (:func:`resume_config`).
+    widget : str, optional
+        The label of its field in the Train widget's Advanced section.
+    """
+    meta = {"help": help, "cli": cli, "choices": choices, "resumable": resumable, "widget": widget}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A named way to train: the losses, the discriminator and the optimiser defaults.
+class NetworkOptions:
+    """Which network trains: a new one of a preset, or a trained one to start from; its dimensions."""
 
-    Every field is a :class:`TrainConfig` field that the recipe fills when the config
-    leaves it at None; options given explicitly win.
-    """
+    preset: str | None = option(help="a new network's size: unet_tiny (default), unet_small, unet_128, unet_256 "
+                                "(the paper's), unet3d_tiny, unet3d_small", cli="choice", choices=tuple(PRESETS))
+    generator: dict[str, Any] = option(factory=dict, help="UNetConfig overrides of the preset (ngf, levels, ...)")
+    start_from: str | None = option(help="warm start: a bundled model's name (e.g. denoise) or a model file; "
+                                    "'scratch' for a new network; default: the task's bundled model where it "
+                                    "fits", cli="str")
+    spatial_dims: int | None = option(help="3: a 3D network for volumes (Z, Y, X); default 2 (images; stacks plane "
+                                      "by plane)", cli="choice", choices=(2, 3))
+    z_context: int = option(0, "2.5D: a 2D network sees each plane with this many neighbours on either side",
+                            cli="int0")
+    channels: int | None = option(help="image channels (default: from the data)")
+    out_channels: int | None = option(help="translate: target channels (default: from the data)")
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """How the network learns: the recipe and the losses it fills (None: the recipe's)."""
+
+    recipe: str | None = option(help="how to train: " + "; ".join(f"{r.name}: {r.description}"
+                                                                  for r in RECIPES.values())
+                                + " (default: fidelity; colorize: paper)", cli="choice", choices=tuple(RECIPES))
+    gan_weight: float | None = option(help="weight of the adversarial term (0: no discriminator)", cli="float0")
+    lambda_l1: float | None = option(help="weight of the pixel loss (the paper's 100)", cli="float0",
+                                     widget="Pixel-loss weight")
+    pixel_loss: str | None = option(help="l1 or l2 (noise2noise: l2)", cli="choice", choices=PIXEL_LOSSES)
+    gan_mode: str | None = option(help="vanilla (the paper's) or lsgan", cli="choice", choices=GAN_MODES)
+    ndf: int | None = option(help="discriminator width (the recipe's: 64)", cli="int+")
+    n_layers: int | None = option(help="discriminator depth: 3 is the paper's 70x70 PatchGAN", cli="int+")
+    gan_warmup: float | None = option(help="share of the steps on the pixel loss alone before the adversarial term")
+    gan_ramp: float | None = option(help="share of the steps over which the adversarial term then ramps up")
+    ema: float | None = option(help="EMA decay of the generator's weights for validation and the saved model "
+                               "(e.g. 0.999; 0: off)", cli="float0")
+    d_scales: int | None = option(help="multi-scale discriminator: 1 (the paper's) to 4 (pix2pixHD: 3)", cli="int+")
+    spectral_norm: bool | None = option(help="spectral normalisation in the discriminator", cli="flag")
+    feature_matching: float | None = option(help="feature-matching weight (pix2pixHD: 10; 0: off)", cli="float0")
+    r1: float | None = option(help="R1 gradient-penalty weight on real pairs (0: off)", cli="float0")
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """How long and how fast: steps or a time budget, the learning-rate schedule, validation and checkpoints."""
+
+    steps: int | None = option(help="training steps (default 2000)", cli="int+", resumable=True)
+    minutes: float | None = option(help="time budget of the whole run: the steps are derived from the measured "
+                                   "speed", cli="float+", resumable=True)
+    lr: float | None = option(help="Adam's learning rate (default: the recipe's, lower for a warm start)",
+                              cli="float+", widget="Learning rate")
+    beta1: float | None = option(help="Adam's beta1 (default: the recipe's)")
+    beta2: float = option(0.999, "Adam's beta2")
+    decay_steps: int | None = option(help="linear decay over the last N steps (default: half the steps)")
+    lr_warmup: int = option(0, "steps of a linear learning-rate ramp at the start (a warm start gets 20)")
+    freeze_norm: bool | None = option(help="keep the generator's BatchNorm statistics fixed (default: for a warm "
+                                      "start)")
+    grad_clip: float | None = option(help="clip the gradients' norm to this")
+    val_every: int | None = option(help="steps between validations (default 100, or about 10 in a time budget)",
+                                   cli="int+", resumable=True, widget="Validate every")
+    checkpoint_every: int = option(500, "steps between checkpoints", cli="int+", resumable=True)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What each step sees: patches, batches, augmentation, the held-out part, normalization, noise."""
+
+    batch_size: int | None = option(help="patches per step (default: about 64 k pixels)", cli="int+",
+                                    widget="Batch size")
+    patch_size: int | tuple[int, ...] | None = option(help="patch side (default 64, or 128 for images of 512 px "
+                                                      "and more; volumes 16,64,64); z,y,x for volumes",
+                                                      cli="patch", widget="Patch size")
+    augment: bool = option(True, "random flips and 90-degree rotations")
+    intensity_augment: float | None = option(help="random gains up to exp(±x) in network units (default: 0.9 for "
+                                             "a warm start, else 0)")
+    val_fraction: float = option(0.1, "share held out to measure progress (0: no validation)", cli="float0",
+                                 widget="Held out")
+    val_split: str = option("image", "hold out whole images ('image') or a band of each ('region')", cli="choice",
+                            choices=("image", "region"))
+    val_patches: int = option(4, "validation patches (each the fullest of 8 positions)")
+    percentiles: tuple[float, float] = option((0.5, 99.9), "intensity percentiles mapped to the network's range")
+    normalization: str | None = option(help="'dataset' (the training data's percentiles for every image; default "
+                                       "for real translate pairs) or 'plane' (each plane's own)", cli="choice",
+                                       choices=("dataset", "plane"))
+    noise: dict[str, Any] | None = option(help="NoiseConfig fields of the noise synthesized for denoise")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how reproducibly: the random seed, the device, the numeric precision."""
+
+    seed: int = option(0, "random seed (initial weights, patches, synthesized degradations)", cli="int")
+    device: str = option("auto", "auto, cpu, cuda or mps", cli="choice", choices=DEVICES, resumable=True,
+                         widget="Device")
+    precision: str = option("auto", "auto: bf16 autocast where it is native (AMX/AVX512-BF16, CUDA)", cli="choice",
+                            choices=PRECISIONS, resumable=True)
+    channels_last: bool = option(False, "channels-last tensors (slower for training on an AVX2 CPU)")
+
+
+PARTS: dict[str, type] = {"network": NetworkOptions, "recipe": RecipeOptions, "schedule": ScheduleOptions,
+                          "data": DataOptions, "runtime": RuntimeOptions}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the table of options: its name, its part and its field (default, help, metadata)."""
 
     name: str
-    description: str
-    gan_weight: float  # 0: no discriminator at all
-    lambda_l1: float  # weight of the pixel loss
-    pixel_loss: str  # "l1" or "l2"
-    beta1: float
-    lr: float  # the "auto" learning rate from scratch (a warm start uses lr_warm)
-    lr_warm: float
-    gan_mode: str = "vanilla"
-    ndf: int = 64
-    n_layers: int = 3
-    gan_warmup: float = 0.0  # share of the steps trained on the pixel loss alone before the GAN term starts
-    gan_ramp: float = 0.0  # share of the steps over which the GAN term then ramps up to gan_weight
-    ema: float = 0.0  # decay of an exponential moving average of the generator's weights (0: off)
-    d_scales: int = 1  # discriminators at 1, 1/2, ... resolution (pix2pixHD: 3)
-    spectral_norm: bool = False  # spectral normalisation of the discriminator's convolutions
-    feature_matching: float = 0.0  # weight of pix2pixHD's feature-matching loss (its default: 10)
-    r1: float = 0.0  # weight of an R1 gradient penalty on real pairs (Mescheder et al. 2018)
+    part: str
+    field: Field[Any]
+
+    @property
+    def help(self) -> str:
+        """The option's one-line description."""
+        return str(self.field.metadata["help"])
+
+    @property
+    def default(self) -> Any:
+        """The option's default value."""
+        f = self.field
+        if f.default is MISSING and f.default_factory is not MISSING:
+            return f.default_factory()
+        return f.default
+
+    def __getattr__(self, key: str) -> Any:  # cli, choices, resumable, widget
+        try:
+            return self.field.metadata[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
 
-RECIPES: dict[str, Recipe] = {
-    "fidelity": Recipe(
-        "fidelity", "L1 only, no discriminator: the most faithful output (best PSNR/SSIM); CARE-like",
-        gan_weight=0.0, lambda_l1=100.0, pixel_loss="l1", beta1=0.9, lr=1e-3, lr_warm=3e-4),
-    "paper": Recipe(
-        "paper", "the paper's loop: vanilla GAN + 100·L1, Adam 2e-4, β1 0.5, one D step per G step",
-        gan_weight=1.0, lambda_l1=100.0, pixel_loss="l1", beta1=0.5, lr=2e-4, lr_warm=1e-4),
-    "realism": Recipe(
-        "realism", "fidelity first, then the adversarial term ramped in: sharper, more realistic texture",
-        gan_weight=1.0, lambda_l1=100.0, pixel_loss="l1", beta1=0.5, lr=5e-4, lr_warm=2e-4,
-        gan_warmup=0.3, gan_ramp=0.2),
-    "noise2noise": Recipe(
-        "noise2noise", "denoise from pairs of two noisy acquisitions of the same field (no clean image): L2, "
-        "no discriminator",
-        gan_weight=0.0, lambda_l1=100.0, pixel_loss="l2", beta1=0.9, lr=1e-3, lr_warm=3e-4),
-}
-RECIPE_FIELDS = ("gan_weight", "lambda_l1", "pixel_loss", "beta1", "gan_mode", "ndf", "n_layers", "gan_warmup",
-                 "gan_ramp", "ema", "d_scales", "spectral_norm", "feature_matching", "r1")
-DEFAULT_RECIPES = {"denoise": "fidelity", "inpaint": "fidelity", "colorize": "paper", "translate": "fidelity"}
-# start_from="auto": the bundled model a task's runs start from when no network is chosen and the channels fit
-AUTO_START = {"denoise": "denoise", "translate": "denoise"}
-# ... and a 3D run's: the bundled 3D denoiser (the 2D one inflated to 3D and trained on volumes; a 2D model given
-# as start_from is inflated the same way: it starts as itself, plane by plane; see warmstart.inflate)
-AUTO_START_3D = {"denoise": "denoise3d", "translate": "denoise3d"}
-PIXEL_LOSSES = ("l1", "l2")
+# The table: every training option, by name, from the parts' fields
+OPTIONS: dict[str, Option] = {f.name: Option(f.name, part, f) for part, cls in PARTS.items() for f in fields(cls)}
+# What a resumed run may change: how long it trains, where, and how often it reports and saves.
+RESUMABLE = tuple(name for name, o in OPTIONS.items() if o.resumable)
 
 
-def auto_patch_size(min_side: int, multiple: int) -> int:
-    """The "auto" patch: 64 px for small images, 128 px from 512 px on (a multiple of `multiple`).
-
-    Small patches give many independent samples per step from one image; larger ones give
-    the network more context once the images are large enough to offer it.
-    """
-    target = 128 if min_side >= 512 else 64
-    patch = max(multiple, target // multiple * multiple)
-    while patch > min_side and patch > multiple:
-        patch -= multiple
-    return patch
-
-
-def auto_patch_3d(min_size: tuple[int, ...], multiple: tuple[int, ...]) -> tuple[int, int, int]:
-    """The "auto" 3D patch: 16 planes (or as many as the volumes have, on Z's multiple) of 64² px."""
-    def fit(target: int, n: int, m: int) -> int:
-        p = max(m, target // m * m)
-        while p > n and p > m:
-            p -= m
-        return p
-
-    return (fit(16, min_size[0], multiple[0]), fit(64, min_size[1], multiple[1]), fit(64, min_size[2], multiple[2]))
-
-
-def auto_batch_size(patch: int | tuple[int, ...]) -> int:
-    """The "auto" batch: about 64 k pixels per step (16 patches of 64², 4 of 128²; one 16 x 64² volume)."""
-    pixels = int(np.prod(patch)) if isinstance(patch, (tuple, list)) else patch**2
-    return max(1, min(64, round(65536 / pixels)))
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TrainConfig:
-    """Everything that defines a training run; stored (resolved) in the model file.
+    """What a training run was asked to do: the task and five parts of options (see the module).
 
-    None means "from the recipe" for the recipe's fields and "auto" for batch size, patch
-    size, learning rate, steps and validation interval: see :meth:`resolve`.
+    ``TrainConfig(task="denoise", steps=100, recipe="paper")`` takes any option by name (or
+    whole parts: ``network=NetworkOptions(...)``); ``config.steps`` reads one. None means "from
+    the recipe" or "auto": what the run decides is its :class:`~.plan.RunPlan`.
     """
 
-    task: str = "denoise"
-    recipe: str | None = None  # "fidelity", "paper", "realism", "noise2noise"; None: the task's default
-    preset: str | None = None  # "unet_256" is the paper's; None: unet_tiny (or the warm start's network)
-    generator: dict[str, Any] = field(default_factory=dict)  # UNetConfig overrides (ngf, levels, ...)
-    start_from: str | None = None  # a bundled model's name or a model file to start from (warm start); "scratch";
-    # None / "auto": the task's bundled starting model (AUTO_START) where the data's channels fit it, else scratch
-    spatial_dims: int | None = None  # 2: images; 3: volumes (Z, Y, X); None: 3 with a 3D preset, else 2
-    z_context: int = 0  # 2.5D: a 2D network sees each plane with its k neighbours on either side along Z
-    channels: int | None = None  # image channels; None = from the data
-    out_channels: int | None = None  # translate: target channels; None = from the data
-    ndf: int | None = None  # discriminator width (recipe: 64)
-    n_layers: int | None = None  # 3 = the paper's 70x70 PatchGAN
-    gan_mode: str | None = None  # "vanilla" (the paper's) or "lsgan"
-    lambda_l1: float | None = None  # weight of the pixel loss (L1, or L2 for noise2noise)
-    pixel_loss: str | None = None  # "l1" or "l2"
-    gan_weight: float | None = None  # weight of the adversarial term; 0 trains on the pixel loss alone (no D)
-    gan_warmup: float | None = None  # share of steps before the adversarial term starts
-    gan_ramp: float | None = None  # share of steps over which it then ramps up
-    ema: float | None = None  # EMA decay of the generator's weights for validation and the saved model (0: off)
-    d_scales: int | None = None  # multi-scale discriminator: 1 (the paper's) to 4 (pix2pixHD: 3)
-    spectral_norm: bool | None = None  # spectral normalisation in the discriminator
-    feature_matching: float | None = None  # weight of the feature-matching loss (pix2pixHD: 10; 0: off)
-    r1: float | None = None  # weight of the R1 penalty on real pairs (0: off)
-    lr: float | None = None  # None: the recipe's (lower for a warm start)
-    beta1: float | None = None
-    beta2: float = 0.999
-    steps: int | None = None  # None: 2000, or as many as `minutes` allows
-    minutes: float | None = None  # time budget of the whole call (data, validation, saving included)
-    decay_steps: int | None = None  # linear decay over the last N steps; None = steps // 2
-    freeze_norm: bool | None = None  # keep the generator's BatchNorm statistics fixed; None: for a warm start
-    lr_warmup: int = 0  # steps of a linear learning-rate ramp at the start (a warm start gets WARM_RAMP)
-    batch_size: int | None = None  # None: about 64 k pixels per step
-    patch_size: int | tuple[int, ...] | None = None  # None: 64 px (128 from 512 px); volumes: 16 x 64 x 64
-    augment: bool = True  # random flips and 90-degree rotations
-    intensity_augment: float | None = None  # random gains up to exp(±x) of the network values (None: default)
-    val_fraction: float = 0.1
-    val_split: str = "image"  # "image" or "region"
-    val_every: int | None = None  # None: 100 steps, or about 10 validations in a `minutes` run
-    val_patches: int = 4
-    checkpoint_every: int = 500
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "auto": bf16 autocast where it is native (AMX/AVX512-BF16, CUDA)
-    grad_clip: float | None = None
-    channels_last: bool = False  # slower for training on an AVX2 CPU (0.75x unet_256, benchmarks/results)
-    percentiles: tuple[float, float] = (0.5, 99.9)
-    normalization: str | None = None  # "dataset" (the training data's percentiles for every image; default for
-    # real pairs) or "plane" (each plane's own; default for pairs synthesized from clean images)
-    noise: dict[str, Any] | None = None  # NoiseConfig fields for denoise synthesis
+    task: str
+    network: NetworkOptions
+    recipe_options: RecipeOptions
+    schedule: ScheduleOptions
+    data: DataOptions
+    runtime: RuntimeOptions
 
-    def __post_init__(self) -> None:
+    def __init__(self, task: str = "denoise", *, network: NetworkOptions | None = None,
+                 recipe_options: RecipeOptions | None = None, schedule: ScheduleOptions | None = None,
+                 data: DataOptions | None = None, runtime: RuntimeOptions | None = None, **options: Any) -> None:
+        unknown = sorted(k for k in options if k not in OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.train.config.OPTIONS")
+        given: dict[str, Any] = {"network": network, "recipe": recipe_options, "schedule": schedule, "data": data,
+                                 "runtime": runtime}
+        for part, cls in PARTS.items():
+            values = {k: _normalized(k, v) for k, v in options.items() if OPTIONS[k].part == part}
+            base = given[part] if given[part] is not None else cls()
+            object.__setattr__(self, "recipe_options" if part == "recipe" else part,
+                               replace(base, **values) if values else base)
+        object.__setattr__(self, "task", task)
+        self._check()
+
+    def __getattr__(self, name: str) -> Any:
+        """An option read by name (``config.steps``), from its part."""
+        opt = OPTIONS.get(name)
+        if opt is None or name.startswith("__"):
+            raise AttributeError(f"'TrainConfig' has no attribute {name!r}")
+        return getattr(object.__getattribute__(self, "recipe_options" if opt.part == "recipe" else opt.part), name)
+
+    def part(self, name: str) -> Any:
+        """The part called `name` ("network", "recipe", "schedule", "data", "runtime")."""
+        return self.recipe_options if name == "recipe" else getattr(self, name)
+
+    def with_options(self, **options: Any) -> TrainConfig:
+        """A copy with `options` (by name; ``task`` too) changed."""
+        task = options.pop("task", self.task)
+        return TrainConfig(task, **self._parts(), **options) if options or task != self.task else self
+
+    def _parts(self) -> dict[str, Any]:
+        return {"network": self.network, "recipe_options": self.recipe_options, "schedule": self.schedule,
+                "data": self.data, "runtime": self.runtime}
+
+    # ------------------------------------------------------------------ checks
+    def _check(self) -> None:
+        for ok, msg in self._rules():
+            if not ok:
+                raise ValueError(msg)
+        if self.patch_size is not None and not self.warm:  # checked now; a warm start's in make_plan()
+            self.check_patch(self.generator_config(*get_task(self.task).network_channels(1, 1)))
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        n, r, s = self.network, self.recipe_options, self.schedule
+
         def positive_or_none(name: str) -> tuple[bool, str]:
             v = getattr(self, name)
             return v is None or v > 0, f"{name} must be positive (or None: auto), got {v}"
 
-        checks = [
+        return [
             (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
-            (self.recipe is None or self.recipe in RECIPES,
-             f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}"),
-            (self.recipe != "noise2noise" or self.task == "denoise",
+            (r.recipe is None or r.recipe in RECIPES, f"recipe must be one of {tuple(RECIPES)}, got {r.recipe!r}"),
+            (r.recipe != "noise2noise" or self.task == "denoise",
              f"the noise2noise recipe trains denoisers (task='denoise'), not {self.task!r}"),
-            (self.preset is None or self.preset in PRESETS,
-             f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}"),
-            (self.start_from in (None, "auto", "scratch") or (self.preset is None and not self.generator),
+            (n.preset is None or n.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {n.preset!r}"),
+            (n.start_from in (None, "auto", "scratch") or (n.preset is None and not n.generator),
              "a warm start (start_from) uses the starting model's network: do not give preset or generator"),
-            (self.gan_mode is None or self.gan_mode in GAN_MODES,
-             f"gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}"),
-            (self.pixel_loss is None or self.pixel_loss in PIXEL_LOSSES,
-             f"pixel_loss must be one of {PIXEL_LOSSES}, got {self.pixel_loss!r}"),
-            (self.steps is None or self.minutes is None,
+            (r.gan_mode is None or r.gan_mode in GAN_MODES, f"gan_mode must be one of {GAN_MODES}, got {r.gan_mode!r}"),
+            (r.pixel_loss is None or r.pixel_loss in PIXEL_LOSSES,
+             f"pixel_loss must be one of {PIXEL_LOSSES}, got {r.pixel_loss!r}"),
+            (s.steps is None or s.minutes is None,
              "give either steps or minutes (steps are then derived from the time budget), not both"),
             positive_or_none("steps"), positive_or_none("minutes"), positive_or_none("batch_size"),
             positive_or_none("lr"), positive_or_none("val_every"),
-            (self.lambda_l1 is None or self.lambda_l1 >= 0, f"lambda_l1 must be non-negative, got {self.lambda_l1}"),
-            (self.gan_weight is None or self.gan_weight >= 0,
-             f"gan_weight must be non-negative, got {self.gan_weight}"),
-            (not (self.gan_weight == 0 and self.lambda_l1 == 0),
-             "gan_weight and lambda_l1 are both 0: nothing to train"),
-            (self.ema is None or 0 <= self.ema < 1, f"ema must be a decay in [0, 1), got {self.ema}"),
-            (self.d_scales is None or 1 <= self.d_scales <= 4, f"d_scales must be 1 to 4, got {self.d_scales}"),
-            (self.feature_matching is None or self.feature_matching >= 0, "feature_matching must be >= 0"),
-            (self.r1 is None or self.r1 >= 0, "r1 must be >= 0"),
-            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
-            (self.spatial_dims in (None, 2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}"),
-            (not (self.spatial_dims == 3 and self.preset is not None and self.preset not in PRESETS_3D),
-             f"{self.preset} is a 2D network: for spatial_dims=3 choose one of {PRESETS_3D} (or no preset)"),
-            (not (self.spatial_dims == 2 and self.preset in PRESETS_3D),
-             f"{self.preset} is a 3D network: give spatial_dims=3 (or no spatial_dims) for it"),
-            (self.z_context >= 0, f"z_context must be >= 0, got {self.z_context}"),
-            (not (self.z_context and self.dims == 3), "z_context (2.5D) is for 2D networks: a 3D network sees Z"),
+            (r.lambda_l1 is None or r.lambda_l1 >= 0, f"lambda_l1 must be non-negative, got {r.lambda_l1}"),
+            (r.gan_weight is None or r.gan_weight >= 0, f"gan_weight must be non-negative, got {r.gan_weight}"),
+            (not (r.gan_weight == 0 and r.lambda_l1 == 0), "gan_weight and lambda_l1 are both 0: nothing to train"),
+            (r.ema is None or 0 <= r.ema < 1, f"ema must be a decay in [0, 1), got {r.ema}"),
+            (r.d_scales is None or 1 <= r.d_scales <= 4, f"d_scales must be 1 to 4, got {r.d_scales}"),
+            (r.feature_matching is None or r.feature_matching >= 0, "feature_matching must be >= 0"),
+            (r.r1 is None or r.r1 >= 0, "r1 must be >= 0"),
+            (s.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (n.spatial_dims in (None, 2, 3), f"spatial_dims must be 2 or 3, got {n.spatial_dims}"),
+            (not (n.spatial_dims == 3 and n.preset is not None and n.preset not in PRESETS_3D),
+             f"{n.preset} is a 2D network: for spatial_dims=3 choose one of {PRESETS_3D} (or no preset)"),
+            (not (n.spatial_dims == 2 and n.preset in PRESETS_3D),
+             f"{n.preset} is a 3D network: give spatial_dims=3 (or no spatial_dims) for it"),
+            (n.z_context >= 0, f"z_context must be >= 0, got {n.z_context}"),
+            (not (n.z_context and self.dims == 3), "z_context (2.5D) is for 2D networks: a 3D network sees Z"),
             (not (self.dims == 3 and self.task == "colorize"), "colorize is 2D: it trains on planes, not volumes"),
-            (self.normalization in (None, "dataset", "plane"),
-             f"normalization must be 'dataset' or 'plane', got {self.normalization!r}"),
-            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.data.normalization in (None, "dataset", "plane"),
+             f"normalization must be 'dataset' or 'plane', got {self.data.normalization!r}"),
+            (self.runtime.precision in PRECISIONS,
+             f"precision must be one of {PRECISIONS}, got {self.runtime.precision!r}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-        if self.patch_size is not None and not self.warm:  # checked now; a warm start's in resolve()
-            self.check_patch(self.generator_config(*get_task(self.task).network_channels(1, 1)))
 
-    def check_patch(self, arch: UNetConfig) -> None:
+    def check_patch(self, arch: UNetConfig, patch_size: Any = None) -> None:
         """Raise ValueError unless the patch size fits the network (a multiple of its size multiple, >= 32)."""
-        if isinstance(self.patch_size, (tuple, list)):
+        patch = self.patch_size if patch_size is None else patch_size
+        if isinstance(patch, (tuple, list)):
             ms = arch.size_multiple
-            if len(ms) == 2 and len(self.patch_size) == 2 and self.patch_size[0] != self.patch_size[1]:
-                raise ValueError(f"patch_size {tuple(self.patch_size)}: 2D patches are square; give one size "
-                                 f"(e.g. {min(self.patch_size)})")
-            bad = any(p % m or p < m for p, m in zip(self.patch_size, ms, strict=False))
-            if len(self.patch_size) != len(ms) or bad:
-                raise ValueError(f"patch_size {tuple(self.patch_size)} must give one multiple of {ms} per axis "
+            if len(ms) == 2 and len(patch) == 2 and patch[0] != patch[1]:
+                raise ValueError(f"patch_size {tuple(patch)}: 2D patches are square; give one size "
+                                 f"(e.g. {min(patch)})")
+            bad = any(p % m or p < m for p, m in zip(patch, ms, strict=False))
+            if len(patch) != len(ms) or bad:
+                raise ValueError(f"patch_size {tuple(patch)} must give one multiple of {ms} per axis "
                                  f"(the size multiple of this {len(ms)}D network)")
             return
-        if self.patch_size is not None and arch.spatial_dims == 3:
-            if any(self.patch_size % m for m in arch.size_multiple):
-                raise ValueError(f"patch_size {self.patch_size} must be a multiple of {arch.size_multiple} per "
+        if patch is not None and arch.spatial_dims == 3:
+            if any(patch % m for m in arch.size_multiple):
+                raise ValueError(f"patch_size {patch} must be a multiple of {arch.size_multiple} per "
                                  f"axis; give (z, y, x), e.g. {arch.size_multiple[0] * 2, 64, 64}")
             return
         multiple = max(arch.size_multiple)
-        if self.patch_size is not None and (self.patch_size < 32 or self.patch_size % multiple):
+        if patch is not None and (patch < 32 or patch % multiple):
             net = f"the model {self.start_from}" if self.warm and self.start_from not in (None, "auto") else (
                 f"{self.preset or DEFAULT_PRESET} with these settings")
             raise ValueError(
-                f"patch_size {self.patch_size} must be a multiple of {multiple} (the size multiple of {net}) "
+                f"patch_size {patch} must be a multiple of {multiple} (the size multiple of {net}) "
                 f"and at least 32; try {max(multiple, 32 // multiple * multiple)}"
             )
 
+    # ------------------------------------------------------------------ derived
     @property
     def dims(self) -> int:
         """The run's spatial dimensions: 3 for a 3D network, else 2."""
-        if self.spatial_dims is not None:
-            return self.spatial_dims
-        return 3 if self.preset in PRESETS_3D else 2
+        if self.network.spatial_dims is not None:
+            return self.network.spatial_dims
+        return 3 if self.network.preset in PRESETS_3D else 2
 
     @property
     def warm(self) -> bool:
         """Whether the run may start from a trained model (named, or "auto" with no network chosen)."""
-        if self.start_from == "scratch":
+        n = self.network
+        if n.start_from == "scratch":
             return False
-        auto = self.preset is None and not self.generator  # AUTO_START (2D, 2.5D), AUTO_START_3D
-        return self.start_from not in (None, "auto") or auto
+        auto = n.preset is None and not n.generator  # AUTO_START (2D, 2.5D), AUTO_START_3D
+        return n.start_from not in (None, "auto") or auto
 
-    # ------------------------------------------------------------------ resolving None
     @property
     def recipe_spec(self) -> Recipe:
         """The recipe (the task's default when none is named)."""
-        return RECIPES[self.recipe or DEFAULT_RECIPES[self.task]]
-
-    def resolve(self, *, min_size: tuple[int, ...], arch: UNetConfig, warm: bool = False) -> TrainConfig:
-        """The config with every None decided: the recipe's fields and the "auto" values.
-
-        Parameters
-        ----------
-        min_size : tuple of int
-            The smallest size of the training images along each spatial axis (after the
-            validation split).
-        arch : UNetConfig
-            The generator that will be trained (its size multiple bounds the patch).
-        warm : bool
-            The run starts from a trained model (a lower "auto" learning rate).
-        """
-        spec = self.recipe_spec
-        filled: dict[str, Any] = {f: getattr(spec, f) for f in RECIPE_FIELDS if getattr(self, f) is None}
-        filled["recipe"] = spec.name
-        if not warm and self.preset is None:
-            filled["preset"] = DEFAULT_PRESET if self.dims == 2 else DEFAULT_PRESET_3D
-        filled["spatial_dims"] = arch.spatial_dims
-        if self.patch_size is not None:
-            patch: int | tuple[int, ...] = self.patch_size
-        elif arch.spatial_dims == 3:
-            patch = auto_patch_3d(min_size, arch.size_multiple)
-        else:
-            patch = auto_patch_size(min(min_size), max(arch.size_multiple))
-        filled["patch_size"] = patch
-        if self.batch_size is None:
-            filled["batch_size"] = auto_batch_size(patch)
-        if self.lr is None:
-            filled["lr"] = spec.lr_warm if warm else spec.lr
-        if warm and not self.lr_warmup:
-            filled["lr_warmup"] = WARM_RAMP
-        if self.freeze_norm is None:  # fine-tuning with small batches: the trained statistics stay
-            filled["freeze_norm"] = warm
-        if self.steps is None and self.minutes is None:
-            filled["steps"] = DEFAULT_STEPS
-        if self.val_every is None and self.minutes is None:
-            filled["val_every"] = 100
-        out = replace(self, **filled)
-        out.check_patch(arch)
-        return out
-
-    @property
-    def resolved(self) -> bool:
-        """Whether nothing is left to decide (steps may still wait for a time budget's speed measurement)."""
-        return all(getattr(self, f) is not None for f in (*RECIPE_FIELDS, "recipe", "lr", "batch_size",
-                                                          "patch_size", "steps", "val_every"))
-
-    # ------------------------------------------------------------------ schedule
-    @property
-    def total_steps(self) -> int:
-        """The number of steps (an error while a time budget has not fixed it yet)."""
-        if self.steps is None:
-            raise ValueError("the number of steps is not known yet (a time budget decides it after a warm-up)")
-        return self.steps
-
-    @property
-    def decay(self) -> int:
-        """Steps of linear learning-rate decay at the end."""
-        return self.total_steps // 2 if self.decay_steps is None else min(self.decay_steps, self.total_steps)
+        return RECIPES[self.recipe_options.recipe or DEFAULT_RECIPES[self.task]]
 
     def generator_config(self, cin: int, cout: int) -> UNetConfig:
         """The generator's UNetConfig for these (task's) channels: the preset, or unet_tiny / unet3d_tiny.
@@ -340,81 +350,60 @@ class TrainConfig:
         With a z context of k, each input channel of the image comes 2k + 1 times (the plane and
         its neighbours); an inpainting mask once.
         """
-        preset = self.preset or (DEFAULT_PRESET if self.dims == 2 else DEFAULT_PRESET_3D)
+        n = self.network
+        preset = n.preset or (DEFAULT_PRESET if self.dims == 2 else DEFAULT_PRESET_3D)
         image = get_task(self.task).image_channels(cin)
-        return preset_config(preset, in_channels=cin + 2 * self.z_context * image, out_channels=cout,
-                             **self.generator)
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate for (0-based) `step`: a ramp over the first `lr_warmup` steps, constant, then a decay.
-
-        The decay is linear to 0 over the last `decay` steps; while a time budget has not
-        fixed the steps yet, the rate stays constant after the ramp.
-        """
-        assert self.lr is not None
-        ramp = min(1.0, (step + 1) / self.lr_warmup) if self.lr_warmup else 1.0
-        if self.steps is None:
-            return self.lr * ramp
-        start = self.total_steps - self.decay
-        if step < start:
-            return self.lr * ramp
-        return self.lr * ramp * max(0.0, 1.0 - (step - start + 1) / (self.decay + 1))
-
-    def gan_weight_at(self, step: int) -> float:
-        """The adversarial weight at `step`: 0 during the warm-up, then a linear ramp up to gan_weight."""
-        w = self.gan_weight or 0.0
-        if w == 0 or not (self.gan_warmup or self.gan_ramp):
-            return w
-        start = (self.gan_warmup or 0.0) * self.total_steps
-        ramp = max((self.gan_ramp or 0.0) * self.total_steps, 1e-9)
-        return w * min(1.0, max(0.0, (step - start) / ramp)) if step >= start else 0.0
+        return preset_config(preset, in_channels=cin + 2 * n.z_context * image, out_channels=cout, **n.generator)
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        d = asdict(self)
-        d["percentiles"] = list(self.percentiles)
+        """Plain JSON: every option by name (flat, as files have always stored it)."""
+        d: dict[str, Any] = {"task": self.task}
+        for name in OPTIONS:
+            v = getattr(self, name)
+            d[name] = list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys are ignored; files of 0.1.0 get the recipe they trained with)."""
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        if "percentiles" in d:
-            d["percentiles"] = tuple(d["percentiles"])
-        if isinstance(d.get("patch_size"), list):
-            d["patch_size"] = tuple(d["patch_size"])
+        d = {k: v for k, v in d.items() if k in OPTIONS or k == "task"}
         if "recipe" not in d and "gan_weight" in d:  # 0.1.0: no recipes yet; its fields are all explicit
             d["recipe"] = "paper" if float(d["gan_weight"] or 0) > 0 else "fidelity"
-            d.setdefault("pixel_loss", "l1")
-            d.setdefault("gan_warmup", 0.0)
-            d.setdefault("gan_ramp", 0.0)
-            d.setdefault("ema", 0.0)
-            d.setdefault("d_scales", 1)
-            d.setdefault("spectral_norm", False)
-            d.setdefault("feature_matching", 0.0)
-            d.setdefault("r1", 0.0)
+            for k, v in (("pixel_loss", "l1"), ("gan_warmup", 0.0), ("gan_ramp", 0.0), ("ema", 0.0), ("d_scales", 1),
+                         ("spectral_norm", False), ("feature_matching", 0.0), ("r1", 0.0)):
+                d.setdefault(k, v)
         return cls(**d)
 
 
+def _normalized(name: str, value: Any) -> Any:
+    """JSON lists back to the tuples the options hold."""
+    if name in ("percentiles", "patch_size") and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
 def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split keyword arguments into (data source, TrainConfig fields); unknown names are refused."""
-    names = {f.name for f in fields(TrainConfig)}
+    """Split keyword arguments into (data source, options); unknown names are refused, naming the close ones."""
+    import difflib
+
     src = {k: kwargs[k] for k in kwargs if k in SOURCE_KEYS}
     rest = {k: v for k, v in kwargs.items() if k not in SOURCE_KEYS}
-    unknown = [k for k in rest if k not in names]
+    unknown = [k for k in rest if k not in OPTIONS and k != "task"]
     if unknown:
-        raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.training.loop.TrainConfig")
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, [*OPTIONS, *SOURCE_KEYS], 1))
+                 else k for k in unknown]
+        raise TypeError(f"unknown training option(s): {', '.join(hints)}; the options are listed in "
+                        "napari_pix2pix.engine.train.config.OPTIONS")
     return src, rest
 
 
 def resume_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
-    """The settings of a resumed run: the checkpoint's, with only the :data:`RESUMABLE` fields changed.
+    """The settings of a resumed run: the checkpoint's, with only the :data:`RESUMABLE` options changed.
 
     A resumed run continues the same run: it may train longer (``steps``, or ``minutes`` more),
     elsewhere (``device``, ``precision``) and report or save at another pace (``val_every``,
-    ``checkpoint_every``). Any other setting given with a value that differs from the
+    ``checkpoint_every``). Any other option given with a value that differs from the
     checkpoint's is an error (the same value is accepted, so that a command can be rerun
     with ``--resume`` added); the Python API, the command line and the Train widget all
     use this rule.
@@ -422,7 +411,7 @@ def resume_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     Raises
     ------
     ValueError
-        Naming every setting that differs from the checkpoint's.
+        Naming every option that differs from the checkpoint's.
     """
     changes = {k: v for k, v in changes.items() if v is not None}  # None: not given (or "auto": as resolved)
     current = saved.to_dict()
@@ -443,11 +432,4 @@ def resume_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
         resumable["steps"] = None
     elif "steps" in resumable:
         resumable["minutes"] = None
-    return replace(saved, **resumable)
-
-
-def steps_for_budget(remaining_s: float, step_s: float, val_every: int, val_s: float, ckpt_every: int,
-                     ckpt_s: float) -> int:
-    """Steps that fit `remaining_s` seconds at `step_s` per step, with validations and checkpoints on the way."""
-    per_step = step_s + val_s / max(val_every, 1) + ckpt_s / max(ckpt_every, 1)
-    return max(1, math.floor(remaining_s / max(per_step, 1e-9)))
+    return saved.with_options(**resumable)

@@ -341,11 +341,11 @@ def make_data(
     if len(chans) > 1:
         raise ValueError(f"all images must have the same channels; found (input, target) channels {sorted(chans)}")
     patch = patch_shape(patch_size, dims)
-    _check_patch(planes, patch, "")
+    check_patch(planes, patch, "")
     # 2.5D: a held-out plane's neighbours are other planes' targets; hold out rows of every plane instead
     planes, val = _split_validation(planes, val_fraction, "region" if z_context else val_split, patch, seed)
     data = PairedData(task, planes, norm, noise, synthesize, val, dims=dims, z_context=z_context)
-    _check_patch(data.planes, patch, " after the validation split")
+    check_patch(data.planes, patch, " after the validation split")
     return data
 
 
@@ -436,7 +436,8 @@ def _pair_planes(task: Task, a: Any, b: Any, name: str, channel_axis: int | None
     return out
 
 
-def _check_patch(planes: list[Plane], patch: tuple[int, ...], when: str) -> None:
+def check_patch(planes: list[Plane], patch: tuple[int, ...], when: str) -> None:
+    """Raise ValueError unless every plane holds a patch of `patch` (`when`: said in the message)."""
     for p in planes:
         size = p.input.shape[1:]
         if any(q > n for q, n in zip(patch, size, strict=True)):

@@ -123,8 +123,7 @@ def model_descr(tmp: Path, model: Network, net: Any, has_mask: bool, geometry: G
     cfg, card = model.config, model.card or {}
     names = authors or ([str(a) for a in card["authors"]] if isinstance(card.get("authors"), list)
                         else ["napari-pix2pix"])
-    training = {k: v for k, v in (model.training_summary or {}).items() if k != "history"}
-    tcfg = training.get("config", {}) if isinstance(training.get("config"), dict) else {}
+    tcfg = model.training_settings
     summary = str(card.get("summary") or f"Pix2Pix U-Net {model.task.name} model (napari-pix2pix)")
     gan = float(tcfg.get("gan_weight", 1.0) or 0) > 0  # trained with the adversarial term (unknown: assume so)
     inputs, output = _tensor_descrs(tmp, model, has_mask, geometry, ids)

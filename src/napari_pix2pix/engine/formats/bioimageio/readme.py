@@ -96,7 +96,7 @@ def documentation(model: Network, geometry: Geometry, *, ids: dict[str, str]) ->
     ]
     lines += [f"- **{k}**: {v}" for k, v in card.items()] or ["- (no card)"]
     lines += ["", "## Training", ""]
-    cfg = tr.get("config", {}) if isinstance(tr.get("config"), dict) else {}
+    cfg = model.training_settings
     facts = {"steps": tr.get("steps_done"), "status": tr.get("status"), "preset": model.preset,
              "patch size": cfg.get("patch_size"), "batch size": cfg.get("batch_size"), "lr": cfg.get("lr"),
              "lambda L1": cfg.get("lambda_l1"), "training planes": tr.get("n_train_planes"),
