@@ -173,18 +173,19 @@ def export_shot(widget: object) -> None:
 
 def train_shot(viewer: object, at_step: int, steps: int) -> None:
     w = fresh(viewer, "denoise", "Train")
-    w._input_combo.set_layer("noisy")  # type: ignore[attr-defined]
-    w._target_combo.set_layer("clean reference")  # type: ignore[attr-defined]
+    w._data._input_combo.set_layer("noisy")  # type: ignore[attr-defined]
+    w._data._target_combo.set_layer("clean reference")  # type: ignore[attr-defined]
     w.set_steps(steps)  # type: ignore[attr-defined]
-    w._batch_spin.setValue(8)  # type: ignore[attr-defined]
-    w._val_every_spin.setValue(25)  # type: ignore[attr-defined]
+    w._settings._batch_spin.setValue(8)  # type: ignore[attr-defined]
+    w._settings._val_every_spin.setValue(25)  # type: ignore[attr-defined]
     w._config_overrides = {"ndf": 32}  # type: ignore[attr-defined]
-    w._lr_spin.setValue(1e-3)  # type: ignore[attr-defined]
-    w._output.setText(str(Path.home() / ".cache" / "napari-pix2pix" / "screenshots" / "train-demo.safetensors"))
+    w._settings._lr_spin.setValue(1e-3)  # type: ignore[attr-defined]
+    demo = Path.home() / ".cache" / "napari-pix2pix" / "screenshots" / "train-demo.safetensors"
+    w._settings._output.setText(str(demo))
     w._warm.wait(60)  # type: ignore[attr-defined]
     w._start_btn.click()  # type: ignore[attr-defined]
     end = time.perf_counter() + 900
-    while w._progress_bar.value() < at_step and w._worker is not None and time.perf_counter() < end:  # type: ignore
+    while w._progress._progress_bar.value() < at_step and w._runner.running and time.perf_counter() < end:  # type: ignore
         settle(0.1)
     viewer.layers["clean reference"].visible = False  # type: ignore[attr-defined]
     viewer.reset_view()  # type: ignore[attr-defined]

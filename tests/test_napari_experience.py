@@ -30,11 +30,11 @@ def _train(viewer, tmp_path, steps=4, name="denoise"):
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w)
     w._config_overrides = dict(TINY)
-    w._patch_spin.setValue(32)
-    w._batch_spin.setValue(2)
+    w._settings._patch_spin.setValue(32)
+    w._settings._batch_spin.setValue(2)
     w.set_steps(steps)
-    w._val_every_spin.setValue(2)
-    w._output.setText(str(tmp_path / f"{name}.safetensors"))
+    w._settings._val_every_spin.setValue(2)
+    w._settings._output.setText(str(tmp_path / f"{name}.safetensors"))
     return w
 
 
@@ -79,10 +79,10 @@ def test_training_errors_end_the_run_and_a_gray_colorize_target_is_refused(make_
     viewer = make_napari_viewer()
     _pair(viewer)
     w = _train(viewer, tmp_path)
-    w._task_combo.setCurrentIndex(w._task_combo.findData("colorize"))
-    w._source_combo.setCurrentIndex(w._source_combo.findData("layers"))
-    w._input_combo.set_layer("noisy")
-    w._target_combo.set_layer("clean")
+    w._data._task_combo.setCurrentIndex(w._data._task_combo.findData("colorize"))
+    w._data._source_combo.setCurrentIndex(w._data._source_combo.findData("layers"))
+    w._data._input_combo.set_layer("noisy")
+    w._data._target_combo.set_layer("clean")
     w._start_btn.click()
     assert not w._runner.running and w._status.is_error and "grayscale" in w._status.text()
 
@@ -91,7 +91,7 @@ def test_training_errors_end_the_run_and_a_gray_colorize_target_is_refused(make_
         raise RuntimeError("shape mismatch in a convolution")
 
     monkeypatch.setattr(train_mod, "train_job", diverging)
-    w._task_combo.setCurrentIndex(w._task_combo.findData("denoise"))
+    w._data._task_combo.setCurrentIndex(w._data._task_combo.findData("denoise"))
     assert _done(qtbot, w, w._start_btn) == "failed"
     assert "Training failed: shape mismatch" in w._status.text()
     assert w._start_btn.isEnabled() and w._resume_btn.isEnabled() and not w._stop_btn.isEnabled()
@@ -104,9 +104,9 @@ def test_input_and_target_start_on_different_layers_and_the_same_layer_is_caught
     _pair(viewer, names=("noisy", "clean reference"))
     viewer.layers.selection.active = viewer.layers["noisy"]
     _, w = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Train")  # napari hands it a proxy viewer
-    assert w._input_combo.currentData() == "noisy"
-    assert w._target_combo.currentData() == "clean reference"  # preselected: a different, fitting layer
-    w._target_combo.set_layer("noisy")
+    assert w._data._input_combo.currentData() == "noisy"
+    assert w._data._target_combo.currentData() == "clean reference"  # preselected: a different, fitting layer
+    w._data._target_combo.set_layer("noisy")
     w._start_btn.click()
     assert w._status.is_error and "same layer" in w._status.text() and not w._runner.running
 
@@ -117,13 +117,13 @@ def test_closing_the_dock_stops_the_training_and_saves_it(make_napari_viewer, qt
     _pair(viewer)
     dock, w = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Train")
     w._config_overrides = dict(TINY)
-    w._patch_spin.setValue(32)
-    w._batch_spin.setValue(2)
+    w._settings._patch_spin.setValue(32)
+    w._settings._batch_spin.setValue(2)
     w.set_steps(100_000)
-    w._output.setText(str(tmp_path / "closed.safetensors"))
+    w._settings._output.setText(str(tmp_path / "closed.safetensors"))
     with qtbot.waitSignal(w.done, timeout=TIMEOUT) as blocker:
         w._start_btn.click()
-        qtbot.waitUntil(lambda: w._progress_bar.value() >= 2, timeout=TIMEOUT)
+        qtbot.waitUntil(lambda: w._progress._progress_bar.value() >= 2, timeout=TIMEOUT)
         viewer.window.remove_dock_widget(dock)  # the dock's ×: napari takes the widget out of the dock
     assert blocker.args[0] == "stopped"
     saved = Pix2PixModel.load(tmp_path / "closed.safetensors").training_summary
@@ -156,10 +156,10 @@ def test_the_docks_fit_a_laptop_screen(make_napari_viewer, qtbot):
         QApplication.processEvents()
     assert win.minimumSizeHint().width() <= 1366 and win.minimumSizeHint().height() <= 768
     assert win.width() <= 1366 and win.height() <= 768
-    assert not train._advanced.is_expanded()  # the rarely changed settings are folded away
-    assert not train._lr_spin.isVisible() and train._start_btn.isVisible()
+    assert not train._settings._advanced.is_expanded()  # the rarely changed settings are folded away
+    assert not train._settings._lr_spin.isVisible() and train._start_btn.isVisible()
     assert denoise._status.isVisible() or denoise._scroll.verticalScrollBar().maximum() > 0  # reachable
-    assert train._loss_plot.height() <= 110
+    assert train._progress._loss_plot.height() <= 110
 
 
 # 5 ---------------------------------------------------------------------------------------------
@@ -167,8 +167,8 @@ def test_the_training_preview_is_on_screen_and_its_uncertainty_hidden(make_napar
     viewer = make_napari_viewer(show=True)
     _pair(viewer, (128, 128))
     w = _train(viewer, tmp_path)
-    w._input_combo.set_layer("noisy")
-    w._target_combo.set_layer("clean")
+    w._data._input_combo.set_layer("noisy")
+    w._data._target_combo.set_layer("clean")
     assert _done(qtbot, w, w._start_btn) == "finished", w._status.text()
     preview = viewer.layers[PREVIEW_NAME]
     (lo, hi) = np.asarray(preview.extent.world)[:, -2:]
@@ -183,8 +183,8 @@ def test_a_second_start_saves_a_new_model(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     _pair(viewer)
     w = _train(viewer, tmp_path, steps=2, name="mine")
-    w._input_combo.set_layer("noisy")
-    w._target_combo.set_layer("clean")
+    w._data._input_combo.set_layer("noisy")
+    w._data._target_combo.set_layer("clean")
     assert _done(qtbot, w, w._start_btn) == "finished"
     first = (tmp_path / "mine.safetensors").read_bytes()
     assert _done(qtbot, w, w._start_btn) == "finished"
@@ -217,7 +217,7 @@ def test_model_names_fit_and_the_labels_speak_plainly(make_napari_viewer, qtbot)
     _, w = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Denoise")
     for _ in range(10):
         QApplication.processEvents()
-    combo = w._model_combo
+    combo = w._models._model_combo
     text = combo.currentText()
     if combo.currentData() is not None:
         assert combo.fontMetrics().horizontalAdvance(text) < combo.width() - 20, text  # not cut
@@ -225,8 +225,9 @@ def test_model_names_fit_and_the_labels_speak_plainly(make_napari_viewer, qtbot)
     for jargon in ("unet_tiny", "λ L1", "G_GAN", "G_L1", "Validation 0.10"):
         assert jargon not in labels
     assert "Held out" in labels and "Network size" in labels and "Start from" in labels
-    assert train._val_every_spin.suffix() == " steps" and train._val_spin.suffix() == " %"
-    assert train._recipe_combo.toolTip() and train._start_combo.toolTip() and train._val_spin.toolTip()
+    assert train._settings._val_every_spin.suffix() == " steps" and train._settings._val_spin.suffix() == " %"
+    s = train._settings
+    assert s._recipe_combo.toolTip() and s._start_combo.toolTip() and s._val_spin.toolTip()
 
 
 # 10 ---------------------------------------------------------------------------------------------
@@ -235,22 +236,23 @@ def test_small_things(make_napari_viewer, qtbot, tmp_path, tiny_model_files):
     _pair(viewer)
     viewer.add_image(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32), name="stack")
     w = _train(viewer, tmp_path, steps=2)
-    w._input_combo.set_layer("noisy")
-    w._target_combo.set_layer("clean")
+    w._data._input_combo.set_layer("noisy")
+    w._data._target_combo.set_layer("clean")
     assert _done(qtbot, w, w._start_btn) == "finished"
-    assert w._progress_bar.value() == w._progress_bar.maximum() and w._loss_plot.points("G_L1")
+    bar = w._progress._progress_bar
+    assert bar.value() == bar.maximum() and w._progress._loss_plot.points("G_L1")
     # a problem on the next Start: no 100 % bar and no last run's curves beside it
-    w._target_combo.set_layer("stack")
+    w._data._target_combo.set_layer("stack")
     w._start_btn.click()
-    assert w._status.is_error and w._progress_bar.value() == 0 and not w._loss_plot.points("G_L1")
+    assert w._status.is_error and w._progress._progress_bar.value() == 0 and not w._progress._loss_plot.points("G_L1")
     # a newly docked restoration widget chooses the model just trained; "Done" names the model
     d = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(d)
-    assert d._model_combo.currentData().ref == str((tmp_path / "denoise.safetensors").resolve())
+    assert d._models._model_combo.currentData().ref == str((tmp_path / "denoise.safetensors").resolve())
     d._image_combo.set_layer("noisy")
     assert _done(qtbot, d, d._run_btn) == "finished"
     assert "with denoise" in d._status.text() or "denoise.safetensors" in d._status.text() or \
-        d._model_combo.currentData().name in d._status.text()
+        d._models._model_combo.currentData().name in d._status.text()
     # "Current plane only" is off in the 3D view (every plane is on screen there)
     d._image_combo.set_layer("stack")
     assert d._scope_combo.isEnabled()

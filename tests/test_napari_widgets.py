@@ -68,7 +68,7 @@ def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tin
     viewer = make_napari_viewer()
     viewer.add_image(_image(), name="x")
     w = _dock(viewer, DenoiseWidget)
-    assert "No pretrained denoise model is bundled" in w._model_note.text()
+    assert "No pretrained denoise model is bundled" in w._models._model_note.text()
     w._run_btn.click()
     assert w._status.is_error and "Choose a model" in w._status.text() and not w._runner.running
     # a model of another task is refused with a clear message
@@ -79,12 +79,12 @@ def test_no_bundled_model_message_and_choose_file(make_napari_viewer, qtbot, tin
     other = _dock(viewer, DenoiseWidget)
     inpaint = _dock(viewer, InpaintWidget)
     assert w.use_model_file(tiny_model_files["denoise"])
-    assert other._model_combo.currentData().ref == str(tiny_model_files["denoise"].resolve())
-    assert inpaint._model_combo.currentData() is None
+    assert other._models._model_combo.currentData().ref == str(tiny_model_files["denoise"].resolve())
+    assert inpaint._models._model_combo.currentData() is None
     assert [str(p) for p in RECENT.paths()] == [str(tiny_model_files["denoise"].resolve())]
     fresh = _dock(viewer, DenoiseWidget)
-    assert fresh._model_combo.currentData() is not None
-    refs = [fresh._model_combo.itemData(i).ref for i in range(fresh._model_combo.count())]
+    assert fresh._models._model_combo.currentData() is not None
+    refs = [fresh._models._model_combo.itemData(i).ref for i in range(fresh._models._model_combo.count())]
     assert str(tiny_model_files["denoise"].resolve()) in refs  # the file chosen elsewhere is offered here too
 
 
@@ -218,12 +218,12 @@ def test_translate_applies_any_model_but_inpaint(make_napari_viewer, qtbot, tiny
     src = viewer.add_image(_image((48, 48)).astype(np.float32), name="wide")
     before = src.data.copy()
     w = _dock(viewer, TranslateWidget)
-    assert "No model yet" in w._model_note.text()
+    assert "No model yet" in w._models._model_note.text()
     assert not w.use_model_file(tiny_model_files["inpaint"]) and "Inpaint widget" in w._status.text()
     assert w.use_model_file(tiny_model_files["translate"])
     assert w.use_model_file(tiny_model_files["denoise"])  # any other model is fine
-    w._model_combo.setCurrentIndex(
-        [w._model_combo.itemData(i).task for i in range(w._model_combo.count())].index("translate"))
+    w._models._model_combo.setCurrentIndex(
+        [w._models._model_combo.itemData(i).task for i in range(w._models._model_combo.count())].index("translate"))
     assert _run(qtbot, w) == "finished", w._status.text()
     assert viewer.layers["wide translated"].data.dtype == np.float32
     np.testing.assert_array_equal(src.data, before)  # the input layer is never modified

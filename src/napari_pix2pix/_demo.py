@@ -57,10 +57,10 @@ def _gui() -> int:
     if not bundled:
         viewer.window.add_plugin_dock_widget("napari-pix2pix", "Denoise")
     _, train = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Train", tabify=not bundled)
-    train._task_combo.setCurrentIndex(train._task_combo.findData("denoise"))
-    train._source_combo.setCurrentIndex(train._source_combo.findData("layers"))
-    train._input_combo.set_layer("noisy")
-    train._target_combo.set_layer("clean reference")
+    train._data._task_combo.setCurrentIndex(train._data._task_combo.findData("denoise"))
+    train._data._source_combo.setCurrentIndex(train._data._source_combo.findData("layers"))
+    train._data._input_combo.set_layer("noisy")
+    train._data._target_combo.set_layer("clean reference")
     train.set_minutes(1.0)  # everything else at its defaults (the bundled denoiser, fine-tuned, where it ships)
     train._status.info("Press Start to train a denoiser on the sample for a minute (it starts from the bundled one "
                        "where it ships); it then appears in the Denoise tab: choose it there and press Run denoise.")

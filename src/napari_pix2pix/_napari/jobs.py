@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import TrainConfig, train_iter, training_data
+from ..engine import RESUMABLE, TrainConfig, train_iter
 from ..engine.core.progress import Progress, TrainEvent, relay
 from ..engine.formats.export import ExportReport
 from ..engine.images.zarrstore import open_levels
@@ -297,20 +297,22 @@ def train_job(
     resume: str | os.PathLike[str] | None = None,
     stop: threading.Event | None = None,
 ) -> Generator[TrainEvent, None, Pix2PixModel]:
-    """Train, yielding the engine's typed updates; return the model (saved to `model_path`).
+    """Prepare the pairs and train, yielding the engine's typed updates; return the model (saved to `model_path`).
+
+    Everything runs here, in the worker: reading layer data (a dask layer is computed here, not
+    on the GUI thread), synthesizing pairs, the warm start, the training.
 
     Parameters
     ----------
     config : TrainConfig
         The run's settings. When resuming, the checkpoint's settings are used, with this
-        config's steps (or minutes), device and validation interval: the resumable fields
-        (:data:`~napari_pix2pix.engine.training.config.RESUMABLE`) the widget sets.
+        config's resumable options (:data:`~napari_pix2pix.engine.training.config.RESUMABLE`).
     model_path : path
         Where the model file is written when training finishes or is stopped.
     data : PairedData, optional
         Prepared pairs (see :func:`training_data`); otherwise they are made from `source`.
     source : dict, optional
-        Keyword arguments of :func:`napari_pix2pix.engine.training.data.make_data` naming the data.
+        The engine's data keywords (``input``/``target`` arrays, ``clean``, folders, ``channel_axis``).
     resume : path, optional
         A ``checkpoint.safetensors`` to continue from.
     stop : threading.Event, optional
@@ -318,9 +320,8 @@ def train_job(
     """
     _use_threads()
     _wait_for_warm_up()
-    if data is None:
-        data = training_data(config, source or {})
+    given: dict[str, Any] = {"data": data} if data is not None else dict(source or {})
     if resume is not None:  # the checkpoint's settings, with what the widget sets for a resumed run
-        more = {k: getattr(config, k) for k in ("steps", "minutes", "device", "val_every")}
-        return (yield from train_iter(data=data, model_path=model_path, resume=resume, stop=stop, **more))
-    return (yield from train_iter(data=data, config=config, model_path=model_path, stop=stop))
+        more = {k: getattr(config, k) for k in RESUMABLE}
+        return (yield from train_iter(model_path=model_path, resume=resume, stop=stop, **given, **more))
+    return (yield from train_iter(config=config, model_path=model_path, stop=stop, **given))

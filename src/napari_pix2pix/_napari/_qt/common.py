@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 from ...engine.core.device import DEVICES
 
+HELPER = "napari_pix2pix_helper"  # layer metadata of the plugin's own helper layers (previews): never an input
+
 
 class LayerCombo(QComboBox):
     """The viewer's layers of some types, kept in sync with the layer list.
@@ -73,6 +75,7 @@ class LayerCombo(QComboBox):
         return [
             lyr for lyr in self._viewer.layers
             if isinstance(lyr, self._types) and (self._accept is None or self._accept(lyr))
+            and not (getattr(lyr, "metadata", None) or {}).get(HELPER)  # the plugin's previews are no inputs
         ]
 
     def refresh(self, event: Any = None) -> None:

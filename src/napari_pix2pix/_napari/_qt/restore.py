@@ -27,23 +27,21 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ...engine.formats.modelfile import ModelFileError
 from .. import layers as lyr
-from ..choices import RECENT, SESSION, ModelInfo, model_choices, model_info, short_path
+from ..choices import RECENT, ModelInfo, model_choices
 from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
 from . import common
 from .common import DockWidget, LayerCombo, Outcome, PathEdit, StatusLabel, WorkerRunner, device_combo
+from .model_chooser import ModelChooser
 
 if TYPE_CHECKING:
     import napari
 
-MODEL_FILTER = "Pix2Pix models (*.safetensors *.zip);;All files (*)"
 UI_INTERVAL = 0.2  # seconds between updates of the widget's progress display (repaints cost GUI time)
 LARGE_RESULT = 2 * 2**30  # bytes: larger results (and those of multiscale layers) go to a zarr store, shown lazily
 RESULTS_DIR = Path.home() / "napari-pix2pix-results"  # where such stores go unless beside a zarr input
@@ -94,7 +92,6 @@ class RestoreWidget(DockWidget):
         self._make_widgets(viewer)
         self._lay_out()
         self._connect()
-        self._refresh_models()
         self._update_scope()
 
     def _make_widgets(self, viewer: napari.viewer.Viewer) -> None:
@@ -108,18 +105,7 @@ class RestoreWidget(DockWidget):
         if self.TASK == "inpaint":
             self._mask_combo = LayerCombo(viewer, (Labels, Shapes), placeholder="(no Labels or Shapes layer)")
             self._mask_combo.setToolTip("Pixels to fill: non-zero labels, or the inside of the shapes")
-        self._model_combo = QComboBox()
-        self._model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self._model_combo.setMinimumContentsLength(10)
-        self._model_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self._browse_btn = QPushButton("Choose file…")
-        self._browse_btn.setToolTip("Use a .safetensors model file (e.g. one written by the Train widget) or a "
-                                    "bioimage.io package (.zip) exported by napari-pix2pix")
-        self._export_btn = QPushButton("Export…")
-        self._export_btn.setToolTip("Export a model as a bioimage.io package (Fiji/deepImageJ, ilastik, QuPath), "
-                                    "ONNX or TorchScript")
-        self._model_note = QLabel()
-        self._model_note.setWordWrap(True)
+        self._models = self._model_chooser()
         self._device_combo = device_combo()
         self._tile_spin = QSpinBox()
         self._tile_spin.setRange(0, 8192)
@@ -168,17 +154,12 @@ class RestoreWidget(DockWidget):
         self._samples_spin.setToolTip(tip)
 
     def _lay_out(self) -> None:
-        model_buttons = QHBoxLayout()  # below the model's name, which gets the whole width
-        model_buttons.addWidget(self._browse_btn)
-        model_buttons.addWidget(self._export_btn)
-        model_buttons.addStretch(1)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Image", self._image_combo)
         if self._mask_combo is not None:
             form.addRow("Mask", self._mask_combo)
-        form.addRow("Model", self._model_combo)
-        form.addRow("", model_buttons)
-        form.addRow("", self._model_note)
+        form.addRow("Model", self._models)
         form.addRow("Device", self._device_combo)
         form.addRow("Tile size", self._tile_spin)
         form.addRow("Planes", self._scope_combo)
@@ -202,110 +183,26 @@ class RestoreWidget(DockWidget):
     def _connect(self) -> None:
         self._run_btn.clicked.connect(self._run)
         self._cancel_btn.clicked.connect(self._request_cancel)
-        self._browse_btn.clicked.connect(self._browse_model)
-        self._export_btn.clicked.connect(self.open_export)
+        self._models.message.connect(lambda text, error: self._status.error(text) if error else self._status.info(text))
         self._image_combo.currentIndexChanged.connect(self._update_scope)
         self._uncertainty_check.toggled.connect(self._samples_spin.setEnabled)
-        self._model_combo.currentIndexChanged.connect(self._update_model_note)
-        self._model_combo.currentIndexChanged.connect(self._update_scope)
-        RECENT.changed.connect(self._refresh_models)
+        self._models.changed.connect(self._update_scope)
         self._viewer.dims.events.ndisplay.connect(self._update_scope)
         # closing napari deletes docked widgets without closeEvent: stop a running job then too
         self.destroyed.connect(lambda *_, cancel=self._cancel: cancel.set())
 
-    # ------------------------------------------------------------------ model choices
-    def _accepts(self, info: ModelInfo) -> str | None:
-        """Why this widget cannot use `info` (None if it can)."""
-        if info.task != self.TASK:
-            return (f"“{info.name}” does {info.task}; the {self.TITLE} widget needs a {self.TASK} model "
-                    "(the Translate widget applies any model)")
-        return None
-
-    def _choices(self) -> list[ModelInfo]:
-        return model_choices(self.TASK)
-
-    def _refresh_models(self) -> None:
-        """Re-list bundled and remembered models, keeping the current choice if it is still there.
-
-        A model file that was not listed before (just trained, or opened in another widget)
-        becomes the choice.
-        """
-        try:
-            current = self._model_combo.currentData()
-        except RuntimeError:  # widget closed: stop listening
-            RECENT.changed.disconnect(self._refresh_models)
-            return
-        ref = current.ref if isinstance(current, ModelInfo) else None
-        listed = {self._model_combo.itemData(i).ref for i in range(self._model_combo.count())
-                  if isinstance(self._model_combo.itemData(i), ModelInfo)}
-        infos = self._choices()
-        added = [i.ref for i in infos if not i.bundled and i.ref not in listed]
-        if listed and added:  # a model just trained or opened elsewhere: choose it
-            ref = added[0]
-        elif not listed:  # a new widget: the model trained last in this session, if it does this task
-            ref = SESSION.newest([i.ref for i in infos]) or ref
-        self._model_combo.blockSignals(True)
-        self._model_combo.clear()
-        for info in infos:
-            self._model_combo.addItem(info.label, info)
-            self._model_combo.setItemData(self._model_combo.count() - 1, info.tooltip, 3)  # 3: ToolTipRole
-        if not infos:
-            self._model_combo.addItem("(no model yet: choose a file)", None)
-        refs = [i.ref for i in infos]
-        if ref in refs:
-            self._model_combo.setCurrentIndex(refs.index(ref))
-        self._model_combo.blockSignals(False)
-        self._update_model_note()
-
-    def _update_model_note(self, *_: Any) -> None:
-        info = self._model_combo.currentData()
-        if info is None:
-            self._model_note.setText(
-                f"No pretrained {self.TASK} model is bundled with this version of napari-pix2pix. "
-                "Click “Choose file…” to use a .safetensors model file, or train one with "
-                "Plugins › Pix2Pix › Train (its model appears here when it is saved)."
-            )
-            self._model_note.setStyleSheet("color: #e0a040;")
-        else:
-            self._model_note.setText(info.description or ("bundled model" if info.bundled else short_path(info.ref)))
-            self._model_note.setStyleSheet("color: gray;")
-
-    def _browse_model(self) -> None:
-        start = str(RECENT.paths()[0].parent) if RECENT.paths() else str(Path.home())
-        path = common.open_file(self, f"Choose a {self.TASK} model file", start, MODEL_FILTER)
-        if path:
-            self.use_model_file(path)
+    # ------------------------------------------------------------------ the model
+    def _model_chooser(self) -> ModelChooser:
+        """The model list of this widget (subclasses choose what it lists and accepts)."""
+        return ModelChooser(self.TASK, self.TITLE)
 
     def use_model_file(self, path: str | Path) -> bool:
         """Check a model file, remember it and choose it; report problems in the widget."""
-        try:
-            info = model_info(path)
-        except (OSError, ModelFileError) as e:
-            self._status.error(str(e))
-            return False
-        why = self._accepts(info)
-        if why:
-            self._status.error(why)
-            return False
-        RECENT.add(path)  # refreshes every widget's list
-        i = [self._model_combo.itemData(k).ref if self._model_combo.itemData(k) else None
-             for k in range(self._model_combo.count())].index(info.ref)
-        self._model_combo.setCurrentIndex(i)
-        self._status.info(f"Model: {info.name} ({info.task}, {info.preset})")
-        return True
+        return self._models.use_file(path)
 
     def open_export(self) -> Any:
         """Open the Export dialog with the chosen model; return it."""
-        from .export import ExportDialog
-
-        info = self._model_combo.currentData()
-        if self._export_dialog is None:
-            self._export_dialog = ExportDialog(info.ref if info is not None else None, parent=self)
-        elif info is not None:
-            self._export_dialog.set_model(info.ref)
-        self._export_dialog.show()
-        self._export_dialog.raise_()
-        return self._export_dialog
+        return self._models.open_export()
 
     # ------------------------------------------------------------------ choices
     def _update_scope(self, *_: Any) -> None:
@@ -316,11 +213,12 @@ class RestoreWidget(DockWidget):
             return
         has_stack = layer is not None and bool(lyr.stack_shape(layer))
         in_3d = self._viewer.dims.ndisplay == 3  # no single plane is on screen
-        info = self._model_combo.currentData()
+        info = self._models.current()
         whole = info is not None and info.whole_stack
         self._scope_combo.setEnabled(has_stack and not in_3d and not whole)
         self._scope_combo.setToolTip(
-            "A 3D model restores the whole volume at once" if whole and info.spatial_dims == 3 else
+            "A 3D model restores the whole volume at once" if whole and info is not None and info.spatial_dims == 3
+            else
             "A 2.5D model reads each plane's neighbours: the whole stack is processed" if whole else
             "In the 3D view every plane is shown: the whole stack is processed" if in_3d else
             "For stacks: every plane, or only the plane on screen")
@@ -332,16 +230,16 @@ class RestoreWidget(DockWidget):
         layer = self._image_combo.layer()
         if layer is None:
             raise ValueError("Choose an image layer (File › Open Sample › Pix2Pix has examples).")
-        info = self._model_combo.currentData()
+        info = self._models.current()
         if info is None:
             raise ValueError(
-                f"Choose a model: no {self.TASK} model is bundled with this version. Click “Choose file…” "
+                f"Choose a model: no {self.TASK} model is bundled with this version. Click “File…” "
                 "to pick a .safetensors model file, or train one with Plugins › Pix2Pix › Train."
             )
         if not info.bundled and not Path(info.ref).exists():
             RECENT.remove(info.ref)
             raise ValueError(f"The model file {info.ref} no longer exists; choose another one.")
-        why = self._accepts(info) or _dims_problem(info, layer)
+        why = self._models.why_not(info) or _dims_problem(info, layer)
         if why:
             raise ValueError(why)
         tile: int | str = self._tile_spin.value() or "auto"
@@ -556,24 +454,17 @@ class TranslateWidget(RestoreWidget):
             "label-free → stained).")
     KEEP_CONTRAST = False
 
-    def _choices(self) -> list[ModelInfo]:
+    def _model_chooser(self) -> ModelChooser:
+        def accepts(info: ModelInfo) -> str | None:
+            if info.task == "inpaint":
+                return f"{info.name} is an inpainting model: it needs a mask, use the Inpaint widget"
+            return None
+
         # the user's models (bundled ones have their own widgets; inpainting needs a mask)
-        return [i for i in model_choices(None) if not i.bundled and i.task != "inpaint"]
-
-    def _accepts(self, info: ModelInfo) -> str | None:
-        if info.task == "inpaint":
-            return f"{info.name} is an inpainting model: it needs a mask, use the Inpaint widget"
-        return None
-
-    def _update_model_note(self, *_: Any) -> None:
-        if self._model_combo.currentData() is None:
-            self._model_note.setText(
-                "No model yet. Click “Choose file…” to use a .safetensors model file, or train one "
-                "with Plugins › Pix2Pix › Train (e.g. on the Translate sample)."
-            )
-            self._model_note.setStyleSheet("color: #e0a040;")
-        else:
-            super()._update_model_note()
+        return ModelChooser(self.TASK, self.TITLE, accepts=accepts,
+                            choices=lambda: [i for i in model_choices(None) if not i.bundled and i.task != "inpaint"],
+                            empty_note="No model yet. Click “File…” to use a .safetensors model file, or train one "
+                                       "with Plugins › Pix2Pix › Train (e.g. on the Translate sample).")
 
 
 def _dims_problem(info: ModelInfo, layer: Any) -> str | None:

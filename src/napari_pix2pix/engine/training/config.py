@@ -30,7 +30,7 @@ SOURCE_KEYS = ("input", "target", "clean", "input_dir", "target_dir", "clean_dir
 
 
 def option(default: Any = None, help: str = "", *, cli: str | None = None, choices: Any = None,
-           resumable: bool = False, widget: str | None = None, factory: Any = None) -> Any:
+           resumable: bool = False, widget: dict[str, Any] | None = None, factory: Any = None) -> Any:
     """A config field with its entry in the table of options.
 
     Parameters
@@ -45,8 +45,10 @@ def option(default: Any = None, help: str = "", *, cli: str | None = None, choic
         the command line (set through ``--config`` JSON).
     resumable : bool
         A resumed run may change it (:func:`resume_config`).
-    widget : str, optional
-        The label of its field in the Train widget's Advanced section.
+    widget : dict, optional
+        Its field in the Train widget's Advanced section, as plain data: ``label``, ``row`` (its
+        place), and for numbers ``max``, ``step``, ``decimals``, ``suffix`` and ``scale`` (shown
+        value = value x scale). None: not in the widget.
     """
     meta = {"help": help, "cli": cli, "choices": choices, "resumable": resumable, "widget": widget}
     if factory is not None:
@@ -81,7 +83,7 @@ class RecipeOptions:
                                 + " (default: fidelity; colorize: paper)", cli="choice", choices=tuple(RECIPES))
     gan_weight: float | None = option(help="weight of the adversarial term (0: no discriminator)", cli="float0")
     lambda_l1: float | None = option(help="weight of the pixel loss (the paper's 100)", cli="float0",
-                                     widget="Pixel-loss weight")
+                                     widget={"label": "Pixel-loss weight", "row": 3, "max": 10_000, "decimals": 2})
     pixel_loss: str | None = option(help="l1 or l2 (noise2noise: l2)", cli="choice", choices=PIXEL_LOSSES)
     gan_mode: str | None = option(help="vanilla (the paper's) or lsgan", cli="choice", choices=GAN_MODES)
     ndf: int | None = option(help="discriminator width (the recipe's: 64)", cli="int+")
@@ -104,7 +106,8 @@ class ScheduleOptions:
     minutes: float | None = option(help="time budget of the whole run: the steps are derived from the measured "
                                    "speed", cli="float+", resumable=True)
     lr: float | None = option(help="Adam's learning rate (default: the recipe's, lower for a warm start)",
-                              cli="float+", widget="Learning rate")
+                              cli="float+", widget={"label": "Learning rate", "row": 2, "max": 1.0, "step": 1e-4,
+                                                    "decimals": 6})
     beta1: float | None = option(help="Adam's beta1 (default: the recipe's)")
     beta2: float = option(0.999, "Adam's beta2")
     decay_steps: int | None = option(help="linear decay over the last N steps (default: half the steps)")
@@ -113,7 +116,9 @@ class ScheduleOptions:
                                       "start)")
     grad_clip: float | None = option(help="clip the gradients' norm to this")
     val_every: int | None = option(help="steps between validations (default 100, or about 10 in a time budget)",
-                                   cli="int+", resumable=True, widget="Validate every")
+                                   cli="int+", resumable=True, widget={"label": "Validate every", "row": 5,
+                                                                        "max": 1_000_000, "step": 10,
+                                                                        "suffix": " steps"})
     checkpoint_every: int = option(500, "steps between checkpoints", cli="int+", resumable=True)
 
 
@@ -122,15 +127,17 @@ class DataOptions:
     """What each step sees: patches, batches, augmentation, the held-out part, normalization, noise."""
 
     batch_size: int | None = option(help="patches per step (default: about 64 k pixels)", cli="int+",
-                                    widget="Batch size")
+                                    widget={"label": "Batch size", "row": 1, "max": 256})
     patch_size: int | tuple[int, ...] | None = option(help="patch side (default 64, or 128 for images of 512 px "
                                                       "and more; volumes 16,64,64); z,y,x for volumes",
-                                                      cli="patch", widget="Patch size")
+                                                      cli="patch", widget={"label": "Patch size", "row": 0,
+                                                                           "max": 2048, "step": 32, "suffix": " px"})
     augment: bool = option(True, "random flips and 90-degree rotations")
     intensity_augment: float | None = option(help="random gains up to exp(±x) in network units (default: 0.9 for "
                                              "a warm start, else 0)")
     val_fraction: float = option(0.1, "share held out to measure progress (0: no validation)", cli="float0",
-                                 widget="Held out")
+                                 widget={"label": "Held out", "row": 4, "max": 50, "step": 5, "decimals": 0,
+                                         "suffix": " %", "scale": 100})
     val_split: str = option("image", "hold out whole images ('image') or a band of each ('region')", cli="choice",
                             choices=("image", "region"))
     val_patches: int = option(4, "validation patches (each the fullest of 8 positions)")
@@ -147,7 +154,7 @@ class RuntimeOptions:
 
     seed: int = option(0, "random seed (initial weights, patches, synthesized degradations)", cli="int")
     device: str = option("auto", "auto, cpu, cuda or mps", cli="choice", choices=DEVICES, resumable=True,
-                         widget="Device")
+                         widget={"label": "Device", "row": 6})
     precision: str = option("auto", "auto: bf16 autocast where it is native (AMX/AVX512-BF16, CUDA)", cli="choice",
                             choices=PRECISIONS, resumable=True)
     channels_last: bool = option(False, "channels-last tensors (slower for training on an AVX2 CPU)")
@@ -212,7 +219,7 @@ class TrainConfig:
                  data: DataOptions | None = None, runtime: RuntimeOptions | None = None, **options: Any) -> None:
         unknown = sorted(k for k in options if k not in OPTIONS)
         if unknown:
-            raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.train.config.OPTIONS")
+            raise TypeError(f"unknown training option(s) {unknown}; see napari_pix2pix.engine.training.config.OPTIONS")
         given: dict[str, Any] = {"network": network, "recipe": recipe_options, "schedule": schedule, "data": data,
                                  "runtime": runtime}
         for part, cls in PARTS.items():
@@ -394,7 +401,7 @@ def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, [*OPTIONS, *SOURCE_KEYS], 1))
                  else k for k in unknown]
         raise TypeError(f"unknown training option(s): {', '.join(hints)}; the options are listed in "
-                        "napari_pix2pix.engine.train.config.OPTIONS")
+                        "napari_pix2pix.engine.training.config.OPTIONS")
     return src, rest
 
 
