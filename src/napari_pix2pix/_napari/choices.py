@@ -16,8 +16,9 @@ from typing import Any
 
 from psygnal import Signal
 
+from ..engine.core.files import atomic_write_bytes
 from ..engine.formats.bioimageio.read import is_package, package_metadata
-from ..engine.formats.modelfile import ModelFileError, atomic_write_bytes, read_metadata
+from ..engine.formats.modelfile import ModelFileError, read_metadata
 from ..engine.registry import bundled_paths
 from ..nn.unet import UNetConfig
 

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from ...nn.unet import ExportGenerator
+from ..core.files import atomic_write_bytes
 from ..core.network import Network
 from ..core.normalization import to_network
 from ..core.progress import run_to_end
 from ..predict.tiled import plane_ranges, predict_iter
-from .modelfile import atomic_write_bytes
 
 FORMATS = ("bioimageio", "onnx", "torchscript")
 SUFFIXES = {".zip": "bioimageio", ".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",

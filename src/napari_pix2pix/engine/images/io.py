@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..formats.modelfile import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 ZARR_SUFFIX = ".zarr"
