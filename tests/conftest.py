@@ -18,7 +18,7 @@ def _pix2pix_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tiny model file per task (levels 3, ngf 4: size multiple 8), whose output depends on its input."""
-    from ._helpers import tiny_model
+    from tests._helpers import tiny_model
 
     folder = tmp_path_factory.mktemp("models")
     files = {}

@@ -5,8 +5,7 @@ import tifffile
 import napari_pix2pix as p2p
 from napari_pix2pix.cli import main
 from napari_pix2pix.engine.images import phantoms
-
-from ._helpers import tiny_model
+from tests._helpers import tiny_model
 
 
 def _pairs(folder, n=3, seed=0):

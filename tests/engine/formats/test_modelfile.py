@@ -9,8 +9,7 @@ import napari_pix2pix as p2p
 from napari_pix2pix import ModelFileError, Pix2PixModel, import_reference_checkpoint, load_model
 from napari_pix2pix.engine.formats.modelfile import read_model_file
 from napari_pix2pix.nn import preset_config, reference_key_map
-
-from ._helpers import smooth_image, tiny_model
+from tests._helpers import smooth_image, tiny_model
 
 
 def test_save_load_equal(tmp_path):

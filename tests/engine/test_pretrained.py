@@ -50,7 +50,7 @@ def test_every_bundled_model_has_a_card(name):
     for key in ("summary", "data", "provenance", "licence", "recipe", "quality", "limits"):
         assert model.card.get(key), f"{name} model card lacks {key!r}"
     assert model.training_summary["status"] == "finished"
-    assert (Path(__file__).resolve().parents[1] / model.card["card"]).is_file()
+    assert (Path(__file__).resolve().parents[2] / model.card["card"]).is_file()
 
 
 def test_denoise_beats_the_noisy_input():
@@ -129,7 +129,7 @@ def test_colorize_he_paints_h_and_e_and_is_not_the_default():
 
 @pytest.mark.slow
 def test_wheel_ships_the_models_and_stays_small(tmp_path):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("napari_pix2pix-*.whl")

@@ -24,8 +24,7 @@ from napari_pix2pix.cli import main
 from napari_pix2pix.engine.formats.export import MissingExtraError
 from napari_pix2pix.nn import unet as unet_module
 from napari_pix2pix.nn.unet import UNetConfig, UNetGenerator
-
-from ._helpers import smooth_image, tiny_model
+from tests._helpers import smooth_image, tiny_model
 
 TOL = 1e-4  # network units; measured ~1e-7
 

@@ -7,8 +7,7 @@ from napari_pix2pix.engine.images import phantoms
 from napari_pix2pix.engine.images.synthesis import add_noise
 from napari_pix2pix.engine.predict.uncertainty import residual_report
 from napari_pix2pix.engine.training.loop import ValidationUpdate
-
-from ._helpers import tiny_model
+from tests._helpers import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from napari_pix2pix.engine.training.config import TrainConfig
 from napari_pix2pix.engine.training.recipes import RECIPES, WARM_RAMP, auto_batch_size, auto_patch_size
 
 TINY = dict(preset="unet_tiny", generator={"levels": 3, "ngf": 8}, ndf=8, n_layers=2)
-LEGACY = Path(__file__).parent / "data" / "legacy"
+LEGACY = Path(__file__).parents[2] / "data" / "legacy"
 
 
 def _psnr(a, b):

@@ -6,8 +6,7 @@ import torch
 
 from napari_pix2pix import PredictionCancelled, Progress
 from napari_pix2pix.engine.predict.tiling import iter_bands, plan_axis
-
-from ._helpers import smooth_image, tiny_model
+from tests._helpers import smooth_image, tiny_model
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])

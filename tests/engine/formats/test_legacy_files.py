@@ -7,7 +7,7 @@ import numpy as np
 import napari_pix2pix as p2p
 from napari_pix2pix import Pix2PixModel
 
-DATA = Path(__file__).parent / "data" / "legacy"
+DATA = Path(__file__).parents[2] / "data" / "legacy"
 
 
 def test_legacy_model_file_predicts_bit_identically():

@@ -19,10 +19,9 @@ import napari_pix2pix as p2p
 from napari_pix2pix.engine.formats.modelfile import ModelFileError, read_model_file, write_model_file
 from napari_pix2pix.engine.images import phantoms
 from napari_pix2pix.engine.registry import bundled_paths
+from tests._helpers import smooth_image, tiny_model
 
-from ._helpers import smooth_image, tiny_model
-
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 # 1 ---------------------------------------------------------------------------------------------- numbers

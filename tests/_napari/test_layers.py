@@ -118,8 +118,7 @@ def test_recent_models_are_filtered_by_task_and_persisted(tiny_model_files, _pix
 
 def test_the_general_bundled_model_is_offered_first(monkeypatch, tmp_path):
     from napari_pix2pix._napari import choices as mdl
-
-    from ._helpers import tiny_model
+    from tests._helpers import tiny_model
 
     files = {n: tiny_model("colorize").save(tmp_path / f"{n}.safetensors") for n in ("colorize-he", "colorize")}
     monkeypatch.setattr(mdl, "bundled_paths", lambda: dict(sorted(files.items())))  # file order: colorize-he first
