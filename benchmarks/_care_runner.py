@@ -1,4 +1,4 @@
-"""Run a CAREamics peer (CARE or Noise2Noise) on arrays, for side-by-side benchmarks.
+"""Run a CAREamics peer (CARE, Noise2Noise or Noise2Void) on arrays, for side-by-side benchmarks.
 
 Standalone: run it with the CAREamics venv made by ../shared/peers/care_env.sh, e.g.
 
@@ -10,7 +10,9 @@ CAREamics as data_type="array" with axes "YX" (both 2-D) or "SYX". CAREamics nor
 (mean/std of the training input and target) and denormalises its predictions, so the
 saved prediction is in the intensity units of the target, with the test input's shape.
 
---defaults   CAREamics as a new user runs it: `create_care_config` / `create_n2n_config`
+--mode n2v   Noise2Void on the noisy training input alone (no --train-target), as CAREamics' users run it
+             on one noisy image.
+--defaults   CAREamics as a new user runs it: `create_care_config` / `create_n2n_config` / `create_n2v_config`
              with only the mandatory arguments (patch 64x64 or the largest power of two
              that fits, batch_size 16), so its default num_epochs (30 in 0.3.5) and, for
              CARE, its default EarlyStopping on val_loss (Lightning patience 3).
@@ -72,9 +74,9 @@ def _max_time(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=["care", "n2n"], required=True)
+    ap.add_argument("--mode", choices=["care", "n2n", "n2v"], required=True)
     ap.add_argument("--train-input", required=True)
-    ap.add_argument("--train-target", required=True)
+    ap.add_argument("--train-target", help="not for n2v (it learns from the noisy input alone)")
     ap.add_argument("--test-input", required=True)
     ap.add_argument("--out", required=True)
     g = ap.add_mutually_exclusive_group(required=True)
@@ -96,10 +98,14 @@ def main(argv: list[str] | None = None) -> None:
         create_advanced_n2n_config,
         create_care_config,
         create_n2n_config,
+        create_n2v_config,
     )
 
+    n2v = args.mode == "n2v"
+    if n2v == (args.train_target is not None):
+        ap.error("--train-target is needed for care and n2n, and not given for n2v")
     x = np.load(args.train_input).astype(np.float32, copy=False)
-    y = np.load(args.train_target).astype(np.float32, copy=False)
+    y = x if n2v else np.load(args.train_target).astype(np.float32, copy=False)
     t = np.load(args.test_input).astype(np.float32, copy=False)
     if x.shape != y.shape:
         raise SystemExit(f"train input {x.shape} and target {y.shape} differ")
@@ -117,8 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     common = dict(experiment_name=f"peer_{args.mode}", data_type="array", axes=axes, patch_size=patch,
                   batch_size=args.batch_size, n_val_patches=max(1, min(8, n_patches // 4)))
     if args.defaults:
-        cfg = (create_care_config if args.mode == "care" else create_n2n_config)(**common)
+        make = {"care": create_care_config, "n2n": create_n2n_config, "n2v": create_n2v_config}[args.mode]
+        cfg = make(**common)
     else:
+        if n2v:
+            raise SystemExit("--mode n2v runs at CAREamics' defaults only (--defaults)")
         extra = dict(num_epochs=10**6, trainer_params={"max_time": _max_time(args.seconds)})
         if args.seed is not None:
             extra["seed"] = args.seed
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="care_runner_") as work_dir:
         care = CAREamist(cfg, work_dir=work_dir, enable_progress_bar=False)
         t0 = time.perf_counter()
-        care.train(train_data=x, train_data_target=y)
+        care.train(train_data=x) if n2v else care.train(train_data=x, train_data_target=y)
         train_s = time.perf_counter() - t0
         epochs, steps = int(care.trainer.current_epoch), int(care.trainer.global_step)
         early = any(type(c).__name__ == "EarlyStopping" and getattr(c, "stopped_epoch", 0) > 0

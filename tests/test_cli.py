@@ -139,3 +139,24 @@ def test_cli_usage_error_exits(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2 and "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_cli_learns_from_noisy_images_alone_and_predicts_with_a_noise_model(tmp_path, capsys):
+    _pairs(tmp_path)  # only the noisy folder is used
+    model_path = tmp_path / "n2s.safetensors"
+    rc = main(["train", "--input-dir", str(tmp_path / "low"), "--task", "denoise", "--start-from", "scratch",
+               "--preset", "unet_tiny", "--levels", "3", "--ngf", "8", "--patch-size", "32", "--steps", "6",
+               "--val-every", "3", "-o", str(model_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "recipe noise2self" in out and "estimated without clean data" in out
+    assert p2p.load_model(model_path).training_summary["plan"]["recipe"] == "noise2self"
+    rc = main(["predict", str(model_path), str(tmp_path / "low"), "-o", str(tmp_path / "pred"), "--noise", "auto"])
+    assert rc == 0 and (tmp_path / "pred" / "img0.tif").is_file()
+    for bad in ("pink", "1,2"):
+        with pytest.raises(SystemExit):
+            main(["predict", str(model_path), str(tmp_path / "low"), "-o", str(tmp_path / "p2"), "--noise", bad])
+    inpaint = tiny_model("inpaint").save(tmp_path / "inpaint.safetensors")
+    capsys.readouterr()
+    rc = main(["predict", str(inpaint), str(tmp_path / "low"), "-o", str(tmp_path / "p3"), "--noise", "auto"])
+    assert rc == 2 and "--noise is for denoisers" in capsys.readouterr().err

@@ -96,6 +96,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     masks = {p.stem: p for p in list_images(args.mask_dir)} if args.mask_dir else {}
+    if args.noise is not None and model.task.name != "denoise":  # refused before any file is read
+        raise ValueError(f"--noise is for denoisers; {args.model} does {model.task.name}")
     if model.task.needs_mask and not masks:
         print("note: no --mask-dir given; NaN pixels of float images are inpainted", file=sys.stderr)
     for f in files:
@@ -116,7 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         zarr_out = out_dir / (f.stem + args.suffix + ".zarr") if is_zarr(f) else None  # lazy in, lazy out
         result = model.predict(image, mask, channel_axis=ca, tile_size=args.tile_size, overlap=args.overlap,
                                batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               progress=on_progress, out=zarr_out, tta=args.tta)
+                               progress=on_progress, out=zarr_out, tta=args.tta, noise=args.noise)
         bar.close()
         if zarr_out is not None:
             print(f"{f.name} -> {zarr_out} ({result.shape}, {result.dtype}, {time.perf_counter() - t:.1f} s)")
@@ -301,6 +303,17 @@ def _tta(text: str) -> int:
     raise argparse.ArgumentTypeError(f"the number of transforms to average is one of {TTA_COUNTS}, got {text!r}")
 
 
+def _noise(text: str) -> Any:
+    if text in ("auto", "gaussian", "poisson"):
+        return text
+    try:
+        gain, offset, read = (float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a noise model is auto, gaussian, poisson or gain,offset,read "
+                                         f"(e.g. 2.1,100,3.5), got {text!r}") from None
+    return {"gain": gain, "offset": offset, "read": read}
+
+
 def _predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="apply a model to image files or folders")
     p.add_argument("model", help="bundled model name or model file (.safetensors)")
@@ -321,6 +334,9 @@ def _predict_parser(sub: Any) -> None:
                    help="average the predictions of flipped/rotated copies (test-time augmentation): all 8 "
                         "(16 for 3D models) without N, or N of them (2, 4, 8, 16); N times slower. Give it after "
                         "the inputs (or as --tta=N): a bare --tta before them would read the model name as N")
+    p.add_argument("--noise", type=_noise, default=None, metavar="MODEL",
+                   help="denoisers: predict in the variance-stabilized domain of this noise: auto (estimated from each "
+                        "image), poisson, gaussian, or gain,offset,read (e.g. 2.1,100,3.5); default: none")
     p.add_argument("--suffix", default="", help="appended to output file names")
     p.set_defaults(func=cmd_predict)
 
@@ -328,7 +344,8 @@ def _predict_parser(sub: Any) -> None:
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model on paired folders or clean images")
     src = p.add_argument_group("data (one source)")
-    src.add_argument("--input-dir", help="input images, paired with --target-dir by file name")
+    src.add_argument("--input-dir", help="input images, paired with --target-dir by file name; a denoiser's noisy "
+                                          "images alone (no --target-dir): learns from them (noise2self)")
     src.add_argument("--target-dir")
     src.add_argument("--clean-dir", help="clean images: pairs are synthesized for the task")
     src.add_argument("--aligned-dir", help="reference-implementation A|B side-by-side images")

@@ -255,3 +255,28 @@ def test_the_widgets_recipe_warm_start_and_time_budget_drive_the_engine(make_nap
     assert w._settings._batch_spin.specialValueText() == f"auto ({cfg['batch_size']})"  # what "auto" decided, shown
     w._data._task_combo.setCurrentIndex(w._data._task_combo.findData("denoise"))
     assert w._settings._recipe_combo.findData("noise2noise") >= 0
+
+
+def test_the_none_target_learns_from_the_noisy_layer_alone(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The Train widget's target "none — learn from the noisy images" drives the same engine call as the API."""
+    from napari_pix2pix._napari import jobs
+    from napari_pix2pix._napari._qt.train_data import NO_TARGET
+
+    viewer = make_napari_viewer()
+    _pair(viewer)
+    w = _train_widget(viewer, tmp_path, steps=4)
+    w.set_start_from("scratch")
+    calls = []
+    real = jobs.train_iter
+    monkeypatch.setattr(jobs, "train_iter", lambda **kw: calls.append(kw) or real(**kw))
+    w._data._input_combo.set_layer("noisy")
+    w._data._target_combo.setCurrentIndex(w._data._target_combo.findText(NO_TARGET))
+    assert _start(qtbot, w) == "finished", w._status.text()
+    assert "input" in calls[0] and "target" not in calls[0]  # the noisy layer alone, as p2p.train(input=...)
+    saved = Pix2PixModel.load(tmp_path / "denoise.safetensors").training_summary
+    assert saved["plan"]["recipe"] == "noise2self"
+    assert "estimated" in w._progress._val_label.text()
+    w._data._task_combo.setCurrentIndex(w._data._task_combo.findData("translate"))
+    w._data._target_combo.setCurrentIndex(w._data._target_combo.findText(NO_TARGET))
+    w._start_btn.click()
+    assert not w._runner.running and "Only a denoiser" in w._status.text()

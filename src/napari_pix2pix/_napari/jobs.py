@@ -20,6 +20,7 @@ import numpy as np
 from ..engine import RESUMABLE, TrainConfig, train_iter
 from ..engine.core.progress import Progress, TrainEvent, relay
 from ..engine.formats.export import ExportReport
+from ..engine.images.noise import estimate_noise
 from ..engine.images.zarrstore import open_levels
 from ..engine.model import Pix2PixModel
 from ..engine.predict.tiled import PredictOptions, tta_transforms
@@ -251,7 +252,11 @@ def _residual(image: Any, output: Any, channel_axis: int | None) -> ResidualRepo
     b = np.asarray(output, np.float32)
     if channel_axis is not None:
         a, b = a.mean(axis=channel_axis), b.mean(axis=channel_axis)
-    return residual_report(a, b)
+    try:  # the image's own noise: the residual is compared with it (noise removed, signal kept?)
+        noise = estimate_noise(a)
+    except ValueError:  # too small or too little smooth area to tell: the structure check alone
+        noise = None
+    return residual_report(a, b, noise=noise)
 
 
 EXPORT_STEPS = {"bioimageio": "writing the bioimage.io package (three weight formats) and running it with "

@@ -167,6 +167,7 @@ class Pix2PixModel(Network):
         samples: int = 8,
         pyramid: bool = False,
         tta: bool | int = False,
+        noise: Any = None,
     ) -> Any:
         """Apply the model to an image of any size, dtype and layout.
 
@@ -186,13 +187,11 @@ class Pix2PixModel(Network):
             Axis of channels. A single-channel model is applied to each channel in turn.
         tile_size : int, tuple of int, "auto" or None
             Largest tile side (rounded down to the network's size multiple), or one per spatial
-            axis ((Z, Y, X) for a 3D model; an int is then a cube); ``None``
-            processes each plane in one piece. Tiles start on the network's size grid so
-            that tiled and untiled results agree; the overlap is therefore at least one
-            size multiple (256 px for ``unet_256``), which costs extra compute: larger tiles
-            cost less (see benchmarks/). "auto": the largest tile (up to 2048) whose
-            activations fit in ~512 MB at the compute precision (``unet_256``: 1536 in bf16,
-            1024 in fp32; the bundled models: 1408 in bf16, 992 in fp32).
+            axis ((Z, Y, X) for a 3D model; an int is then a cube); ``None``: each plane in one
+            piece. Tiles start on the network's size grid so that tiled and untiled results agree
+            (the overlap is at least one size multiple: larger tiles cost less). "auto": the
+            largest tile (up to 2048) whose activations fit in ~512 MB at the compute precision
+            (``unet_256``: 1536 in bf16, 1024 in fp32; the bundled models: 1408 and 992).
         overlap : int
             Smallest overlap between neighbouring tiles, blended smoothly.
         batch_size : int, optional
@@ -215,15 +214,17 @@ class Pix2PixModel(Network):
             Called with a :class:`Progress` after every batch of tiles.
         cancel : threading.Event or callable, optional
             Checked between batches; when set, :class:`PredictionCancelled` is raised.
-        uncertainty : bool
-            Also return a per-pixel uncertainty map: the standard deviation over `samples`
-            predictions under the 8 flips/rotations and, where the generator has dropout,
-            dropout samples. Costs `samples` extra predictions.
-        samples : int
-            Number of samples for the uncertainty map.
+        uncertainty, samples : bool, int
+            Also return a per-pixel uncertainty map: the standard deviation over `samples` (8)
+            predictions under flips/rotations (and dropout, where the generator has it).
         tta : bool or int
             Average the predictions of the flips/rotations: ``True`` all 8 (16 for a 3D model, also
             flipped in Z), or 2, 4, 8 (16) of them; that many times slower (benchmarks/results/tta.log).
+        noise : {None, "auto", "gaussian", "poisson"} or dict, optional
+            Denoisers: predict in the variance-stabilized domain (generalized Anscombe) of a noise
+            model estimated from the image ("auto"; "poisson": without read noise) or given
+            (``{"gain", "offset", "read"}``). None (the default): the image as it is (the bundled
+            denoiser is noise-blind and measured no better stabilized).
 
         Returns
         -------
@@ -237,12 +238,14 @@ class Pix2PixModel(Network):
         """
         kwargs: dict[str, Any] = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
                                       precision=precision)
-        PredictOptions(**kwargs, tta=tta)  # checked here, before any work
+        PredictOptions(**kwargs, tta=tta, noise=noise)  # checked here, before any work
+        if noise is not None and self.task.name != "denoise":
+            raise ValueError(f"noise= is for denoisers; this model does {self.task.name}")
         if uncertainty and (not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2):
             raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
         kwargs["channel_axis"] = channel_axis
-        result = run_to_end(self.predict_iter(image, mask, out=out, pyramid=pyramid, tta=tta, **kwargs), progress,
-                            cancel, "prediction")
+        result = run_to_end(self.predict_iter(image, mask, out=out, pyramid=pyramid, tta=tta, noise=noise, **kwargs),
+                            progress, cancel, "prediction")
         if not uncertainty:
             return result
         return result, self.uncertainty(image, mask, samples=samples, progress=progress, cancel=cancel, **kwargs)

@@ -75,3 +75,25 @@ def test_uncertainty_layouts_and_errors():
     assert out.shape == (40, 50, 3) and unc.shape == (40, 50)
     with pytest.raises(ValueError, match="at least 2 samples"):
         m.predict(np.zeros((8, 8), np.float32), uncertainty=True, samples=1)
+
+
+def test_the_residual_is_checked_against_the_estimated_noise():
+    """Calibrated on real and synthetic images (benchmarks/results/residual_noise.log): a good result passes,
+    a blurred one is flagged as removed signal, a half-denoised one as noise left."""
+    from scipy import ndimage
+
+    from napari_pix2pix.engine.images.noise import estimate_noise
+    from napari_pix2pix.engine.images.phantoms import fluorescence
+
+    rng = np.random.default_rng(0)
+    clean = fluorescence((256, 256), seed=3).astype(np.float32)
+    noisy = clean + rng.normal(0, 0.08, clean.shape).astype(np.float32)
+    noise = estimate_noise(noisy)
+    assert noise.read == pytest.approx(0.08, rel=0.1)
+    good = residual_report(noisy, clean, noise=noise)  # what an ideal denoiser returns
+    assert 0.8 < good.noise_ratio < 1.2 and good.removed_signal.mean() < 0.02 and good.remaining_noise.mean() < 0.02
+    blurred = residual_report(noisy, ndimage.gaussian_filter(clean, 2), noise=noise)
+    assert blurred.noise_ratio > 1.3 and blurred.removed_signal.mean() > 0.1 and blurred.flagged.mean() > 0.1
+    half = residual_report(noisy, 0.5 * (clean + noisy), noise=noise)
+    assert half.noise_ratio < 0.35 and half.remaining_noise.mean() > 0.9
+    assert residual_report(noisy, clean).noise_ratio is None  # without a noise model: the structure check alone

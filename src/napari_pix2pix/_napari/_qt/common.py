@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 from ...engine.core.device import DEVICES
 
 HELPER = "napari_pix2pix_helper"  # layer metadata of the plugin's own helper layers (previews): never an input
+NO_LAYER = "\x00none"  # the data of a LayerCombo's choice that is no layer
 
 
 class LayerCombo(QComboBox):
@@ -47,6 +48,8 @@ class LayerCombo(QComboBox):
         Shown when no layer of these types exists.
     accept : callable, optional
         Extra filter on layers (e.g. only RGB images).
+    none : str, optional
+        A first choice that is no layer (its data :data:`NO_LAYER`), e.g. "none — learn from the noisy images".
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class LayerCombo(QComboBox):
         *,
         placeholder: str = "(no layer)",
         accept: Callable[[Any], bool] | None = None,
+        none: str | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -63,6 +67,7 @@ class LayerCombo(QComboBox):
         self._types = tuple(types)
         self._placeholder = placeholder
         self._accept = accept
+        self._none = none
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -85,16 +90,22 @@ class LayerCombo(QComboBox):
             names = [lyr.name for lyr in self._matching()]
             self.blockSignals(True)
             self.clear()
-            if not names:
+            first = 0
+            if self._none is not None:  # a choice that is no layer, first
+                self.addItem(self._none, NO_LAYER)
+                first = 1
+            if not names and self._none is None:
                 self.addItem(self._placeholder, None)
             for name in names:
                 self.addItem(name, name)
-            if current in names:
-                self.setCurrentIndex(names.index(current))
+            if current == NO_LAYER and self._none is not None:
+                self.setCurrentIndex(0)
+            elif current in names:
+                self.setCurrentIndex(first + names.index(current))
             elif names:  # a new choice: the selected layer if it fits, else the top one
                 active = self._viewer.layers.selection.active
-                self.setCurrentIndex(names.index(active.name) if active is not None and active.name in names
-                                     else len(names) - 1)
+                self.setCurrentIndex(first + (names.index(active.name) if active is not None and active.name in names
+                                              else len(names) - 1))
             self.blockSignals(False)
             self.currentIndexChanged.emit(self.currentIndex())
         except RuntimeError:  # the Qt object is gone (widget closed): stop listening

@@ -374,6 +374,11 @@ class RestoreWidget(DockWidget):
             share = float(np.mean(report.flagged)) if report.flagged.size else 0.0
             note = (f". Residual structure score {report.score:.2f} (0: only noise was removed; a 2-px blur of "
                     f"a noisy image scores about 0.2-0.3); {100 * share:.0f}% of the image flagged")
+            removed, left = report.removed_signal, report.remaining_noise
+            if report.noise_ratio is not None and removed is not None and left is not None:
+                note += (f"; residual/noise {report.noise_ratio:.2f} (≈1: the noise and no more was removed; "
+                         f"signal removed in {100 * float(np.mean(removed)):.0f}%, noise left in "
+                         f"{100 * float(np.mean(left)):.0f}%)")
             if share > 0 or lyr.find_result(self._viewer, layer, "flagged", Labels) is not None:
                 flagged = lyr.add_labels_result(self._viewer, layer, report.flagged, "flagged", plane=plane, info=info)
                 flagged.visible = share >= FLAG_NOTICE  # a few small flags: listed, not drawn over the result

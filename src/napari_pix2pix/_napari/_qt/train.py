@@ -89,6 +89,7 @@ class TrainWidget(DockWidget):
         self._config_overrides: dict[str, Any] = {}  # extra options (tests, experts)
         self._last_pbar = 0.0
         self._stepped = False  # the run has taken a step (before it, a failure is a problem with the data)
+        self._made_preview = False
         self._export_dialog: Any = None
         self._last_model: str | None = None  # the model file saved last
         self._data = TrainingData(viewer)
@@ -205,6 +206,7 @@ class TrainWidget(DockWidget):
         self._stepped = False
         self._progress.start(cfg.steps, job.resume is not None, job.layer)
         self._settings._output.setText(str(job.model_path))
+        self._made_preview = self._prepare_preview(None)  # adding layers is the slowest GUI step: before the run
         verb = "Resuming" if job.resume else "Training"
         length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.minutes:g} min"
         self._status.info(f"{verb} a {cfg.task} model ({length}) → {short_path(job.model_path)}…")
@@ -240,12 +242,19 @@ class TrainWidget(DockWidget):
         elif isinstance(ev, CheckpointSaved) and ev.kind == "checkpoint":
             self._settings._resume_path.setText(ev.path)
 
-    def _prepare_preview(self, plan: Any) -> None:
-        """The data are ready and the run starts: make its preview layers (before its first validation)."""
+    def _prepare_preview(self, plan: Any) -> bool:
+        """Make the run's preview layers (before the worker starts; again at the plan, with its patch size).
+
+        Returns whether there is a preview to make.
+        """
         job = self._job
-        if job is not None and job.layer is not None and job.config.val_fraction > 0:
-            colour = bool(getattr(job.layer, "rgb", False)) or job.config.task == "colorize"
-            self._progress.prepare_preview(colour, patch_shape(plan.patch_size, plan.spatial_dims)[-1])
+        if job is None or job.layer is None or job.config.val_fraction <= 0:
+            return False
+        cfg = job.config
+        colour = bool(getattr(job.layer, "rgb", False)) or cfg.task == "colorize"
+        patch = plan.patch_size if plan is not None else (cfg.patch_size or 64)
+        self._progress.prepare_preview(colour, patch_shape(patch, plan.spatial_dims if plan else cfg.dims)[-1])
+        return True
 
     def _on_finished(self, outcome: Outcome) -> None:
         job, self._job = self._job, None
@@ -258,6 +267,8 @@ class TrainWidget(DockWidget):
                     if getattr(outcome.error, "out_of_memory", False) else "")
             data = not self._stepped and isinstance(outcome.error, (ValueError, TypeError))  # a problem of the data
             what = "Cannot start training" if data else "Training failed"
+            if data and self._made_preview:  # nothing ran: no empty preview left behind
+                self._progress.remove_preview()
             self._status.error(f"{what}: {outcome.error}.{hint}", failure=True)
         else:
             model = outcome.result

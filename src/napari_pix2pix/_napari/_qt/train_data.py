@@ -18,7 +18,7 @@ from ...engine.core.tasks import TASKS
 from ...engine.images.io import list_images, read_image
 from ...engine.training.data import pair_folders
 from .. import layers as lyr
-from .common import LayerCombo, PathEdit, open_folder
+from .common import NO_LAYER, LayerCombo, PathEdit, open_folder
 
 if TYPE_CHECKING:
     import napari
@@ -34,6 +34,7 @@ SOURCES = (
     ("folders", "Folders: input → target", "Two folders of images paired by file name"),
     ("clean_dir", "Folder: clean images", "A folder of clean images: the task's inputs are synthesized"),
 )
+NO_TARGET = "none — learn from the noisy images"
 TARGET_HINTS = ("clean", "target", "reference", "ground", "truth", "gt", "high", "sharp", "colour", "color")
 
 
@@ -60,8 +61,10 @@ class TrainingData(QWidget):
                                       "task's inputs are synthesized (noise, holes, gray)")
         self._input_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
         self._input_combo.setToolTip("The degraded images the model will be given (e.g. noisy)")
-        self._target_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
-        self._target_combo.setToolTip("What the model should make of them (e.g. clean), pixel for pixel")
+        self._target_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)", none=NO_TARGET)
+        self._target_combo.setToolTip("What the model should make of them (e.g. clean), pixel for pixel.\n"
+                                      f"“{NO_TARGET}”: a denoiser learns from the noisy input alone (the "
+                                      "noise2self recipe: no clean image, no second acquisition needed)")
         self._clean_combo = LayerCombo(viewer, (Image,), placeholder="(no image layer)")
         self._input_dir = PathEdit(self._browse_folder, "folder of input images")
         self._target_dir = PathEdit(self._browse_folder, "folder of targets (same names)")
@@ -114,7 +117,7 @@ class TrainingData(QWidget):
         """A target other than the input: a layer whose name or sample role says so, else the next one."""
         try:
             a = self._input_combo.currentData()
-            if a is None or self._target_combo.currentData() not in (a, None):
+            if a is None or self._target_combo.currentData() not in (a, None):  # ("none" is kept)
                 return
             names = [self._target_combo.itemData(i) for i in range(self._target_combo.count())]
             others = [n for n in names if n is not None and n != a and n in self._viewer.layers]
@@ -176,6 +179,12 @@ class TrainingData(QWidget):
 
     def _layer_pair(self, task: str) -> tuple[dict[str, Any], Any]:
         a, b = self._input_combo.layer(), self._target_combo.layer()
+        if a is not None and self._target_combo.currentData() == NO_LAYER:  # noisy images alone
+            if task != "denoise":
+                raise ValueError(f"Only a denoiser learns from the images alone: a {task} model needs a target "
+                                 "layer (what it should make of the input).")
+            xa, ca = lyr.image_array(a)
+            return {"input": xa, "channel_axis": ca}, a
         if a is None or b is None:
             raise ValueError("Choose the input and the target image layers (File › Open Sample › Pix2Pix "
                              "has pairs), or train from clean images.")

@@ -7,6 +7,7 @@ until asked for. Both are the plugin's helper layers: the widgets never offer th
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -112,9 +113,11 @@ class TrainingProgress(QWidget):
         self._psnr_plot.add_point("model", ev.step, ev.psnr)
         self._psnr_plot.add_point("input", ev.step, ev.psnr_input)
         base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
-        against = " against the second noisy image" if ev.target == "noisy" else ""
-        self._val_label.info(f"held-out part at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}{against}, "
-                             f"SSIM {ev.ssim:.3f}, uncertainty {ev.uncertainty:.4f}")
+        against = {"noisy": " against the second noisy image", "estimated": " (estimated: no clean image)",
+                   "blind-spot": " against noisy pixels it did not see"}.get(ev.target, "")
+        ssim = f", SSIM {ev.ssim:.3f}" if math.isfinite(ev.ssim) else ""
+        self._val_label.info(f"held-out part at step {ev.step}: PSNR {ev.psnr:.2f} dB{base}{against}{ssim}, "
+                             f"uncertainty {ev.uncertainty:.4f}")
         self.show_preview(ev.preview)
         if ev.preview_uncertainty is not None:
             self.preview_uncertainty_layer(ev.preview_uncertainty)
@@ -185,6 +188,12 @@ class TrainingProgress(QWidget):
         if layers.index(layer) < layers.index(preview):  # the preview was remade on top: stay over it
             layers.move(layers.index(layer), len(layers))
         return layer
+
+    def remove_preview(self) -> None:
+        """Take the preview layers out of the viewer."""
+        for name in (PREVIEW_UNCERTAINTY_NAME, PREVIEW_NAME):
+            if name in self._viewer.layers:
+                self._viewer.layers.remove(name)
 
     def prepare_preview(self, colour: bool, size: int) -> None:
         """Make the preview layers before training starts (adding a layer is the slowest GUI step)."""

@@ -82,7 +82,9 @@ class ValidationUpdate:
     preview: tuple[np.ndarray, np.ndarray, np.ndarray]  # input, output, target (C, h, w) in [0, 1]
     uncertainty: float = 0.0  # mean spread over the 8 flips/rotations of the preview patch ([0, 1] units)
     preview_uncertainty: np.ndarray | None = None  # (h, w) spread map of the preview patch
-    target: str = "clean"  # what the scores are measured against: "clean", or "noisy" (noise2noise)
+    # what the scores are measured against: "clean"; "noisy" (noise2noise: a second acquisition); for noisy images
+    # alone "estimated" (Stein's unbiased risk under the estimated noise) or "blind-spot" (pixels the model did not see)
+    target: str = "clean"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from ..core.normalization import (
     to_network,
 )
 from ..core.progress import Cancelled, PredictionCancelled, Progress, run_to_end
+from ..images.noise import NoiseModel, estimate_noise, noise_model, stabilize, unstabilize
 from ..images.zarrstore import ZarrTarget
 from .runner import Runner, runner
 from .tiling import AxisPlan, context_order, iter_bands, n_tiles, plan_axis
@@ -249,6 +250,7 @@ class PredictOptions:
     augment: int = 0
     tta: bool | int = False
     output_dtype: Any = None
+    noise: Any = None  # denoisers: a noise model to stabilize the image with (images.noise.noise_model)
 
     def __post_init__(self) -> None:
         for name in ("tile_size", "overlap", "batch_size"):  # whole numbers given as floats (64.0) are fine
@@ -282,6 +284,8 @@ class PredictOptions:
             raise ValueError(f"tta must be True/False or a number of flips/rotations to average, one of "
                              f"{TTA_COUNTS} (16: 3D models only), got {self.tta!r}")
         object.__setattr__(self, "tta", tta)
+        if self.noise is not None:
+            object.__setattr__(self, "noise", noise_model(self.noise))
         if self.augment and (tta is True or int(tta) > 1):  # (True == 1: compared by identity)
             raise ValueError("augment (one transform) and tta (an average over transforms) cannot be combined")
 
@@ -432,7 +436,7 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
 def _predict_plane(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype,
                    m_plane: np.ndarray | None, plans: tuple[AxisPlan, ...], batch_size: int,
                    run: Callable[[np.ndarray], np.ndarray], write: Callable[[int, int, np.ndarray], None],
-                   ) -> Generator[int, None, None]:
+                   noise: NoiseModel | None = None) -> Generator[int, None, None]:
     """Predict one plane (or volume), read through ``get(*slices) -> (C, ...)``; yield tiles done, write rows."""
     full = [slice(0, p.size) for p in plans[1:]]
     own = model.task.image_channels(model.config.in_channels) // (2 * model.z_context + 1)
@@ -454,6 +458,8 @@ def _predict_plane(model: Network, get: Callable[..., np.ndarray], dtype: np.dty
     for band in iter_bands(plans, read, run, model.config.out_channels, batch_size):
         if band.rows is not None:
             result = from_network(band.rows, olo, ohi, inplace=True)  # the band's own array
+            if noise is not None:  # back from the stabilized domain (unbiased inverse)
+                result = unstabilize(result, noise).astype(np.float32)
             if m_plane is not None:  # keep every pixel outside the mask exactly
                 orig = get(slice(band.y0, band.y1), *full)
                 result = np.where(m_plane[None, band.y0 : band.y1], result, orig)
@@ -486,6 +492,34 @@ def _plane_reader(image: Any, layout: _Layout, stack_idx: tuple[int, ...], job: 
         return np.concatenate([one((*stack_idx[:-1], q), slices) for q in planes], axis=0)
 
     return get
+
+
+def _resolve_noise(model: Network, spec: Any, image: Any, layout: _Layout) -> NoiseModel | None:
+    """The noise model a denoiser stabilizes the image with (None: none; Gaussian noise needs none).
+
+    "auto" is estimated from the image (its first plane), "poisson" the same without read noise,
+    "gaussian" needs no stabilization.
+    """
+    if spec is None:
+        return None
+    if model.task.name != "denoise":
+        raise ValueError(f"noise= is for denoisers; this model does {model.task.name}")
+    if isinstance(spec, str):
+        if spec == "gaussian":
+            return None
+        first = tuple(0 for _ in layout.stack)
+        whole = (slice(None) for _ in layout.spatial)
+        block = layout.to_cyx(np.asarray(image[layout.index(first, slice(None), *whole)]))
+        found = estimate_noise(block.reshape(-1, *block.shape[-2:]))  # the first plane (volume), channels pooled
+        if found.gain == 0:
+            return None
+        spec = NoiseModel(found.gain, found.offset, 0.0) if spec == "poisson" else found
+    return spec if spec.gain > 0 else None
+
+
+def _stabilized(get: Callable[..., np.ndarray], noise: NoiseModel) -> Callable[..., np.ndarray]:
+    """A reader whose blocks come variance-stabilized (the generalized Anscombe transform)."""
+    return lambda *slices: stabilize(get(*slices), noise).astype(np.float32)
 
 
 def _z_extent(image: Any, layout: _Layout) -> int:
@@ -527,6 +561,7 @@ def predict_iter(
     jobs = _channel_jobs(model.task.name, shape[channel_axis] if channel_axis is not None else 1,
                          model.task.image_channels(cfg.in_channels) // (2 * zc + 1), cfg.out_channels, channel_axis)
     mask = _inpaint_mask(model.task.name, image, mask, shape, dtype, channel_axis, dims)
+    noise = _resolve_noise(model, opts.noise, image, layout)
     plan = _output_plan(model, shape, dtype, layout, cfg.out_channels * len(jobs), opts.output_dtype)
     plans, batch_size = _tile_plan(cfg, sizes, opts)
     if zc:
@@ -543,6 +578,8 @@ def predict_iter(
             m_plane = _mask_plane(mask, stack_idx, sizes)
             for job in jobs:
                 get = _plane_reader(image, layout, stack_idx, job, zc)
+                if noise is not None:  # the network sees the variance-stabilized image
+                    get = _stabilized(get, noise)
 
                 def write(y0: int, y1: int, block: np.ndarray, stack_idx: tuple[int, ...] = stack_idx,
                           job: _ChannelJob = job) -> None:
@@ -551,7 +588,7 @@ def predict_iter(
                     out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype, inplace=True))  # a fresh block
 
                 for tiles in _predict_plane(model, get, dtype if not job.to_gray else np.dtype(np.float32), m_plane,
-                                            plans, batch_size, run, write):
+                                            plans, batch_size, run, write, noise):
                     done += tiles
                     yield Progress(done, total)
         return out.commit() if isinstance(out, ZarrTarget) else out  # a failed commit leaves nothing either

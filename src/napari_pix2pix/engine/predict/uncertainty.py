@@ -25,6 +25,7 @@ from torch import nn
 
 from ..core.network import Network
 from ..core.progress import Progress, relay
+from ..images.noise import NoiseModel
 from .tiled import _check_image, predict_iter, tta_transforms
 
 
@@ -99,7 +100,14 @@ class ResidualReport:
     local : ndarray
         Local correlation map (float32, same shape as `residual`).
     flagged : ndarray
-        True where the local correlation exceeds `threshold`: regions to check.
+        True where the local correlation exceeds `threshold`, or (with a noise model) where the
+        residual holds far more than the noise: regions to check.
+    noise_ratio : float or None
+        With a noise model: the residual's variance over the noise's (≈1: the noise was removed and
+        no more; well above 1: signal went with it; well below 1: noise is left).
+    removed_signal, remaining_noise : ndarray or None
+        With a noise model: where the residual holds more than :data:`RATIO_HIGH` times the noise
+        (signal removed), and where less than :data:`RATIO_LOW` times (noise left in the output).
     """
 
     residual: np.ndarray
@@ -107,10 +115,17 @@ class ResidualReport:
     autocorrelation: float
     local: np.ndarray
     flagged: np.ndarray
+    noise_ratio: float | None = None
+    removed_signal: np.ndarray | None = None
+    remaining_noise: np.ndarray | None = None
 
 
-def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0, threshold: float = 0.45
-                    ) -> ResidualReport:
+RATIO_HIGH = 2.0  # residual variance over the noise's above which signal was removed (calibrated: benchmarks/)
+RATIO_LOW = 0.35  # ... below which noise is left in the output
+
+
+def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0, threshold: float = 0.45,
+                    noise: NoiseModel | None = None) -> ResidualReport:
     """Analyse the residual of a denoising (works on 2D images and on stacks plane by plane).
 
     Parameters
@@ -121,6 +136,10 @@ def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0
         Size (Gaussian sigma, pixels) of the local windows.
     threshold : float
         Local correlation above which a region is flagged.
+    noise : NoiseModel, optional
+        The image's noise (e.g. :func:`~napari_pix2pix.engine.images.noise.estimate_noise` of
+        `image`): the residual's local variance is then compared with the variance the noise
+        has at the output's intensity.
 
     Returns
     -------
@@ -152,4 +171,13 @@ def residual_report(image: np.ndarray, output: np.ndarray, *, sigma: float = 4.0
     rc = res - res.mean(axis=axes, keepdims=True)
     var = float(np.mean(rc**2)) + 1e-12
     ac = 0.5 * (float(np.mean(rc[..., 1:, :] * rc[..., :-1, :])) + float(np.mean(rc[..., :, 1:] * rc[..., :, :-1])))
-    return ResidualReport(res.astype(np.float32), score, ac / var, local, local > threshold)
+    flagged = local > threshold
+    if noise is None:
+        return ResidualReport(res.astype(np.float32), score, ac / var, local, flagged)
+    expected = noise.variance(output).astype(np.float64)
+    ratio_map = ndimage.gaussian_filter(rc.astype(np.float64) ** 2, sig) / (
+        ndimage.gaussian_filter(expected, sig) + 1e-12)
+    ratio = float(np.mean(rc.astype(np.float64) ** 2) / (float(np.mean(expected)) + 1e-12))
+    removed, remaining = ratio_map > RATIO_HIGH, ratio_map < RATIO_LOW
+    return ResidualReport(res.astype(np.float32), score, ac / var, local, flagged | removed, ratio, removed,
+                          remaining)

@@ -23,7 +23,7 @@ from ...nn.losses import GAN_MODES
 from ...nn.unet import PRESETS, PRESETS_3D, UNetConfig
 from ..core.device import DEVICES, PRECISIONS
 from ..core.tasks import TASKS, get_task
-from .recipes import DEFAULT_PRESET, DEFAULT_PRESET_3D, DEFAULT_RECIPES, PIXEL_LOSSES, RECIPES, Recipe
+from .recipes import DEFAULT_PRESET, DEFAULT_PRESET_3D, DEFAULT_RECIPES, PIXEL_LOSSES, RECIPES, SELF_SUPERVISED, Recipe
 
 # keyword arguments of train()/train_iter() that name the data rather than settings
 SOURCE_KEYS = ("input", "target", "clean", "input_dir", "target_dir", "clean_dir", "aligned_dir", "channel_axis")
@@ -96,6 +96,9 @@ class RecipeOptions:
     spectral_norm: bool | None = option(help="spectral normalisation in the discriminator", cli="flag")
     feature_matching: float | None = option(help="feature-matching weight (pix2pixHD: 10; 0: off)", cli="float0")
     r1: float | None = option(help="R1 gradient-penalty weight on real pairs (0: off)", cli="float0")
+    self_supervised: str | None = option(help="learning from noisy images alone: 'blind-spot' (masked pixels are "
+                                         "predicted from their neighbours; noise2self's); 'none' for pairs",
+                                         cli="choice", choices=SELF_SUPERVISED)
 
 
 @dataclass(frozen=True)
@@ -268,8 +271,10 @@ class TrainConfig:
         return [
             (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
             (r.recipe is None or r.recipe in RECIPES, f"recipe must be one of {tuple(RECIPES)}, got {r.recipe!r}"),
-            (r.recipe != "noise2noise" or self.task == "denoise",
-             f"the noise2noise recipe trains denoisers (task='denoise'), not {self.task!r}"),
+            (r.recipe not in ("noise2noise", "noise2self") or self.task == "denoise",
+             f"the {r.recipe} recipe trains denoisers (task='denoise'), not {self.task!r}"),
+            (r.self_supervised in (None, *SELF_SUPERVISED),
+             f"self_supervised must be one of {SELF_SUPERVISED}, got {r.self_supervised!r}"),
             (n.preset is None or n.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {n.preset!r}"),
             (n.start_from in (None, "auto", "scratch") or (n.preset is None and not n.generator),
              "a warm start (start_from) uses the starting model's network: do not give preset or generator"),

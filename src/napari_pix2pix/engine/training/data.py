@@ -95,6 +95,7 @@ class PairedData:
     intensity: float = 0.0  # augmentation: random gains up to exp(±intensity) (and offsets) in network units
     dims: int = 2  # 2: planes (C, H, W); 3: volumes (C, Z, H, W)
     z_context: int = 0  # 2.5D: each input plane carries its 2k neighbours as channels (its own first)
+    self_supervised: bool = False  # noisy images alone: each plane is its own target (noise2self)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -281,13 +282,12 @@ def make_data(
     task : str
         "denoise", "inpaint", "colorize" or "translate".
     input, target : array or list of arrays
-        Paired arrays of equal shape (2D, stacks, channels via `channel_axis`).
-    clean : array or list of arrays
-        Clean images to synthesize pairs from (denoise, inpaint, colorize).
+        Paired arrays of equal shape (2D, stacks, channels via `channel_axis`); a denoiser's noisy
+        `input` alone (no `target`): each image is its own target (self-supervised, noise2self).
+    clean, clean_dir : array or list of arrays, or a folder
+        Clean images (or a folder of them) to synthesize pairs from (denoise, inpaint, colorize).
     input_dir, target_dir : path
-        Folders paired by file name (TIFF incl. 16-bit and multi-page, PNG, JPEG).
-    clean_dir : path
-        Folder of clean images to synthesize pairs from.
+        Folders paired by file name (TIFF, 16-bit and multi-page too, PNG, JPEG); or `input_dir` alone.
     aligned_dir : path
         Folder of the reference implementation's aligned A|B images (side by side).
     channel_axis : int, optional
@@ -295,7 +295,7 @@ def make_data(
     normalization : Normalization, optional
         Percentiles (default 0.5 and 99.9).
     noise : NoiseConfig, optional
-        Denoise synthesis: the noise to draw (default Gaussian and Poisson-Gaussian ranges).
+        Denoise synthesis: the noise to draw (default: Gaussian and Poisson-Gaussian ranges).
     val_fraction : float
         Share held out for validation (0 disables validation).
     val_split : {"image", "region"}
@@ -323,6 +323,12 @@ def make_data(
         raise ValueError(f"val_split must be 'image' or 'region', got {val_split!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    alone = (input is not None and target is None) or (input_dir is not None and target_dir is None)
+    if alone and task.name != "denoise":
+        raise ValueError(f"{task.name} needs a target for every input (target= or target_dir=); only a denoiser "
+                         "learns from noisy images alone")
+    if alone:  # noisy images alone: each is its own target (the recipe masks or recorrupts it)
+        target, target_dir = input, input_dir
     pairs, synthesize = _collect_pairs(task, input=input, target=target, clean=clean, input_dir=input_dir,
                                        target_dir=target_dir, clean_dir=clean_dir, aligned_dir=aligned_dir)
     if task.name == "inpaint" and not synthesize:
@@ -344,7 +350,8 @@ def make_data(
     check_patch(planes, patch, "")
     # 2.5D: a held-out plane's neighbours are other planes' targets; hold out rows of every plane instead
     planes, val = _split_validation(planes, val_fraction, "region" if z_context else val_split, patch, seed)
-    data = PairedData(task, planes, norm, noise, synthesize, val, dims=dims, z_context=z_context)
+    data = PairedData(task, planes, norm, noise, synthesize, val, dims=dims, z_context=z_context,
+                      self_supervised=alone)
     check_patch(data.planes, patch, " after the validation split")
     return data
 
@@ -373,7 +380,11 @@ def _collect_pairs(task: Task, *, input: Any, target: Any, clean: Any, input_dir
     if input_dir is not None or target_dir is not None:
         if input_dir is None or target_dir is None:
             raise ValueError("folder training needs both input_dir and target_dir")
-        return [(read_image(a), read_image(b), a.name) for a, b in pair_folders(input_dir, target_dir)], False
+        pairs = []
+        for a, b in pair_folders(input_dir, target_dir):
+            x = read_image(a)
+            pairs.append((x, x if a == b else read_image(b), a.name))  # one folder alone: each file read once
+        return pairs, False
     if aligned_dir is not None:
         return _aligned_pairs(aligned_dir), False
     ins, tgs = _as_list(input), _as_list(target)

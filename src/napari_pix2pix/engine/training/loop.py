@@ -35,6 +35,7 @@ from ..core.progress import (
     TrainingStatus,
     ValidationUpdate,
 )
+from ..images.noise import NoiseModel
 from .budget import Budget, follow_budget
 from .checkpoints import BEST, CHECKPOINT
 from .config import RESUMABLE, TrainConfig
@@ -83,7 +84,8 @@ def _validation(run: Run, valset: ValSet, saver: Saver, device: torch.device, pl
             run.ema.swap(net)
     if plan.recipe == "noise2noise":
         v = replace(v, target="noisy")
-    run.history.append({"step": run.step, **losses, "val_psnr": v.psnr, "val_ssim": v.ssim,
+    ssim = v.ssim if math.isfinite(v.ssim) else None
+    run.history.append({"step": run.step, **losses, "val_psnr": v.psnr, "val_ssim": ssim,
                         "val_psnr_input": v.psnr_input, "val_l1": v.l1, "val_uncertainty": v.uncertainty})
     yield v
     if better:
@@ -170,7 +172,8 @@ def train_iter(
     saver = _saver(cfg, plan, data, run, start, start_from, model_path, checkpoint_dir, rank, world)
     shard = data.planes[rank::world] if len(data.planes) >= world else data.planes
     gan_loss = GANLoss(plan.losses.gan_mode or "vanilla").to(device)
-    valset = make_valset(data, plan.patch_size, cfg.data.val_patches, cfg.runtime.seed) if rank == 0 else None
+    noise = NoiseModel(**{k: plan.noise_model[k] for k in ("gain", "offset", "read")}) if plan.noise_model else None
+    valset = make_valset(data, plan.patch_size, cfg.data.val_patches, cfg.runtime.seed, noise) if rank == 0 else None
     budget = Budget(cfg.schedule.minutes, t_call, cfg.schedule.checkpoint_every) if cfg.schedule.minutes else None
     t0, start_step, status = time.perf_counter(), run.step, TrainingStatus.RUNNING
 
@@ -232,8 +235,10 @@ def describe(ev: TrainEvent) -> str:
         return f"step {ev.step}/{total} {ls} lr={ev.lr:.2e} {ev.it_per_s:.2f} it/s{eta}"
     if isinstance(ev, ValidationUpdate):
         base = f" (input {ev.psnr_input:.2f} dB)" if ev.psnr_input is not None else ""
-        against = " against the noisy target" if ev.target == "noisy" else ""
-        return (f"step {ev.step} validation PSNR {ev.psnr:.2f} dB{base}{against} SSIM {ev.ssim:.3f} "
+        against = {"noisy": " against the noisy target", "estimated": " (estimated without clean data)",
+                   "blind-spot": " against noisy pixels it did not see"}.get(ev.target, "")
+        ssim = f" SSIM {ev.ssim:.3f}" if math.isfinite(ev.ssim) else ""
+        return (f"step {ev.step} validation PSNR {ev.psnr:.2f} dB{base}{against}{ssim} "
                 f"uncertainty {ev.uncertainty:.4f}")
     if isinstance(ev, StatusUpdate):
         return f"step {ev.step} training {ev.status.value}" + (f": {ev.message}" if ev.message else "")

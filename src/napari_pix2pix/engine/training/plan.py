@@ -48,6 +48,7 @@ class RunPlan:
     steps: int | None  # None while a time budget measures the speed
     decay_steps: int | None
     val_every: int | None  # None while a time budget measures the speed
+    noise_model: dict[str, Any] | None = None  # noisy images alone: the noise estimated from them (images.noise)
 
     @property
     def recipe(self) -> str:
@@ -113,15 +114,17 @@ class RunPlan:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunPlan:
         """Inverse of :meth:`to_dict`."""
-        losses = RecipeOptions(**{k: d[k] for k in ("recipe", *RECIPE_FIELDS) if k != "beta1"})
+        losses = RecipeOptions(**{k: d.get(k) for k in ("recipe", *RECIPE_FIELDS) if k != "beta1"})
         own = {k: d[k] for k in ("beta1", "preset", "start_from", "spatial_dims", "z_context", "batch_size", "lr",
                                  "lr_warmup", "freeze_norm", "steps", "decay_steps", "val_every")}
+        own["noise_model"] = d.get("noise_model")
         return cls(losses=losses, percentiles=tuple(d["percentiles"]),  # type: ignore[arg-type]
                    patch_size=tuple(d["patch_size"]) if isinstance(d["patch_size"], list) else d["patch_size"],
                    **own)
 
 
-def make_plan(cfg: TrainConfig, *, min_size: tuple[int, ...], arch: UNetConfig, warm: bool = False) -> RunPlan:
+def make_plan(cfg: TrainConfig, *, min_size: tuple[int, ...], arch: UNetConfig, warm: bool = False,
+              noise_model: dict[str, Any] | None = None) -> RunPlan:
     """Decide every option `cfg` leaves open, for data whose smallest image is `min_size` and network `arch`.
 
     Parameters
@@ -173,6 +176,7 @@ def make_plan(cfg: TrainConfig, *, min_size: tuple[int, ...], arch: UNetConfig, 
         steps=s.steps if s.steps is not None else (None if s.minutes else DEFAULT_STEPS),
         decay_steps=s.decay_steps,
         val_every=s.val_every if s.val_every is not None else (None if s.minutes else 100),
+        noise_model=noise_model,
     )
 
 

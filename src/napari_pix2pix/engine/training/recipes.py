@@ -44,6 +44,7 @@ class Recipe:
     spectral_norm: bool = False  # spectral normalisation of the discriminator's convolutions
     feature_matching: float = 0.0  # weight of pix2pixHD's feature-matching loss (its default: 10)
     r1: float = 0.0  # weight of an R1 gradient penalty on real pairs (Mescheder et al. 2018)
+    self_supervised: str = "none"  # noisy images alone: "blind-spot" (each masked pixel predicted from its neighbours)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -61,10 +62,16 @@ RECIPES: dict[str, Recipe] = {
         "noise2noise", "denoise from pairs of two noisy acquisitions of the same field (no clean image): L2, "
         "no discriminator",
         gan_weight=0.0, lambda_l1=100.0, pixel_loss="l2", beta1=0.9, lr=1e-3, lr_warm=3e-4),
+    "noise2self": Recipe(
+        "noise2self", "denoise from the noisy images alone (no target, no second acquisition): blind-spot "
+        "training, validated by Stein's unbiased risk under the noise model estimated from the images",
+        gan_weight=0.0, lambda_l1=100.0, pixel_loss="l2", beta1=0.9, lr=4e-4, lr_warm=5e-5,
+        self_supervised="blind-spot"),
 }
+SELF_SUPERVISED = ("none", "blind-spot")
 # the options a recipe fills (RecipeOptions' loss fields, and the optimiser's beta1)
 RECIPE_FIELDS = ("gan_weight", "lambda_l1", "pixel_loss", "beta1", "gan_mode", "ndf", "n_layers", "gan_warmup",
-                 "gan_ramp", "ema", "d_scales", "spectral_norm", "feature_matching", "r1")
+                 "gan_ramp", "ema", "d_scales", "spectral_norm", "feature_matching", "r1", "self_supervised")
 DEFAULT_RECIPES = {"denoise": "fidelity", "inpaint": "fidelity", "colorize": "paper", "translate": "fidelity"}
 # start_from="auto": the bundled model a task's runs start from when no network is chosen and the channels fit
 AUTO_START = {"denoise": "denoise", "translate": "denoise"}

@@ -21,6 +21,7 @@ from ..core.device import autocast_dtype
 from ..core.network import Network
 from ..core.normalization import Normalization, safe_range
 from ..formats.networks import network_from_metadata
+from ..images.noise import NoiseModel, estimate_noise
 from ..images.synthesis import NoiseConfig
 from ..predict.runner import forget_after_steps
 from .checkpoints import load_checkpoint, unflatten_optimizer
@@ -119,6 +120,7 @@ def prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], star
         raise TypeError("give either data= or a data source, not both")
     if data.task.name != cfg.task:
         raise ValueError(f"the data were prepared for {data.task.name!r} but the config trains {cfg.task!r}")
+    found = _self_supervised(found, data)
     if found.recipe_spec.name == "noise2noise" and data.synthesize:
         raise ValueError("noise2noise trains on pairs of two noisy acquisitions (input= and target=, or folders), "
                          "not on clean images: with clean images use the fidelity recipe")
@@ -142,9 +144,39 @@ def prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], star
                    intensity=intensity)
     if auto and start_from is None and cfg.network.preset is None:  # automatic, nothing fitting: a new network
         found = found.with_options(start_from="scratch")
-    plan = make_plan(found, min_size=data.min_size(), arch=arch, warm=start is not None)
+    noise = _estimated_noise(data) if data.self_supervised else None
+    plan = make_plan(found, min_size=data.min_size(), arch=arch, warm=start is not None,
+                     noise_model=noise.to_dict() if noise is not None else None)
     check_patch(data.planes, patch_shape(plan.patch_size, data.dims), "")
     return plan, data, start
+
+
+def _self_supervised(cfg: TrainConfig, data: PairedData) -> TrainConfig:
+    """Noisy images alone train with noise2self (its default); noise2self needs noisy images alone."""
+    recipe = cfg.recipe_options.recipe
+    if data.self_supervised:
+        if recipe not in (None, "noise2self"):
+            raise ValueError(f"noisy images alone (no target) train with the noise2self recipe, not {recipe!r}: give "
+                             f"the targets (target= or target_dir=) to train with {recipe}")
+        return cfg.with_options(recipe="noise2self")
+    if recipe == "noise2self":
+        raise ValueError("noise2self learns from noisy images alone: give input= (or input_dir=) without a target; "
+                         "with a second acquisition of the same field use recipe='noise2noise'")
+    return cfg
+
+
+def _estimated_noise(data: PairedData, planes: int = 8) -> NoiseModel | None:
+    """The noise of the training images (the median of a few planes' estimates); None where it cannot be told."""
+    found = []
+    for p in data.planes[:planes]:
+        own = p.input[: p.input.shape[0] // (2 * data.z_context + 1)]  # 2.5D: the plane itself
+        try:
+            found.append(estimate_noise(own.reshape(-1, *own.shape[-2:]), channel_axis=0))
+        except ValueError:
+            continue
+    if not found:
+        return None
+    return NoiseModel(*(float(np.median([getattr(m, k) for m in found])) for k in ("gain", "offset", "read")))
 
 
 def _output_normalization(cfg: TrainConfig, data: PairedData, start: Network | None) -> Normalization:

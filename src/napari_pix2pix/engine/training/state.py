@@ -176,7 +176,8 @@ class Saver:
         r = self.run
         r.model.training_summary = {
             "config": self.cfg.to_dict(), "plan": self.plan.to_dict(), **self.summary, "steps_done": r.step,
-            "status": status.value, "best_val_psnr": r.best.psnr, "weights_of_step": r.best.step or r.step,
+            "status": status.value, "best_val_psnr": r.best.psnr,
+            "weights_of_step": r.best.step if r.best.step is not None else r.step,  # (step 0: the start's)
             "history": r.history[-200:]}
         if r.fp32_from is not None:
             r.model.training_summary["fp32_from_step"] = r.fp32_from

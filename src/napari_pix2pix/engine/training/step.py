@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...nn import GANLoss
+from .blindspot import blind_spot
 from .data import PairedData, stack_batch
 from .plan import RunPlan
 from .state import Run
@@ -108,6 +109,9 @@ def train_step(run: Run, plan: RunPlan, a: torch.Tensor, b: torch.Tensor, gan_lo
     adversarial = gan_w > 0 and run.disc is not None and run.d_net is not None and run.opt_d is not None
     autocast = torch.autocast(a.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None)
     l2 = plan.losses.pixel_loss == "l2"
+    mask = None
+    if plan.losses.self_supervised == "blind-spot":  # noisy images alone: predict masked pixels from neighbours
+        a, mask = blind_spot(a)
     with autocast:
         fake = run.g_net(a)
     loss_d, real_feats = None, None
@@ -122,8 +126,12 @@ def train_step(run: Run, plan: RunPlan, a: torch.Tensor, b: torch.Tensor, gan_lo
         run.disc.requires_grad_(False)
     with autocast:
         loss_g_gan = _g_adversarial(run, plan, a, fake, gan_loss, real_feats) if adversarial else fake.new_zeros(())
-        pixel = nn.functional.mse_loss if l2 else nn.functional.l1_loss
-        loss_g_l1 = pixel(fake.float(), b)
+        if mask is not None:  # only where the network did not see the pixel
+            err = (fake.float() - b) ** 2 if l2 else (fake.float() - b).abs()
+            loss_g_l1 = (err * mask).sum() / (mask.sum() * b.shape[1]).clamp(min=1)
+        else:
+            pixel = nn.functional.mse_loss if l2 else nn.functional.l1_loss
+            loss_g_l1 = pixel(fake.float(), b)
         loss_g = gan_w * loss_g_gan + (plan.losses.lambda_l1 or 0.0) * loss_g_l1
     if adversarial:
         assert run.disc is not None

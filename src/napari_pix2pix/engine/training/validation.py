@@ -12,10 +12,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..core.network import Network
+from ..core.normalization import SCALE, from_network
 from ..core.progress import ValidationUpdate
-from ..predict.runner import runner
+from ..images.noise import NoiseModel
+from ..predict.runner import Runner, runner
+from .blindspot import BLIND_SPOT_FRACTION, neighbour_mean
 from .data import PairedData, Plane, patch_shape, stack_batch
 
 
@@ -62,6 +66,8 @@ class ValSet:
     targets: list[np.ndarray]
     raw_inputs: list[np.ndarray]  # the input image part, normalized (for the baseline)
     skips: list[int] = field(default_factory=list)  # leading planes of each patch that are context, not scored
+    noise_var: list[np.ndarray] = field(default_factory=list)  # noisy images alone: each pixel's noise variance
+    self_supervised: bool = False  # noisy images alone: no clean pixel; scores are estimates (see validate)
 
 
 CANDIDATES = 8  # positions drawn per validation patch; the one with the most signal is kept
@@ -81,18 +87,26 @@ def _fullest(p: Plane, crop: list[int], rng: np.random.Generator) -> tuple[slice
     return best
 
 
-def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: int, seed: int) -> ValSet | None:
+SELF_SUPERVISED_PATCHES = 16  # noisy images alone: more patches, so that the ranking of estimates is not noise
+
+
+def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: int, seed: int,
+                noise: NoiseModel | None = None) -> ValSet | None:
     """Fixed validation patches (drawn once, with their degradation) from the held-out planes.
 
     Each patch is the one with the most signal (the target's spread) of a few random
     positions, as CARE's patch filter keeps foreground: held-out background says little about
     a model. A held-out slab of a volume gives up to a patch deep of its planes, with the
-    context planes before them.
+    context planes before them. Noisy images alone (``data.self_supervised``) get at least
+    :data:`SELF_SUPERVISED_PATCHES` patches and, with their `noise` model, each pixel's noise
+    variance in network units (for Stein's unbiased risk estimate in :func:`validate`).
     """
     if not data.val:
         return None
     rng = np.random.default_rng(seed + 7919)
-    vs = ValSet([], [], [])
+    vs = ValSet([], [], [], self_supervised=data.self_supervised)
+    if data.self_supervised:
+        n_patches = max(n_patches, SELF_SUPERVISED_PATCHES)
     size = patch_shape(patch_size, data.dims)
     for i in range(n_patches):
         p: Plane = data.val[i % len(data.val)]
@@ -113,12 +127,30 @@ def make_valset(data: PairedData, patch_size: int | tuple[int, ...], n_patches: 
         vs.skips.append(p.context)
         a = a[: a.shape[0] // (2 * data.z_context + 1)]  # 2.5D: the plane itself, without its neighbours
         vs.raw_inputs.append(np.where(m[None], np.float32(0), a) if m is not None else a)  # inpaint: zero fill
+        if data.self_supervised and noise is not None:
+            vs.noise_var.append(_noise_var(a, p.in_range, noise))
     return vs
 
 
+def _noise_var(a: np.ndarray, in_range: tuple[float, float], noise: NoiseModel) -> np.ndarray:
+    """Each pixel's noise variance in network units: the model's at the local mean intensity."""
+    lo, hi = in_range
+    scale = 2 * SCALE / (hi - lo)  # network units per intensity unit
+    local = ndimage.uniform_filter(from_network(a, lo, hi).astype(np.float64), [1] + [3] * (a.ndim - 1))
+    return (noise.variance(local) * scale**2).astype(np.float32)
+
+
 def validate(model: Network, vs: ValSet, device: torch.device, step: int, task: str) -> ValidationUpdate:
-    """PSNR, SSIM and L1 of the model on the patches (and of the raw input), a preview and its uncertainty."""
+    """PSNR, SSIM and L1 of the model on the patches (and of the raw input), a preview and its uncertainty.
+
+    Noisy images alone have no clean pixel: the PSNR is then estimated, by Stein's unbiased risk
+    estimate where a noise model is known (:func:`_sure`: unbiased for the true MSE of the
+    prediction as it is deployed), else by the blind-spot loss (:func:`_blind_spot_loss`). Every
+    model of a run, its starting model included, is scored the same way on the same patches.
+    """
     run = runner(model.generator, device, "fp32")  # as prediction runs: eval, running stats, folded BN
+    if vs.self_supervised:
+        return _validate_self_supervised(model, vs, run, step)
     rng_span = 1.6  # the network range of [lo, hi]
     psnrs, ssims, l1s, psnr_in, ssim_in = [], [], [], [], []
     preview = None
@@ -158,3 +190,64 @@ def validate(model: Network, vs: ValSet, device: torch.device, step: int, task: 
         float(np.mean(psnr_in)) if psnr_in else None, float(np.mean(ssim_in)) if ssim_in else None,
         float(np.mean(l1s)), preview, float(spread.mean()), spread.astype(np.float32),
     )
+
+
+# ---------------------------------------------------------------------- noisy images alone
+def _validate_self_supervised(model: Network, vs: ValSet, run: Runner, step: int) -> ValidationUpdate:
+    """Scores estimated without clean data: Stein's unbiased risk where the noise is known, else the blind-spot loss."""
+    rng = np.random.default_rng(4099)  # the same probes for every model of the run
+    mses, l1s, noise = [], [], []
+    preview = None
+    for i, a in enumerate(vs.inputs):
+        padded, offsets = _pad_to(a, model.config.size_multiple)
+        out = _crop(run(padded[None])[0], offsets, a.shape[1:])
+        if vs.noise_var:
+            mses.append(_sure(model, run, a, out, vs.noise_var[i], rng))
+            noise.append(float(np.mean(vs.noise_var[i])))
+        else:
+            mses.append(_blind_spot_loss(model, run, a, rng))
+        l1s.append(float(np.mean(np.abs(out - a))))
+        if preview is None:
+            def to01(z: np.ndarray) -> np.ndarray:
+                return np.clip((z + 0.8) / 1.6, 0, 1).astype(np.float32)
+
+            preview = (to01(_mid(a)), to01(_mid(out)), to01(_mid(a)))
+    assert preview is not None
+    span2 = 1.6**2
+    psnr = 10 * math.log10(span2 / max(float(np.mean(mses)), 1e-12))
+    psnr_in = 10 * math.log10(span2 / float(np.mean(noise))) if noise else None
+    return ValidationUpdate(step, psnr, float("nan"), psnr_in, None, float(np.mean(l1s)), preview,
+                            target="estimated" if noise else "blind-spot")
+
+
+def _sure(model: Network, run: Runner, a: np.ndarray, out: np.ndarray, var: np.ndarray,
+          rng: np.random.Generator) -> float:
+    """Stein's unbiased estimate of the prediction's MSE to the unknown clean patch (network units).
+
+    ``‖f(y) − y‖² / n − mean(σ²) + 2 / n · Σ σᵢ² ∂fᵢ/∂yᵢ``, the divergence by one Monte-Carlo
+    probe (Ramani et al. 2008); σᵢ² from the noise model (Poisson noise treated as Gaussian
+    of the same variance). Only the plane's own channels are noisy inputs (2.5D: not its
+    neighbours').
+    """
+    own = out.shape[0]
+    eps = 1e-3
+    probe = np.zeros_like(a)
+    probe[:own] = rng.standard_normal(a[:own].shape).astype(np.float32)
+    padded, offsets = _pad_to(a + eps * probe, model.config.size_multiple)
+    out2 = _crop(run(padded[None])[0], offsets, a.shape[1:])
+    div = float(np.sum(var * probe[:own] * (out2 - out))) / eps
+    n = out.size
+    return float(np.sum((out - a[:own]) ** 2)) / n - float(np.mean(var)) + 2 * div / n
+
+
+def _blind_spot_loss(model: Network, run: Runner, a: np.ndarray, rng: np.random.Generator, masks: int = 4) -> float:
+    """Mean squared error to the noisy pixels the network did not see (4 fixed masks of 2 % of the pixels each)."""
+    x = torch.from_numpy(a[None])
+    filled = neighbour_mean(x)[0].numpy()
+    errs = []
+    for _ in range(masks):
+        mask = (rng.random((1, *a.shape[1:])) < BLIND_SPOT_FRACTION).astype(np.float32)
+        padded, offsets = _pad_to(a * (1 - mask) + filled * mask, model.config.size_multiple)
+        out = _crop(run(padded[None])[0], offsets, a.shape[1:])
+        errs.append(float(np.sum(mask * (out - a[: out.shape[0]]) ** 2) / max(mask.sum() * out.shape[0], 1)))
+    return float(np.mean(errs))
