@@ -52,10 +52,10 @@ from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 CASES = {  # name: (file, how, p): p the thinning share of the input (and of the second acquisition)
-    "hazelnut-z10 (dim, thinned)": ("hazelnut_z10_frames.npy", "thin", 0.35),
-    "hazelnut-z9 (thinned)": ("hazelnut_z9_frames.npy", "thin", 0.45),
-    "hazelnut-z5 (bright, frames)": ("hazelnut_z5_frames.npy", "frames", None),
-    "seminal receptacle (thinned)": ("seminal_counts.npy", "thin", 0.4),
+    "hazelnut-z10-thinned": ("hazelnut_z10_frames.npy", "thin", 0.35),  # dim
+    "hazelnut-z9-thinned": ("hazelnut_z9_frames.npy", "thin", 0.45),
+    "hazelnut-z5-frames": ("hazelnut_z5_frames.npy", "frames", None),  # bright: its own repeated frames
+    "seminal-thinned": ("seminal_counts.npy", "thin", 0.4),
 }
 
 
