@@ -74,11 +74,12 @@ def test_gui_demo_docks_the_widgets(monkeypatch, qtbot):
     viewer = napari.current_viewer()
     try:
         assert {"noisy", "clean reference"} <= {layer.name for layer in viewer.layers}
-        docks = viewer.window._dock_widgets
+        docks = viewer.window.dock_widgets  # name -> the widget inside; its parent is the dock
         names = " ".join(docks)
         assert "Denoise" in names and "Train" in names
         if default_model_name("denoise") is not None:  # the bundled denoiser in front, ready to run
-            denoise = next(d for k, d in docks.items() if "Denoise" in k)
+            inner = next(w for k, w in docks.items() if "Denoise" in k)
+            denoise = getattr(inner, "native", inner).parent()
             assert denoise.isVisible() and not denoise.visibleRegion().isEmpty()
     finally:
         viewer.close()

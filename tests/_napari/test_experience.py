@@ -145,6 +145,28 @@ def test_closing_a_restoration_dock_cancels_its_run(make_napari_viewer, qtbot, t
 
 
 # 4 ---------------------------------------------------------------------------------------------
+def _dock_of(widget):
+    from qtpy.QtWidgets import QDockWidget
+
+    w = widget.parentWidget()
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    return w
+
+
+def test_five_docks_share_tabs_instead_of_slivers(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    win = viewer.window._qt_window
+    win.resize(1366, 768)
+    widgets = [viewer.window.add_plugin_dock_widget("napari-pix2pix", name)[1]
+               for name in ("Denoise", "Inpaint", "Colorize", "Translate", "Train")]
+    qtbot.wait(500)  # the docks join their tabs once napari has placed them
+    docks = [_dock_of(w) for w in widgets]
+    tabbed = set(win.tabifiedDockWidgets(docks[0])) | {docks[0]}
+    assert tabbed >= set(docks)  # one tabbed dock, not five stacked slivers
+    assert docks[-1].height() >= 400  # the tab shown (the one opened last) has the whole height
+
+
 def test_the_docks_fit_a_laptop_screen(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     _pair(viewer)
@@ -156,6 +178,9 @@ def test_the_docks_fit_a_laptop_screen(make_napari_viewer, qtbot):
         QApplication.processEvents()
     assert win.minimumSizeHint().width() <= 1366 and win.minimumSizeHint().height() <= 768
     assert win.width() <= 1366 and win.height() <= 768
+    qtbot.wait(300)
+    _dock_of(train).raise_()  # the plugin's docks share tabs: show the Train tab
+    qtbot.wait(100)
     assert not train._settings._advanced.is_expanded()  # the rarely changed settings are folded away
     assert not train._settings._lr_spin.isVisible() and train._start_btn.isVisible()
     assert denoise._status.isVisible() or denoise._scroll.verticalScrollBar().maximum() > 0  # reachable

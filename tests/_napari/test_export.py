@@ -74,3 +74,22 @@ def test_export_from_train_widget_uses_the_last_trained_model(make_napari_viewer
     assert (tmp_path / "colorize.pt").is_file() and dialog.report.max_abs_diff["torchscript"] < 1e-4
     dialog.reject()  # Esc / the title-bar close: QDialog.done must still be Qt's
     assert not dialog.isVisible()
+
+
+def test_a_fresh_export_dialog_picks_no_model_for_the_user_and_names_only_missing_extras(make_napari_viewer):
+    from napari_pix2pix._napari._qt import export as export_mod
+
+    viewer = make_napari_viewer()
+    dialog = TrainWidget(viewer).open_export()  # a fresh session: nothing trained yet
+    assert dialog._model_combo.currentData() is None and "choose" in dialog._model_combo.currentText()
+    dialog.set_format("bioimageio")
+    assert "Needs" not in dialog._format_note.text()  # the testing extra installs bioimageio
+    real = export_mod.missing_extra
+    try:
+        export_mod.missing_extra = lambda fmt: True
+        dialog.set_format("onnx")
+        dialog.set_format("bioimageio")
+        assert "Needs pip install" in dialog._format_note.text()
+    finally:
+        export_mod.missing_extra = real
+    dialog.reject()

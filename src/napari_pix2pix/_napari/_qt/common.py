@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDockWidget,
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMainWindow,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
 from ...engine.core.device import DEVICES
 
+_OPENED = itertools.count()
 HELPER = "napari_pix2pix_helper"  # layer metadata of the plugin's own helper layers (previews): never an input
 NO_LAYER = "\x00none"  # the data of a LayerCombo's choice that is no layer
 
@@ -402,14 +406,38 @@ class DockWidget(QWidget):
         outer.addWidget(scroll)
         self._scroll = scroll
         self._last_pbar = 0.0  # when napari's activity progress bar was last moved
+        self._tabified = False
+        self._order = next(_OPENED)  # the plugin's oldest open dock anchors the shared tabs
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
-        """Let every drop-down shrink to the dock's width (long choices are elided, not cut off)."""
+        """Let every drop-down shrink to the dock's width (long choices are elided, not cut off); join the tabs."""
         for combo in self.body.findChildren(QComboBox):
             if combo.sizeAdjustPolicy() != QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon:
                 combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
                 combo.setMinimumContentsLength(12)
         super().showEvent(event)
+        if not self._tabified:
+            QTimer.singleShot(50, self._tabify_with_siblings)  # once napari has placed the dock
+
+    def _tabify_with_siblings(self) -> None:
+        """Share a tabbed dock with the plugin's other open widgets, instead of stacking into slivers."""
+        try:
+            dock = self.parentWidget()
+            while dock is not None and not isinstance(dock, QDockWidget):
+                dock = dock.parentWidget()
+            main = dock.parentWidget() if dock is not None else None
+            if dock is None or not isinstance(main, QMainWindow) or dock.isFloating():
+                return  # not docked (yet): the next show tries again
+            self._tabified = True
+            area = main.dockWidgetArea(dock)
+            older = [(w._order, d) for d in main.findChildren(QDockWidget) if d is not dock and not d.isFloating()
+                     and main.dockWidgetArea(d) == area for w in d.findChildren(DockWidget) if w._order < self._order]
+            if older:  # join the oldest one's tabs
+                main.tabifyDockWidget(min(older, key=lambda x: x[0])[1], dock)
+                dock.show()
+                dock.raise_()
+        except RuntimeError:  # closed meanwhile
+            pass
 
     def stop_job(self) -> None:  # pragma: no cover - overridden
         """Stop the running job (training saves what a stopped run saves)."""

@@ -35,12 +35,19 @@ from .common import Outcome, StatusLabel, WorkerRunner, open_file, save_file
 
 FORMATS = {  # format: (label, suffix, what it is for)
     "bioimageio": ("bioimage.io package (.zip)", ".zip",
-                   "For Fiji/deepImageJ, ilastik, QuPath, bioimageio.core; napari-pix2pix reads it back exactly. "
-                   f"Needs {EXTRA}."),
+                   "For Fiji/deepImageJ, ilastik, QuPath, bioimageio.core; napari-pix2pix reads it back exactly."),
     "onnx": ("ONNX (.onnx)", ".onnx", "For ONNX Runtime and other ONNX tools (inputs/outputs in network units)."),
     "torchscript": ("TorchScript (.pt)", ".pt", "For PyTorch without napari-pix2pix (network units in and out)."),
 }
 MODEL_FILTER = "Pix2Pix models (*.safetensors *.zip);;All files (*)"
+NEEDS = {"bioimageio": ("bioimageio.spec", "onnx"), "onnx": ("onnx", "onnxruntime")}  # what each format imports
+
+
+def missing_extra(fmt: str) -> bool:
+    """Whether a package the format needs is not installed (found without importing it)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name.split(".")[0]) is None for name in NEEDS.get(fmt, ()))
 
 
 def default_destination(info: ModelInfo, fmt: str) -> Path:
@@ -130,8 +137,13 @@ class ExportDialog(QDialog):
 
     # ------------------------------------------------------------------ choices
     def _refresh_models(self, ref: str | None = None) -> None:
+        from ..choices import SESSION
+
         infos = model_choices(None)
+        ref = ref or SESSION.newest([i.ref for i in infos])  # no model given: the one trained last, if any
         self._model_combo.clear()
+        if infos and ref is None:  # nothing to suggest: the user chooses (no bundled model picked for them)
+            self._model_combo.addItem("(choose a model)", None)
         for info in infos:
             self._model_combo.addItem(info.label, info)
             self._model_combo.setItemData(self._model_combo.count() - 1, info.tooltip, 3)
@@ -166,7 +178,9 @@ class ExportDialog(QDialog):
             self.set_model(path)
 
     def _on_format(self, *_: Any) -> None:
-        self._format_note.setText(FORMATS[self._format_combo.currentData()][2])
+        fmt = self._format_combo.currentData()
+        needs = f" Needs {EXTRA}." if missing_extra(fmt) else ""
+        self._format_note.setText(FORMATS[fmt][2] + needs)
         self._suggest_destination()
 
     def set_format(self, fmt: str) -> None:
@@ -252,6 +266,7 @@ class ExportDialog(QDialog):
         text = (f"Exported in {time.perf_counter() - self._started:.1f} s: {report.path}"
                 + (f". Checked against napari-pix2pix's prediction: {checks}" if checks else ""))
         self._status.info(text)
+        self.adjustSize()  # the result line (with the measured differences) shows whole
         try:
             from napari.utils.notifications import show_info
 
