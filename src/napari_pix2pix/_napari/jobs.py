@@ -159,7 +159,7 @@ def predict_job(
     _wait_for_warm_up()
     net = load_model_cached(model)
     big = {"out": settings.out, "pyramid": True} if settings.out else {}
-    gen = net.predict_iter(image, mask, **_predict_kwargs(settings), tta=settings.tta, **big)
+    gen = net.predict_iter(image, mask, **_predict_kwargs(settings), tta=settings.tta, cancel=cancel, **big)
     result = yield from relay(gen, cancel)
     if result is not None and settings.out:  # every level, lazily: napari shows them as a multiscale layer
         return open_levels(settings.out)
@@ -233,7 +233,7 @@ def trust_job(
                               if p.total else p)
     if output is None:
         return None
-    spread_iter = uncertainty_iter(net, image, mask, samples=samples, **_predict_kwargs(settings))
+    spread_iter = uncertainty_iter(net, image, mask, samples=samples, cancel=cancel, **_predict_kwargs(settings))
     # its total counts `samples` predictions: after the result's n, out of n + samples
     spread = yield from relay(spread_iter, cancel, recount=lambda p: Progress(
         p.total // samples * n + p.done, p.total // samples * (n + samples), p.message) if p.total else p)

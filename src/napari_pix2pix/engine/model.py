@@ -244,8 +244,8 @@ class Pix2PixModel(Network):
         if uncertainty and (not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2):
             raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
         kwargs["channel_axis"] = channel_axis
-        result = run_to_end(self.predict_iter(image, mask, out=out, pyramid=pyramid, tta=tta, noise=noise, **kwargs),
-                            progress, cancel, "prediction")
+        result = run_to_end(self.predict_iter(image, mask, out=out, pyramid=pyramid, tta=tta, noise=noise,
+                                              cancel=cancel, **kwargs), progress, cancel, "prediction")
         if not uncertainty:
             return result
         return result, self.uncertainty(image, mask, samples=samples, progress=progress, cancel=cancel, **kwargs)

@@ -332,3 +332,35 @@ def test_the_runner_cache_follows_the_weights():
     m.generator(torch.from_numpy(x)).mean().backward()
     opt.step()
     assert cached(m.generator) == []
+
+
+@pytest.mark.parametrize("volume", [False, True])
+def test_cancel_stops_between_the_flips_of_one_batch(volume):
+    """A batch under test-time augmentation is 8 (16 for volumes) forward passes: cancel stops after the current one."""
+    from napari_pix2pix import Pix2PixModel
+    from napari_pix2pix.engine.predict.runner import cached
+
+    if volume:
+        torch.manual_seed(0)
+        m = Pix2PixModel("denoise", "unet3d_tiny", ngf=4)
+        im = np.stack([smooth_image((64, 64), seed=z) for z in range(16)])
+    else:
+        m = tiny_model("denoise")
+        im = smooth_image((128, 128))
+    kw = dict(tile_size=64, overlap=16, batch_size=64, precision="fp32", device="cpu")
+    m.predict(im[..., :32, :32], **kw)  # makes the cached inference copy the run below uses
+    (net,) = cached(m.generator)
+    ev = threading.Event()
+    passes = []
+
+    def stop_in_the_first_pass(_module, _inputs):
+        passes.append(1)
+        ev.set()
+
+    handle = net.register_forward_pre_hook(stop_in_the_first_pass)
+    try:
+        with pytest.raises(PredictionCancelled):
+            m.predict(im, tta=True, cancel=ev, **kw)
+    finally:
+        handle.remove()
+    assert len(passes) == 1  # not 8 (16): the rest of the batch's flips never ran

@@ -85,6 +85,7 @@ class ValidationUpdate:
     # what the scores are measured against: "clean"; "noisy" (noise2noise: a second acquisition); for noisy images
     # alone "estimated" (Stein's unbiased risk under the estimated noise) or "blind-spot" (pixels the model did not see)
     target: str = "clean"
+    patch_errors: tuple[float, ...] | None = None  # noisy images alone: each patch's estimated MSE (paired tests)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,10 @@ def relay(
                 update = next(gen)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            except Cancelled:  # stopped inside a step (between the forward passes of a batch)
+                if is_cancelled(cancel):
+                    return None
+                raise
             yield recount(update) if recount is not None else update
     finally:
         gen.close()

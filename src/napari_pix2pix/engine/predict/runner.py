@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.device import inference_copy, resolve_device, resolve_precision
+from ..core.progress import CancelHook, Cancelled, is_cancelled
 
 Runner = Callable[[np.ndarray], np.ndarray]
 KEEP = 2  # inference copies kept per generator (e.g. the widgets' bf16 and an export check's fp32)
@@ -75,7 +76,7 @@ def _inference_net(generator: nn.Module, device: torch.device, dtype: torch.dtyp
 
 
 def runner(generator: nn.Module, device: str | torch.device = "auto", precision: str = "auto", *,
-           mc_dropout: bool = False, augment: int = 0, tta: tuple[int, ...] = ()) -> Runner:
+           mc_dropout: bool = False, augment: int = 0, tta: tuple[int, ...] = (), cancel: CancelHook = None) -> Runner:
     """A function mapping a float32 batch (B, C, ...) to the generator's float32 output.
 
     Parameters
@@ -91,6 +92,10 @@ def runner(generator: nn.Module, device: str | torch.device = "auto", precision:
         Apply flip/rotation `augment` (:func:`dihedral`) to the batch and undo it on the output.
     tta : tuple of int
         Several flips/rotations whose outputs are averaged (test-time augmentation).
+    cancel : threading.Event or callable, optional
+        Checked before every forward pass (each flip/rotation of a batch): when it says stop,
+        :class:`~napari_pix2pix.engine.core.progress.Cancelled` is raised, so that a long batch
+        (a volume's tiles under 16 flips) is not finished first.
     """
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
@@ -99,6 +104,8 @@ def runner(generator: nn.Module, device: str | torch.device = "auto", precision:
     autocast = dev.type == "cuda" and dtype != torch.float32
 
     def once(x: torch.Tensor, k: int) -> torch.Tensor:
+        if is_cancelled(cancel):
+            raise Cancelled("prediction cancelled")
         if k:
             x = dihedral(x, k)
         x = x.to(dev, non_blocking=True)

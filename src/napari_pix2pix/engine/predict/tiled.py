@@ -538,6 +538,7 @@ def predict_iter(
     out: Any = None,
     pyramid: bool = False,
     run: Runner | None = None,
+    cancel: Any = None,
     **options: Any,
 ) -> Generator[Progress, None, Any]:
     """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
@@ -546,8 +547,8 @@ def predict_iter(
     :class:`PredictOptions` (tile_size, overlap, batch_size, device, precision and, for
     uncertainty estimates, mc_dropout, augment and output_dtype; tta for test-time augmentation).
     `run` maps a batch in network units to the network's output (default: :func:`.runner.runner` of
-    `model`'s generator with these options); `model` gives the facts around the network (task,
-    channels, normalization, z context).
+    `model`'s generator with these options, checking `cancel` before every forward pass); `model`
+    gives the facts around the network (task, channels, normalization, z context).
     """
     opts = PredictOptions(**options)
     cfg = model.config
@@ -569,7 +570,7 @@ def predict_iter(
     total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
     if run is None:
         run = runner(model.generator, opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment,
-                     tta=tta_transforms(opts.tta, dims))
+                     tta=tta_transforms(opts.tta, dims), cancel=cancel)
     done = 0
     out = _allocate(out, plan, pyramid)  # last: a zarr store is created only once everything is checked
     try:

@@ -46,7 +46,7 @@ from .recipes import RECIPES
 from .setup import build, prepare, run_config, training_data
 from .state import Run, Saver
 from .step import TrainingDiverged, batch, set_lr, train_step
-from .validation import ValSet, make_valset, validate
+from .validation import ValSet, clearly_better, make_valset, validate
 from .warmstart import StartFrom, describe_start
 
 __all__ = [
@@ -74,9 +74,9 @@ def _validation(run: Run, valset: ValSet, saver: Saver, device: torch.device, pl
     net.eval()
     try:
         v: ValidationUpdate = validate(run.model, valset, device, run.step, run.model.task.name)
-        better = v.psnr > run.best.psnr
+        better = clearly_better(v, run.best.update, run.best.psnr)
         if better:  # the weights just validated (EMA ones when on) become the model's
-            run.best.psnr, run.best.step = v.psnr, run.step
+            run.best.psnr, run.best.step, run.best.update = v.psnr, run.step, v
             run.best.weights = {k: t.detach().clone() for k, t in net.state_dict().items()}
     finally:
         run.train_mode()

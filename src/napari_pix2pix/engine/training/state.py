@@ -91,6 +91,7 @@ class Best:
     weights: dict[str, torch.Tensor] | None = None  # the generator (EMA if on) at the best validation
     step: int | None = None
     rescore: bool = False  # a resumed checkpoint's best score comes from another validation scheme
+    update: Any = None  # the best ValidationUpdate of this session (estimated scores are compared patch by patch)
 
 
 @dataclass

@@ -217,7 +217,23 @@ def _validate_self_supervised(model: Network, vs: ValSet, run: Runner, step: int
     psnr = 10 * math.log10(span2 / max(float(np.mean(mses)), 1e-12))
     psnr_in = 10 * math.log10(span2 / float(np.mean(noise))) if noise else None
     return ValidationUpdate(step, psnr, float("nan"), psnr_in, None, float(np.mean(l1s)), preview,
-                            target="estimated" if noise else "blind-spot")
+                            target="estimated" if noise else "blind-spot", patch_errors=tuple(mses))
+
+
+def clearly_better(new: ValidationUpdate, best: ValidationUpdate | None, best_psnr: float = -math.inf) -> bool:
+    """Whether `new` beats the best so far (`best`: its update in this session, or only its PSNR `best_psnr`).
+
+    With clean data, a higher PSNR. With estimated scores (noisy images alone) the estimates of
+    the same patches are paired and the mean improvement must exceed twice its standard error:
+    an estimate's noise alone never replaces the weights a run has (its start's first).
+    """
+    if best is None or new.patch_errors is None or best.patch_errors is None or len(new.patch_errors) != len(
+            best.patch_errors):
+        return new.psnr > best_psnr
+    gain = np.asarray(best.patch_errors) - np.asarray(new.patch_errors)  # > 0: the new weights err less
+    if len(gain) < 2:
+        return float(gain.mean()) > 0
+    return float(gain.mean()) > 2 * float(gain.std(ddof=1)) / math.sqrt(len(gain))
 
 
 def _sure(model: Network, run: Runner, a: np.ndarray, out: np.ndarray, var: np.ndarray,
