@@ -75,6 +75,28 @@ def test_stop_then_resume_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(wf[k], wr[k], rtol=1e-5, atol=1e-6)
 
 
+def test_a_resumed_run_validates_on_the_same_patches(tmp_path):
+    """One image, an automatic patch size: the held-out rows are cut as the first run cut them."""
+    clean = [phantoms.nuclei((200, 200), 0)]
+    cfg = TrainConfig(task="denoise", steps=8, val_every=4, checkpoint_every=100, seed=1, start_from="scratch",
+                      **{**TINY, "patch_size": None})
+    first = []
+    stop = threading.Event()
+    for ev in train_iter(clean=clean, config=cfg, model_path=tmp_path / "m.safetensors", stop=stop):
+        first.append(ev)
+        if isinstance(ev, StepUpdate) and ev.step == 5:
+            stop.set()
+    plan = p2p.load_model(tmp_path / "m.safetensors").training_summary["plan"]
+    assert plan["patch_size"] > 32  # decided after the split, which was cut for 32 px: the case that moved
+    later = []
+    p2p.train(clean=clean, resume=tmp_path / "m.checkpoints" / "checkpoint.safetensors",
+              model_path=tmp_path / "m.safetensors", progress=later.append)
+    before = [e for e in first if isinstance(e, ValidationUpdate)]
+    after = [e for e in later if isinstance(e, ValidationUpdate)]
+    assert before and after
+    assert after[-1].psnr_input == before[0].psnr_input  # the raw input on the same patches scores the same
+
+
 def test_resume_rule_keeps_the_checkpoints_settings(tmp_path):
     from napari_pix2pix.engine.training.config import RESUMABLE, resume_config
 

@@ -43,7 +43,7 @@ from .data import PairedData, patch_shape
 from .distributed import broadcast_from_rank0, close_process_group, device_for, dist_info
 from .plan import RunPlan
 from .recipes import RECIPES
-from .setup import build, prepare, run_config, training_data
+from .setup import build, prepare, run_config, split_patch_of, training_data
 from .state import Run, Saver
 from .step import TrainingDiverged, batch, set_lr, train_step
 from .validation import ValSet, clearly_better, make_valset, validate
@@ -166,7 +166,8 @@ def train_iter(
     t_call = time.perf_counter()
     cfg, resume_state, src = run_config(config, resume, start_from, dict(kwargs))
     rank, world = dist_info()
-    plan, data, start = prepare(cfg, data, src, start_from, resume_state is not None)
+    split = split_patch_of(resume_state[1]) if resume_state is not None else None  # the same held-out part
+    plan, data, start = prepare(cfg, data, src, start_from, resume_state is not None, split)
     device = device_for(cfg.runtime.device, world)
     run = build(cfg, plan, data, device, rank, world, resume_state, start)
     saver = _saver(cfg, plan, data, run, start, start_from, model_path, checkpoint_dir, rank, world)

@@ -72,19 +72,38 @@ def checkpoint_config(meta: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(out)
 
 
-def training_data(cfg: TrainConfig, source: dict[str, Any]) -> PairedData:
+def training_data(cfg: TrainConfig, source: dict[str, Any], split_patch: Any = None) -> PairedData:
     """Training pairs for `cfg` from one source (``input``/``target``, ``clean``, folders, ...).
 
     Raises the engine's ValueError/TypeError for bad choices (shapes that differ, an empty
     folder, a patch larger than an image, ...), before any training. With an "auto" patch
-    size the images need only be as large as the smallest patch (32 px).
+    size the images need only be as large as the smallest patch (32 px). The held-out part
+    is cut to hold at least one patch: `split_patch` (a resumed run: the patch its first run cut
+    for, :func:`split_patch_of`) or the config's.
     """
     d = cfg.data
     noise = NoiseConfig(**d.noise) if d.noise else None
-    smallest: int | tuple[int, ...] = 32 if cfg.dims == 2 else (1, 32, 32)  # "auto": decided after, to fit
+    patch = split_patch or d.patch_size or _smallest(cfg.dims)  # "auto": decided after, to fit
     return make_data(cfg.task, **source, normalization=Normalization(*d.percentiles), noise=noise,
-                     val_fraction=d.val_fraction, val_split=d.val_split, patch_size=d.patch_size or smallest,
+                     val_fraction=d.val_fraction, val_split=d.val_split, patch_size=patch,
                      seed=cfg.runtime.seed, dims=cfg.dims, z_context=cfg.network.z_context)
+
+
+def _smallest(dims: int) -> int | tuple[int, ...]:
+    return 32 if dims == 2 else (1, 32, 32)
+
+
+def split_patch_of(meta: dict[str, Any]) -> int | tuple[int, ...]:
+    """The patch a checkpoint's run cut its held-out part for: its config's, or the smallest (an automatic size).
+
+    A resumed run cuts the same part, so that it validates on exactly the patches of the run
+    it continues (its plan's patch size, decided later, may be larger).
+    """
+    given = meta["config"].get("patch_size")
+    if given:
+        return tuple(given) if isinstance(given, list) else int(given)
+    dims = meta.get("plan", {}).get("spatial_dims") or meta["config"].get("spatial_dims") or 2
+    return _smallest(int(dims))
 
 
 def _start(cfg: TrainConfig, start_from: StartFrom | None, resuming: bool) -> tuple[StartFrom | None, bool]:
@@ -99,7 +118,7 @@ def _start(cfg: TrainConfig, start_from: StartFrom | None, resuming: bool) -> tu
 
 
 def prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], start_from: StartFrom | None,
-            resuming: bool) -> tuple[RunPlan, PairedData, Network | None]:
+            resuming: bool, split_patch: Any = None) -> tuple[RunPlan, PairedData, Network | None]:
     """The run's plan, its data and its starting model (warm start, loaded once).
 
     What the run finds (the starting model's percentiles and dimensions, where it starts from)
@@ -115,7 +134,7 @@ def prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], star
         if not auto and cfg.network.spatial_dims is None and not cfg.network.z_context:  # a named model's dims
             found = found.with_options(spatial_dims=loaded.spatial_dims, z_context=loaded.z_context)
     if data is None:
-        data = training_data(found, src)
+        data = training_data(found, src, split_patch)
     elif src:
         raise TypeError("give either data= or a data source, not both")
     if data.task.name != cfg.task:
