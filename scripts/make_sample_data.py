@@ -1,16 +1,20 @@
 """Write the small sample images shipped in ``sample_data/`` (File > Open Sample > Pix2Pix).
 
 Everything is deterministic: the fluorescence-like images are the engine's seeded
-procedural phantoms (no licence attached), the colorize sample is scikit-image's
-``immunohistochemistry`` image ("no known copyright restrictions", bundled with
-scikit-image, no download). Run from the repository root:
+procedural phantoms (no licence attached); the colorize sample is a real H&E-stained section,
+the image StarDist ships as ``stardist.data.test_image_he_2d`` (from The Cancer Imaging Archive;
+in the BSD-3-Clause stardist 0.9.2 wheel, which ``benchmarks/fetch_eval_data.sh`` downloads and
+unpacks): the stain the bundled ``colorize-he`` is for. Run from the repository root:
 
-    python scripts/make_sample_data.py
+    bash benchmarks/fetch_eval_data.sh          # once: the stardist wheel's images (for the H&E sample)
+    python scripts/make_sample_data.py [colorize ...]   # all samples, or the named ones
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,19 +62,23 @@ def inpaint_pair() -> dict[str, str]:
             "inpaint_reference.tif": "intact reference"}
 
 
-def colorize_pair() -> dict[str, str]:
-    """A grayscale brightfield histology image and its colour original."""
-    from skimage import data
-    from skimage.color import rgb2gray
-    from skimage.transform import resize
+HE_IMAGE = Path(os.environ.get("P2P_EVAL_RAW", "/tmp/p2p-evaldata/raw")) / "stardist/data/images/histo.jpg"
 
-    rgb = data.immunohistochemistry()
-    rgb = (resize(rgb, SIZE, anti_aliasing=True) * 255).round().astype(np.uint8)
-    gray = (rgb2gray(rgb) * 255).round().astype(np.uint8)
-    _png("colorize_gray.png", gray)
-    Image.fromarray(rgb).save(OUT / "colorize_reference.jpg", quality=90)
-    return {"colorize_gray.png": "luminance of the IHC image",
-            "colorize_reference.jpg": "scikit-image immunohistochemistry, resized"}
+
+def colorize_pair() -> dict[str, str]:
+    """A grayscale H&E section (its luminance, as the colorizers see gray) and its true colours."""
+    from napari_pix2pix.engine.images.synthesis import to_gray
+
+    if not HE_IMAGE.is_file():
+        raise SystemExit(f"{HE_IMAGE} is missing: run `bash benchmarks/fetch_eval_data.sh` first "
+                         "(or set P2P_EVAL_RAW to the folder it unpacks into)")
+    rgb = np.asarray(Image.open(HE_IMAGE).convert("RGB"))  # 300 x 500, kept whole: no resampling of the stain
+    gray = to_gray(np.moveaxis(rgb.astype(np.float32) / 255, -1, 0))[0]
+    _png("colorize_gray.png", (np.clip(gray, 0, 1) * 255).round().astype(np.uint8))
+    Image.fromarray(rgb).save(OUT / "colorize_reference.jpg", quality=95)
+    return {"colorize_gray.png": "luminance of the H&E section",
+            "colorize_reference.jpg": "H&E-stained section (The Cancer Imaging Archive, via stardist 0.9.2, "
+                                      "BSD-3-Clause: stardist.data.test_image_he_2d), true colours"}
 
 
 def translate_pair() -> dict[str, str]:
@@ -85,11 +93,15 @@ def translate_pair() -> dict[str, str]:
             "translate_sharp.tif": "sharp target"}
 
 
-def main() -> None:
+MAKERS = {"denoise": denoise_pair, "inpaint": inpaint_pair, "colorize": colorize_pair, "translate": translate_pair}
+
+
+def main(names: list[str]) -> None:
     OUT.mkdir(exist_ok=True)
-    info: dict[str, str] = {}
-    for make in (denoise_pair, inpaint_pair, colorize_pair, translate_pair):
-        info.update(make())
+    readme = OUT / "README.json"
+    info: dict[str, str] = json.loads(readme.read_text())["files"] if names and readme.is_file() else {}
+    for name in names or list(MAKERS):
+        info.update(MAKERS[name]())
     (OUT / "README.json").write_text(json.dumps(
         {"generator": "scripts/make_sample_data.py", "files": info}, indent=1) + "\n")
     for p in sorted(OUT.iterdir()):
@@ -97,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

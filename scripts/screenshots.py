@@ -260,7 +260,7 @@ def main() -> None:
         restore_shot(viewer, models, "inpaint", "inpaint", "Inpaint", "damaged", "intact reference", "inpainted",
                      mask="damage mask")
     if wanted("colorize"):
-        restore_shot(viewer, models, "colorize", "colorize", "Colorize", "grayscale", "colour reference",
+        restore_shot(viewer, models, "colorize", "colorize", "Colorize", "grayscale H&E", "colour reference",
                      "colorized")
     if wanted("translate"):
         restore_shot(viewer, models, "translate", "translate", "Translate", "widefield", "sharp target",

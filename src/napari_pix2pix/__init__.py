@@ -12,6 +12,7 @@ from .engine.api import NoBundledModelError, colorize, denoise, inpaint, train, 
 from .engine.core.normalization import Normalization
 from .engine.core.progress import Cancelled, PredictionCancelled, Progress
 from .engine.formats.modelfile import ModelFileError
+from .engine.images.noise import NoisyCleanImagesWarning
 from .engine.model import Pix2PixModel, import_reference_checkpoint
 from .engine.registry import list_models, load_model
 
@@ -19,6 +20,7 @@ __all__ = [
     "Cancelled",
     "ModelFileError",
     "NoBundledModelError",
+    "NoisyCleanImagesWarning",
     "Normalization",
     "Pix2PixModel",
     "PredictionCancelled",

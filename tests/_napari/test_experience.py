@@ -203,6 +203,64 @@ def test_the_training_preview_is_on_screen_and_its_uncertainty_hidden(make_napar
     assert not viewer.layers[PREVIEW_UNCERTAINTY_NAME].visible  # it would tint the output panel
 
 
+def test_the_preview_of_small_patches_is_drawn_large_enough_to_read(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _pair(viewer, (1024, 1024))
+    w = _train(viewer, tmp_path, steps=2)
+    w._data._input_combo.set_layer("noisy")
+    w._data._target_combo.set_layer("clean")
+    assert _done(qtbot, w, w._start_btn) == "finished", w._status.text()
+    preview = viewer.layers[PREVIEW_NAME]
+    (lo, hi) = np.asarray(preview.extent.world)[:, -2:]
+    assert 0.2 * 1024 <= hi[0] - lo[0] <= 0.4 * 1024  # 32-px patches: zoomed by whole pixels, not a speck
+    assert lo[1] > 1024  # beside the images, covering nothing
+    spread = viewer.layers[PREVIEW_UNCERTAINTY_NAME]
+    np.testing.assert_allclose(spread.scale, preview.scale)  # over the output panel, at the same zoom
+
+
+def test_a_noisy_layer_given_as_the_clean_images_is_called_out(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-pix2pix", "denoise")
+    w = _train(viewer, tmp_path, steps=2)
+    w._data._source_combo.setCurrentIndex(w._data._source_combo.findData("clean"))
+    w._data._clean_combo.set_layer("noisy")
+    assert _done(qtbot, w, w._start_btn) == "finished", w._status.text()
+    text = w._status.text()
+    assert "Model saved" in text and "look noisy" in text and "learn from the noisy images alone" in text
+    w._data._clean_combo.set_layer("clean reference")  # the real clean image: nothing to say
+    assert _done(qtbot, w, w._start_btn) == "finished"
+    assert "Model saved" in w._status.text() and "look noisy" not in w._status.text()
+
+
+@pytest.mark.parametrize("sample, task, target", [("translate", "translate", "sharp target"),
+                                                   ("colorize", "colorize", "colour reference"),
+                                                   ("denoise", "denoise", "clean reference")])
+def test_the_task_follows_the_sample(make_napari_viewer, qtbot, sample, task, target):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="mine")
+    w = TrainWidget(viewer)  # opened first: the default task, on the user's layer
+    viewer.window.add_dock_widget(w)
+    w._data.set_task("inpaint")
+    assert w._data.task() == "inpaint"
+    viewer.open_sample("napari-pix2pix", sample)
+    w._data._source_combo.setCurrentIndex(w._data._source_combo.findData("layers"))
+    w._data._input_combo.set_layer(next(lyr.name for lyr in viewer.layers
+                                         if lyr.metadata.get("napari_pix2pix_sample", {}).get("role") == "input"))
+    assert w._data.task() == task  # the sample's layer brings its task
+    assert w._data._target_combo.currentData() == target
+    opened_after = TrainWidget(viewer)  # opened on the sample: its task at once
+    assert opened_after._data.task() == task
+
+
+def test_the_inpaint_sample_trains_from_its_intact_image(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-pix2pix", "inpaint")
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w._data.task() == "inpaint" and w._data._source_combo.currentData() == "clean"
+    assert w._data._clean_combo.currentData() == "intact reference"
+
+
 # 6 ---------------------------------------------------------------------------------------------
 def test_a_second_start_saves_a_new_model(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
@@ -295,3 +353,21 @@ def test_a_public_way_to_show_a_result_from_the_console(make_napari_viewer, tiny
     layer = p2p.add_result(viewer, src, out, "denoised")
     assert layer.name == "noisy denoised" and tuple(layer.scale) == (2, 3)
     assert p2p.add_result(viewer, src, out, "denoised") is layer  # a rerun updates it
+
+
+def test_the_colorize_sample_is_h_and_e_and_gets_the_model_for_it(make_napari_viewer, qtbot):
+    from napari_pix2pix._napari._qt.restore import ColorizeWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-pix2pix", "colorize")
+    w = ColorizeWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.set_layer("grayscale H&E")
+    info = w._models.current()
+    if "colorize-he" in p2p.list_models():
+        assert info.ref == "colorize-he"  # the sample's stain: the bundled model for it
+        w._models._model_combo.setCurrentIndex(w._models._model_combo.findText("colorize (bundled)"))
+        w._image_combo.set_layer("colour reference")
+        w._image_combo.set_layer("grayscale H&E")
+        assert w._models.current().ref == "colorize"  # chosen once: the user's choice is kept after
+    assert "H&E" in w._help.text() and "IHC" in w._help.text()  # which stains the models are for

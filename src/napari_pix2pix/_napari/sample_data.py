@@ -25,8 +25,9 @@ def _read(name: str) -> np.ndarray:
     return read_image(str(sample_path(name)))
 
 
-def _meta(task: str, role: str) -> dict[str, Any]:
-    return {"napari_pix2pix_sample": {"task": task, "role": role}}
+def _meta(task: str, role: str, **more: str) -> dict[str, Any]:
+    """What the widgets read of a sample layer: its task, its role (input, clean, target, mask), its model."""
+    return {"napari_pix2pix_sample": {"task": task, "role": role, **more}}
 
 
 def denoise_sample() -> list[LayerData]:
@@ -56,12 +57,17 @@ def inpaint_sample() -> list[LayerData]:
 
 
 def colorize_sample() -> list[LayerData]:
-    """A grayscale brightfield histology image (IHC) and its colour original."""
+    """A grayscale H&E-stained section and its true colours: the stain the bundled ``colorize-he`` is for.
+
+    The Colorize widget chooses ``colorize-he`` for it (the layer's metadata names the model).
+    The section is StarDist's H&E test image (from The Cancer Imaging Archive).
+    """
     gray, rgb = _read("colorize_gray.png"), _read("colorize_reference.jpg")
     return [
         (rgb, {"name": "colour reference", "visible": False, "rgb": True, "metadata": _meta("colorize", "clean")},
          "image"),
-        (gray, {"name": "grayscale", "colormap": "gray", "metadata": _meta("colorize", "input")}, "image"),
+        (gray, {"name": "grayscale H&E", "colormap": "gray",
+                "metadata": _meta("colorize", "input", model="colorize-he")}, "image"),
     ]
 
 

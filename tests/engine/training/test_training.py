@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import threading
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -443,3 +444,20 @@ def test_a_small_volume_trains_in_3d_at_the_defaults():
     vol = np.random.default_rng(0).random((12, 58, 58)).astype(np.float32)  # a 58-pixel volume (dipy's MR)
     model = p2p.train(input=vol, target=vol, spatial_dims=3, steps=2)
     assert model.spatial_dims == 3 and model.predict(vol).shape == vol.shape
+
+
+def test_noisy_clean_images_are_called_out_before_training(tmp_path):
+    from napari_pix2pix import NoisyCleanImagesWarning
+    from napari_pix2pix.engine.training.setup import NOISY_CLEAN, clean_images_noise
+
+    clean = phantoms.fluorescence((128, 128), 0)
+    noisy = add_noise(clean, {"photons": 30.0, "sigma": 0.02}, np.random.default_rng(0))
+    cfg = TrainConfig(task="denoise", steps=1, val_fraction=0, start_from="scratch", **TINY)
+    assert clean_images_noise(make_data("denoise", clean=[clean], patch_size=32)) < 0.1
+    assert clean_images_noise(make_data("denoise", clean=[noisy], patch_size=32)) > NOISY_CLEAN
+    assert clean_images_noise(make_data("denoise", input=[noisy], target=[clean], patch_size=32)) is None  # real pairs
+    with pytest.warns(NoisyCleanImagesWarning, match="look noisy.*learn from the noisy images alone"):
+        p2p.train(clean=[noisy], config=cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoisyCleanImagesWarning)
+        p2p.train(clean=[clean], config=cfg)

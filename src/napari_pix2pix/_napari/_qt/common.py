@@ -146,12 +146,25 @@ class StatusLabel(QLabel):
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.setMinimumHeight(2 * self.fontMetrics().lineSpacing() + 4)
         self.is_error = False
+        self._choice_problem: str | None = None
 
     def info(self, text: str) -> None:
         """Show a normal message."""
         self.is_error = False
         self.setStyleSheet("")
         self.setText(text)
+
+    def choice_problem(self, text: str | None) -> None:
+        """Say at once what is wrong with the current choices (in red, no notification); None: it was resolved.
+
+        A resolved problem's text is cleared only if it is still shown (not a later message).
+        """
+        if text:
+            if text != self.text():
+                self.error(text, notify=False)
+        elif self._choice_problem is not None and self.text() == self._choice_problem:
+            self.info("")
+        self._choice_problem = text or None
 
     def error(self, text: str, *, notify: bool = True, failure: bool = False) -> None:
         """Show a problem in red (and as a napari notification: a warning, or an error for a failed run)."""
@@ -281,8 +294,9 @@ class WorkerRunner:
     """
 
     def __init__(self, on_yielded: Callable[[Any], Any], on_finished: Callable[[Outcome], Any],
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, on_warned: Callable[[Warning], Any] | None = None) -> None:
         self._on_yielded, self._on_finished, self.stop_event = on_yielded, on_finished, stop
+        self._on_warned = on_warned  # a job's warnings (napari shows them as notifications too)
         self.worker: Any = None
         self._outcome: Outcome | None = None
 
@@ -308,6 +322,8 @@ class WorkerRunner:
         worker.errored.connect(lambda e: self._record(Outcome(error=e)))
         worker.aborted.connect(lambda: self._record(Outcome(aborted=True)))
         worker.finished.connect(self._finished)
+        if self._on_warned is not None:
+            worker.warned.connect(self._warned)
         self.worker = worker
         worker.start()
 
@@ -321,6 +337,12 @@ class WorkerRunner:
     def _record(self, outcome: Outcome) -> None:
         if self._outcome is None:
             self._outcome = outcome
+
+    def _warned(self, args: tuple[Any, ...]) -> None:
+        message = args[0] if args else None
+        if self._on_warned is not None and self.worker is not None:
+            with _unless_deleted():
+                self._on_warned(message if isinstance(message, Warning) else UserWarning(str(message)))
 
     def _yielded(self, update: Any) -> None:
         if self.worker is None or self._outcome is not None:  # a late report

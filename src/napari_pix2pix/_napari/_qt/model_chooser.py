@@ -90,6 +90,16 @@ class ModelChooser(QWidget):
         info = self._model_combo.currentData()
         return info if isinstance(info, ModelInfo) else None
 
+    def choose_bundled(self, name: str) -> bool:
+        """Choose the bundled model `name` if it is listed; returns whether it is the choice now."""
+        for i in range(self._model_combo.count()):
+            info = self._model_combo.itemData(i)
+            if isinstance(info, ModelInfo) and info.bundled and info.ref == name:
+                if i != self._model_combo.currentIndex():
+                    self._model_combo.setCurrentIndex(i)
+                return True
+        return False
+
     def why_not(self, info: ModelInfo) -> str | None:
         """Why this widget cannot use `info` (None if it can)."""
         return self._accepts(info)

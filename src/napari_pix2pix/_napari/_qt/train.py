@@ -27,6 +27,7 @@ from ...engine.formats.modelfile import ModelFileError
 from ...engine.training.config import RESUMABLE, resume_config
 from ...engine.training.data import patch_shape
 from ...engine.training.setup import checkpoint_config
+from .. import layers as lyr
 from ..choices import RECENT, read_header, short_path
 from ..jobs import train_job, warm_up_in_background
 from .common import DockWidget, Outcome, StatusLabel, WorkerRunner, napari_progress
@@ -83,7 +84,8 @@ class TrainWidget(DockWidget):
         super().__init__(parent)
         self._viewer = viewer
         self._stop = threading.Event()
-        self._runner = WorkerRunner(self._on_event, self._on_finished, self._stop)
+        self._runner = WorkerRunner(self._on_event, self._on_finished, self._stop, on_warned=self._on_warned)
+        self._notes: list[str] = []  # the run's warnings (noisy clean images, ...): said again when it ends
         self._pbar: Any = None
         self._job: TrainJob | None = None
         self._config_overrides: dict[str, Any] = {}  # extra options (tests, experts)
@@ -115,6 +117,8 @@ class TrainWidget(DockWidget):
         layout.addWidget(self._progress)
         layout.addStretch(1)
         self._data.task_changed.connect(self._settings.set_task)
+        self._data.layer_changed.connect(self._check_dims)
+        self._settings.dims_changed.connect(self._check_dims)
         for button, slot in {self._start_btn: self._start_clicked, self._stop_btn: self._request_stop,
                              self._resume_btn: self._resume_clicked, self._export_btn: self.open_export}.items():
             button.clicked.connect(slot)
@@ -122,9 +126,23 @@ class TrainWidget(DockWidget):
         self.destroyed.connect(lambda *_, stop=self._stop: stop.set())
         self._settings.set_task(self._data.task())
         self._data.preselect_target()
+        self._check_dims()
         self._warm = warm_up_in_background()  # torch's first optimizer import, off the GUI thread
 
     # ------------------------------------------------------------------ choices
+    def _check_dims(self, *_: Any) -> None:
+        """2.5D and 3D train on stacks: a single-plane layer chosen with them is called out when chosen."""
+        if self._runner.running:
+            return
+        dims, layer = self._settings.dims(), self._data.layer()
+        problem = None
+        if dims in ("2.5d", "3d") and layer is not None and not lyr.stack_shape(layer):
+            what = "a 3D network learns from volumes (Z, Y, X)" if dims == "3d" else \
+                "a 2.5D network sees each plane with its neighbours along Z"
+            problem = (f"“{layer.name}” is a single plane, and {what}: choose a stack of planes, or Dimensions "
+                       "2D.")
+        self._status.choice_problem(problem)
+
     def set_steps(self, steps: int) -> None:
         """Train for `steps` steps (instead of a time budget)."""
         self._settings.set_duration(steps=steps)
@@ -204,6 +222,7 @@ class TrainWidget(DockWidget):
         self._job = job
         self._last_pbar = 0.0
         self._stepped = False
+        self._notes = []
         self._progress.start(cfg.steps, job.resume is not None, job.layer)
         self._settings._output.setText(str(job.model_path))
         self._made_preview = self._prepare_preview(None)  # adding layers is the slowest GUI step: before the run
@@ -241,6 +260,13 @@ class TrainWidget(DockWidget):
                 self._status.info(ev.message[0].upper() + ev.message[1:] + "…")
         elif isinstance(ev, CheckpointSaved) and ev.kind == "checkpoint":
             self._settings._resume_path.setText(ev.path)
+
+    def _on_warned(self, warning: Warning) -> None:
+        """A warning of the run (napari also shows it as a notification): in the status now and when it ends."""
+        text = str(warning)
+        if text and text not in self._notes:
+            self._notes.append(text)
+            self._status.error(text[0].upper() + text[1:] + ".", notify=False)
 
     def _prepare_preview(self, plan: Any) -> bool:
         """Make the run's preview layers (before the worker starts; again at the plan, with its patch size).
@@ -298,8 +324,13 @@ class TrainWidget(DockWidget):
         kept = (f" (the weights of step {summary['weights_of_step']}, best on the held-out part: {best:.2f} dB)"
                 if isinstance(best, float) and best > -1e9 and summary.get("weights_of_step") not in (None, steps)
                 else "")
-        self._status.info(f"Model saved{done} ({status}){kept}: {model_path}. It is now listed in the "
-                          "Denoise/Inpaint/Colorize/Translate widgets.")
+        text = (f"Model saved{done} ({status}){kept}: {model_path}. It is now listed in the "
+                "Denoise/Inpaint/Colorize/Translate widgets.")
+        if self._notes:  # what the run warned about stays in view
+            self._status.error(text + " Note: " + " ".join(n[0].upper() + n[1:] + "." for n in self._notes),
+                               notify=False)
+        else:
+            self._status.info(text)
         self._last_model = str(model_path.resolve())
         self.model_saved.emit(str(model_path))
 

@@ -42,6 +42,7 @@ class TrainingData(QWidget):
     """The task and the training data (layers or folders; real pairs or clean images)."""
 
     task_changed = Signal(str)
+    layer_changed = Signal()  # the layer the data come from (input or clean images) may have changed
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         from napari.layers import Image
@@ -96,6 +97,11 @@ class TrainingData(QWidget):
         self._source_combo.currentIndexChanged.connect(self._source_stack.setCurrentIndex)
         self._task_combo.currentIndexChanged.connect(self._on_task)
         self._input_combo.currentIndexChanged.connect(self.preselect_target)
+        for combo in (self._input_combo, self._clean_combo):  # a sample's layer brings its task
+            combo.currentIndexChanged.connect(lambda *_, c=combo: self._follow_sample(c))
+        for box in (self._input_combo, self._clean_combo, self._source_combo):
+            box.currentIndexChanged.connect(lambda *_: self.layer_changed.emit())
+        self._follow_sample(self._input_combo)
 
     def task(self) -> str:
         """The chosen task."""
@@ -109,9 +115,44 @@ class TrainingData(QWidget):
         task, source = self.task(), self._source_combo.currentData()
         if task == "inpaint" and source in ("layers", "folders"):  # masks are synthesized from clean images
             self._source_combo.setCurrentIndex(1 if source == "layers" else 3)
+            self._prefer_sample(self._clean_combo, task, ("clean",))
         elif task == "translate" and source in ("clean", "clean_dir"):
             self._source_combo.setCurrentIndex(0 if source == "clean" else 2)
         self.task_changed.emit(task)
+
+    def layer(self) -> Any:
+        """The layer the data come from (the input, or the clean images), or None (folders, nothing chosen)."""
+        kind = self._source_combo.currentData()
+        try:
+            return {"layers": self._input_combo, "clean": self._clean_combo}[kind].layer() \
+                if kind in ("layers", "clean") else None
+        except RuntimeError:  # the widget is gone
+            return None
+
+    def _follow_sample(self, combo: LayerCombo) -> None:
+        """A layer of one of the plugin's samples chosen: its task (the Translate sample trains Translate)."""
+        try:
+            layer = combo.layer()
+        except RuntimeError:
+            return
+        task = _sample_meta(layer).get("task")
+        if task in TASKS and task != self.task():
+            self.set_task(str(task))
+
+    def _prefer_sample(self, combo: LayerCombo, task: str, roles: tuple[str, ...]) -> None:
+        """Choose a layer of `task`'s sample with one of `roles` in `combo`, if one is open and none is chosen."""
+        try:
+            if _sample_meta(combo.layer()).get("role") in roles:
+                return
+            for i in range(combo.count()):
+                name = combo.itemData(i)
+                if name in self._viewer.layers:
+                    meta = _sample_meta(self._viewer.layers[name])
+                    if meta.get("task") == task and meta.get("role") in roles:
+                        combo.set_layer(name)
+                        return
+        except RuntimeError:
+            return
 
     def preselect_target(self, *_: Any) -> None:
         """A target other than the input: a layer whose name or sample role says so, else the next one."""
@@ -128,7 +169,7 @@ class TrainingData(QWidget):
 
         def score(name: str) -> int:
             layer = self._viewer.layers[name]
-            role = (getattr(layer, "metadata", {}) or {}).get("napari_pix2pix_sample", {}).get("role")
+            role = _sample_meta(layer).get("role")
             return 2 * (role in ("clean", "target")) + any(h in name.lower() for h in TARGET_HINTS)
 
         self._target_combo.set_layer(max(others, key=score))
@@ -202,6 +243,12 @@ class TrainingData(QWidget):
                              "target layer, or train from RGB clean images (the gray input is synthesized).")
         channel_axis = -1 if (ca is not None or cb is not None) else None
         return {"input": xa, "target": xb, "channel_axis": channel_axis}, a
+
+
+def _sample_meta(layer: Any) -> dict[str, Any]:
+    """What the plugin's sample data say of a layer ({"task": ..., "role": ...}), or {}."""
+    meta = (getattr(layer, "metadata", None) or {}).get("napari_pix2pix_sample") if layer is not None else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _spatial(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ LOSS_NAMES = {"G_GAN": "adversarial", "G_L1": "L1 to target", "G_L2": "L2 to tar
 PREVIEW_NAME = "pix2pix preview (input | output | target)"
 PREVIEW_UNCERTAINTY_NAME = "pix2pix preview uncertainty"  # over the preview's output panel (hidden at first)
 PREVIEW_GAP = 4  # pixels between the preview's panels
+PREVIEW_HEIGHT = 0.4  # the preview's height: up to this share of the images' (zoomed by whole pixels, if at all)
 UI_INTERVAL = 0.25  # seconds between updates of the progress display and curves (repaints cost GUI time)
 
 
@@ -144,13 +145,16 @@ class TrainingProgress(QWidget):
             return layers[PREVIEW_NAME]
         if PREVIEW_NAME in layers:
             layers.remove(PREVIEW_NAME)
-        translate = (0.0, 0.0)
-        if len(layers):  # to the right of everything shown, so that it covers nothing
-            (lo, hi) = np.asarray(layers.extent.world)[:, -2:]
+        translate, scale = (0.0, 0.0), self._layer_scale
+        box = _world_box(layers)
+        if box is not None:  # to the right of everything shown, so that it covers nothing, and large enough to read
+            lo, hi = box
             translate = (float(lo[0]), float(hi[1] + 0.05 * (hi[1] - lo[1])))
+            zoom = max(1.0, float(np.floor(PREVIEW_HEIGHT * (hi[0] - lo[0]) / (img.shape[0] * scale[0]))))
+            scale = (scale[0] * zoom, scale[1] * zoom)  # whole pixels: crisp
         selected = list(layers.selection)
         layer = self._viewer.add_image(img, name=PREVIEW_NAME, rgb=rgb, contrast_limits=(0, 1),
-                                       scale=self._layer_scale, translate=translate,
+                                       scale=scale, translate=translate,
                                        colormap="gray" if not rgb else None, metadata={HELPER: True})
         _keep_selection(layers, selected)  # a helper layer never becomes the selected (default) layer
         self._viewer.reset_view()  # the preview lies beside the images: show both
@@ -202,6 +206,15 @@ class TrainingProgress(QWidget):
             self.preview_layer(np.zeros(shape, np.float32))
         if PREVIEW_UNCERTAINTY_NAME not in self._viewer.layers:
             self.preview_uncertainty_layer(np.zeros((size, size), np.float32))
+
+
+def _world_box(layers: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) corners (Y, X, world units) of the user's layers (the plugin's helper layers left out)."""
+    boxes = [np.asarray(layer.extent.world)[:, -2:] for layer in layers
+             if not (getattr(layer, "metadata", {}) or {}).get(HELPER) and layer.ndim >= 2]
+    if not boxes:
+        return None
+    return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
 
 
 def _keep_selection(layers: Any, selected: list[Any]) -> None:

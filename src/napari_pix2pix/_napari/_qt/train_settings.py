@@ -12,6 +12,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -113,6 +114,8 @@ def field_value(opt: Option, field: QWidget) -> Any:
 
 class TrainingSettings(QWidget):
     """How to train: recipe, starting model, duration, dimensions, network size, file, and the Advanced options."""
+
+    dims_changed = Signal(str)  # "2d", "2.5d" or "3d"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -271,6 +274,11 @@ class TrainingSettings(QWidget):
             self._patch_spin.setValue(0)
         self._refresh_starts()
         self._on_preset()
+        self.dims_changed.emit(str(dims))
+
+    def dims(self) -> str:
+        """The chosen dimensions: "2d", "2.5d" or "3d"."""
+        return str(self._dims_combo.currentData())
 
     def _on_start_from(self, *_: Any) -> None:
         warm = self._start_combo.currentData() not in ("auto", "scratch", None)

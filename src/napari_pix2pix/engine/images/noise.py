@@ -25,6 +25,14 @@ import numpy as np
 KINDS = ("gaussian", "poisson", "poisson-gaussian")
 
 
+class NoisyCleanImagesWarning(UserWarning):
+    """The clean images a denoiser's training pairs are synthesized from are noisy themselves.
+
+    Training warns with it before the first step (``warnings.simplefilter("error",
+    NoisyCleanImagesWarning)`` makes it an error); the napari widgets show it as a notification.
+    """
+
+
 @dataclass(frozen=True)
 class NoiseModel:
     """Signal-dependent noise: ``Var[y] = gain · (E[y] − offset) + read²``, in the image's intensity units.

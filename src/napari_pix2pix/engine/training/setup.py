@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..core.device import autocast_dtype
 from ..core.network import Network
 from ..core.normalization import Normalization, safe_range
 from ..formats.networks import network_from_metadata
-from ..images.noise import NoiseModel, estimate_noise
+from ..images.noise import NoiseModel, NoisyCleanImagesWarning, estimate_noise
 from ..images.synthesis import NoiseConfig
 from ..predict.runner import forget_after_steps
 from .checkpoints import load_checkpoint, unflatten_optimizer
@@ -164,10 +165,61 @@ def prepare(cfg: TrainConfig, data: PairedData | None, src: dict[str, Any], star
     if auto and start_from is None and cfg.network.preset is None:  # automatic, nothing fitting: a new network
         found = found.with_options(start_from="scratch")
     noise = _estimated_noise(data) if data.self_supervised else None
+    if not resuming and (share := clean_images_noise(data)) is not None and share >= NOISY_CLEAN:
+        warnings.warn(noisy_clean_message(share), NoisyCleanImagesWarning, stacklevel=2)
     plan = make_plan(found, min_size=data.min_size(), arch=arch, warm=start is not None,
                      noise_model=noise.to_dict() if noise is not None else None)
     check_patch(data.planes, patch_shape(plan.patch_size, data.dims), "")
     return plan, data, start
+
+
+NOISY_CLEAN = 0.35  # their own noise / the noise the pairs add (typical microscopy references: <= 0.3)
+
+
+def clean_images_noise(data: PairedData, planes: int = 8, crop: int = 1024) -> float | None:
+    """How noisy a denoiser's clean images are: their own noise over the noise its pairs add.
+
+    Both on the clean images' [0, 1] scale: their noise is estimated (wavelet MAD,
+    :func:`skimage.restoration.estimate_sigma`, on a central crop of up to `crop` px of a few
+    planes; the median), the noise the pairs add is the median standard deviation of the
+    noise config's draws at the images' mean intensity. None unless the pairs are synthesized
+    for denoising. A clean image that is really clean gives ~0.0-0.1, a real microscope
+    reference up to ~0.3, a noisy image given as clean ~1.
+    """
+    from skimage.restoration import estimate_sigma
+
+    if not (data.synthesize and data.task.name == "denoise"):
+        return None
+    own, means = [], []
+    for p in [*data.planes, *data.val][:planes]:
+        t = p.target
+        while t.ndim > 3:  # a volume (C, Z, Y, X): its middle plane
+            t = t[:, t.shape[1] // 2]
+        h, w = t.shape[-2:]
+        y0, x0 = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+        t = np.asarray(t[:, y0: y0 + crop, x0: x0 + crop], np.float32)
+        if min(t.shape[-2:]) < 8:
+            continue
+        own.append(float(np.mean([estimate_sigma(c) for c in t])))
+        means.append(float(np.clip(t.mean(), 0, None)))
+    if not own:
+        return None
+    rng = np.random.default_rng(0)
+    mean = float(np.median(means))
+    added = []
+    for _ in range(256):
+        d = (data.synth or NoiseConfig()).draw(rng)
+        added.append(math.sqrt(mean / d["photons"] + d["sigma"] ** 2) if d["photons"] > 0 else d["sigma"])
+    typical = float(np.median(added))
+    return float(np.median(own)) / typical if typical > 0 else None
+
+
+def noisy_clean_message(share: float) -> str:
+    """What a user whose clean images are noisy is told, and what to do."""
+    return (f"the clean images look noisy: their own noise is about {share:.0%} of the noise added to make the "
+            "training inputs, and a denoiser trained on pairs synthesized from them learns to keep it. Denoise them "
+            "first (the Denoise widget, or p2p.denoise), or learn from the noisy images alone (Train: target 'none — "
+            "learn from the noisy images'; p2p.train(input=noisy, task='denoise'))")
 
 
 def _self_supervised(cfg: TrainConfig, data: PairedData) -> TrainConfig:
