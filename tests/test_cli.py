@@ -160,3 +160,59 @@ def test_cli_learns_from_noisy_images_alone_and_predicts_with_a_noise_model(tmp_
     capsys.readouterr()
     rc = main(["predict", str(inpaint), str(tmp_path / "low"), "-o", str(tmp_path / "p3"), "--noise", "auto"])
     assert rc == 2 and "--noise is for denoisers" in capsys.readouterr().err
+
+
+def _noisy_stack_zarr(path, shape=(4, 96, 96), seed=0):
+    import zarr
+
+    rng = np.random.default_rng(seed)
+    data = np.stack([phantoms.to_uint16(phantoms.nuclei(shape[1:], i)) for i in range(shape[0])])
+    data = (data + rng.normal(0, 800, data.shape)).clip(0, 65535).astype(np.uint16)
+    z = zarr.open_array(store=str(path), mode="w", shape=data.shape, chunks=(1, 48, 48), dtype=data.dtype)
+    z[:] = data
+    return data
+
+
+def test_cli_predicts_a_zarr_store_on_a_local_cluster_of_2_workers(tmp_path, capsys):
+    pytest.importorskip("distributed", reason="the cluster extra")
+    from napari_pix2pix.engine.images.io import open_zarr
+    from napari_pix2pix.engine.images.zarrstore import read_axes
+
+    data = _noisy_stack_zarr(tmp_path / "in.zarr")
+    path = tiny_model("denoise").save(tmp_path / "d.safetensors")
+    expect = tiny_model("denoise").predict(data, device="cpu", precision="fp32")
+    assert main(["predict", str(path), str(tmp_path / "in.zarr"), "-o", str(tmp_path / "out.zarr"),
+                 "--workers", "2", "--device", "cpu", "--precision", "fp32"]) == 0
+    assert "out.zarr" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(open_zarr(tmp_path / "out.zarr")[:]), expect)
+    assert read_axes(tmp_path / "out.zarr").names == ["z", "y", "x"]
+    assert main(["predict", str(path), str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--workers", "2"]) != 0
+
+
+def test_cli_resume_continues_an_interrupted_prediction(tmp_path, capsys, monkeypatch):
+    from napari_pix2pix.engine.images.io import open_zarr
+    from napari_pix2pix.engine.images.zarrstore import ZarrTarget, partial_path
+
+    data = _noisy_stack_zarr(tmp_path / "in.zarr", shape=(5, 64, 64))
+    path = tiny_model("denoise").save(tmp_path / "d.safetensors")
+    expect = tiny_model("denoise").predict(data, device="cpu", precision="fp32")
+    args = ["predict", str(path), str(tmp_path / "in.zarr"), "-o", str(tmp_path / "out.zarr"), "--device", "cpu",
+            "--precision", "fp32"]
+    computed = []
+    real = ZarrTarget.mark_done
+
+    def interrupt_after_2(self, i):
+        if len(computed) == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        computed.append(i)
+        real(self, i)
+
+    monkeypatch.setattr(ZarrTarget, "mark_done", interrupt_after_2)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and partial_path(tmp_path / "out.zarr").name in err
+    monkeypatch.setattr(ZarrTarget, "mark_done", lambda self, i: (computed.append(i), real(self, i))[1])
+    assert main(args) != 0 and "resume" in capsys.readouterr().err  # not overwritten unasked
+    assert main([*args, "--resume"]) == 0
+    assert len(computed) == 5 and len(set(computed)) == 5  # 2 before, the 3 missing after
+    assert np.array_equal(np.asarray(open_zarr(tmp_path / "out.zarr")[:]), expect)

@@ -93,7 +93,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"input {item!r} is neither a file nor a folder")
     if not files:
         raise ValueError(f"no TIFF/PNG/JPEG images or zarr stores found in {args.inputs}")
-    out_dir = Path(args.output)
+    cluster = {"client": args.scheduler} if args.scheduler else {"workers": args.workers} if args.workers else {}
+    store = Path(args.output) if Path(args.output).suffix.lower() == ".zarr" else None  # -o result.zarr: that store
+    if store is not None and len(files) != 1:
+        raise ValueError(f"-o {args.output} names one zarr store: give one input (or an output folder for several)")
+    if (cluster or args.resume) and store is None and not all(is_zarr(f) for f in files):
+        raise ValueError("--scheduler, --workers and --resume write zarr stores: give zarr inputs, or one input and "
+                         "-o NAME.zarr")
+    out_dir = store.parent if store is not None else Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     masks = {p.stem: p for p in list_images(args.mask_dir)} if args.mask_dir else {}
     if args.noise is not None and model.task.name != "denoise":  # refused before any file is read
@@ -101,24 +108,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if model.task.needs_mask and not masks:
         print("note: no --mask-dir given; NaN pixels of float images are inpainted", file=sys.stderr)
     for f in files:
-        image = read_image(f)
+        zarr_out = store if store is not None else (
+            out_dir / (f.stem + args.suffix + ".zarr") if is_zarr(f) else None)  # lazy in, lazy out
+        hyperstack = (image_axes(f) or "").endswith("C")  # read_image moves its channels last
+        lazy = zarr_out is not None and (is_zarr(f) or (f.suffix.lower() in (".tif", ".tiff") and not hyperstack))
+        if lazy:  # read where it is needed (on a cluster: by the workers), TIFF through tifffile's zarr interface
+            from .engine.images.io import open_lazy
+
+            array: Any = open_lazy(f)  # a file that cannot be opened is named here, before any work
+        else:
+            array = read_image(f)
+        image: Any = str(f) if lazy else array
         ca = args.channel_axis
-        is_rgb_file = image.ndim == 3 and image.shape[-1] in (3, 4) and f.suffix.lower() != ".tif"
-        if ca is None and (is_rgb_file or (image_axes(f) or "").endswith("C")):
+        is_rgb_file = array.ndim == 3 and array.shape[-1] in (3, 4) and f.suffix.lower() != ".tif"
+        if ca is None and (is_rgb_file or hyperstack):
             ca = -1  # RGB files, and hyperstacks (read with their channels last)
         mask = read_image(masks[f.stem]) != 0 if f.stem in masks else None
         bar = _progress_bar(0, f.name)
         t = time.perf_counter()
 
         def on_progress(p: Any, bar: Any = bar) -> None:
+            bar.unit = " " + p.unit
             bar.total = p.total
             bar.n = p.done
             bar.refresh()
 
-        zarr_out = out_dir / (f.stem + args.suffix + ".zarr") if is_zarr(f) else None  # lazy in, lazy out
-        result = model.predict(image, mask, channel_axis=ca, tile_size=args.tile_size, overlap=args.overlap,
-                               batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               progress=on_progress, out=zarr_out, tta=args.tta, noise=args.noise)
+        big = {"resume": args.resume, "pyramid": args.pyramid, **cluster} if zarr_out is not None else {}
+        try:
+            result = model.predict(image, mask, channel_axis=ca, tile_size=args.tile_size, overlap=args.overlap,
+                                   batch_size=args.batch_size, device=args.device, precision=args.precision,
+                                   progress=on_progress, out=zarr_out, tta=args.tta, noise=args.noise, **big)
+        except KeyboardInterrupt:
+            bar.close()
+            from .engine.images.zarrstore import partial_path
+
+            if zarr_out is not None and partial_path(zarr_out).exists():
+                print(f"\ninterrupted: the finished blocks are kept in {partial_path(zarr_out)}; continue with "
+                      "the same command and --resume", file=sys.stderr)
+            return 130
         bar.close()
         if zarr_out is not None:
             print(f"{f.name} -> {zarr_out} ({result.shape}, {result.dtype}, {time.perf_counter() - t:.1f} s)")
@@ -338,6 +365,16 @@ def _predict_parser(sub: Any) -> None:
                    help="denoisers: predict in the variance-stabilized domain of this noise: auto (estimated from each "
                         "image), poisson, gaussian, or gain,offset,read (e.g. 2.1,100,3.5); default: none")
     p.add_argument("--suffix", default="", help="appended to output file names")
+    big = p.add_argument_group("zarr outputs (zarr inputs, or one input with -o NAME.zarr)")
+    where = big.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="compute the blocks on this dask cluster (e.g. tcp://host:8786); needs "
+                            "napari-pix2pix[cluster]")
+    where.add_argument("--workers", type=_positive(int), metavar="N",
+                       help="compute the blocks on a local dask cluster of N worker processes (1 thread each)")
+    big.add_argument("--resume", action="store_true",
+                     help="continue an interrupted prediction into the same store: only its missing blocks")
+    big.add_argument("--pyramid", action="store_true", help="also write downsampled levels (a multiscale OME-Zarr)")
     p.set_defaults(func=cmd_predict)
 
 

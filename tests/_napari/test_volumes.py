@@ -35,10 +35,17 @@ def test_train_3d_from_volume_layers_and_denoise_the_volume(make_napari_viewer, 
     w._config_overrides = {"generator": {"ngf": 4}, "ndf": 4, "n_layers": 2}
     w._data._task_combo.setCurrentIndex(w._data._task_combo.findData("denoise"))
     w._data._source_combo.setCurrentIndex(w._data._source_combo.findData("layers"))
+    w._data._input_combo.set_layer("one plane")
+    w._settings._dims_combo.setCurrentIndex(w._settings._dims_combo.findData("3d"))
+    # said when chosen, not only at Start: a single plane for a 3D network
+    assert w._status.is_error and "single plane" in w._status.text() and "one plane" in w._status.text()
+    w._settings._dims_combo.setCurrentIndex(w._settings._dims_combo.findData("2.5d"))
+    assert "2.5D" in w._status.text()
     w._settings._dims_combo.setCurrentIndex(w._settings._dims_combo.findData("3d"))
     assert w._settings._preset_combo.currentData() == "unet3d_tiny" and not w._settings._patch_spin.isEnabled()
     assert w._settings._start_combo.findData("denoise") >= 0  # the 2D bundled denoiser starts a 3D run (inflated)
     w._data._input_combo.set_layer("noisy")
+    assert w._status.text() == ""  # a stack now: the problem is gone
     w._data._target_combo.set_layer("clean")
     w._settings._batch_spin.setValue(1)
     w.set_steps(3)
@@ -54,10 +61,13 @@ def test_train_3d_from_volume_layers_and_denoise_the_volume(make_napari_viewer, 
     d = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(d)
     assert d.use_model_file(path), d._status.text()
-    d._image_combo.set_layer("one plane")
+    d._image_combo.set_layer("one plane")  # said when chosen, and again at Run
+    assert d._status.is_error and "3D model" in d._status.text() and "single plane" in d._status.text()
+    d._status.info("")
     d._run_btn.click()
     assert d._status.is_error and "3D model" in d._status.text() and "single plane" in d._status.text()
     d._image_combo.set_layer("noisy")
+    assert d._status.text() == ""
     assert not d._scope_combo.isEnabled()  # a 3D model restores the whole volume
     with qtbot.waitSignal(d.done, timeout=TIMEOUT) as blocker:
         d._run_btn.click()
@@ -88,3 +98,95 @@ def test_a_multiscale_layer_is_restored_into_a_lazy_multiscale_zarr_layer(make_n
     d._uncertainty_check.setChecked(True)
     d._run_btn.click()
     assert d._status.is_error and "zarr" in d._status.text()
+
+
+@pytest.fixture
+def _clusters():
+    """Close the local clusters the widgets start (they are kept for the session otherwise)."""
+    from napari_pix2pix._napari.jobs import close_clusters
+
+    yield
+    close_clusters()
+
+
+def test_compute_on_a_local_cluster_drives_the_same_engine_call_and_is_remembered(
+        make_napari_viewer, qtbot, tmp_path, tiny_model_files, _clusters):
+    pytest.importorskip("distributed", reason="the cluster extra")
+    from napari_pix2pix._napari.choices import compute_setting
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    full = (rng.random((3, 300, 260)) * 3000 + 100).astype(np.uint16)
+    viewer.add_image([full, full[:, ::2, ::2]], name="slide", multiscale=True)
+    d = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(d)
+    assert d.use_model_file(tiny_model_files["denoise"]), d._status.text()
+    d._big_dir.setText(str(tmp_path))
+    d._image_combo.set_layer("slide")
+    assert not d._advanced.is_expanded()  # folded away: the defaults run here
+    d._advanced.expand()
+    where = d._compute._where
+    where.setCurrentIndex(where.findData("local"))
+    d._compute._workers.setValue(2)
+    assert not d._compute._workers.isHidden() and d._compute._address.isHidden()
+    assert compute_setting().where == "local" and compute_setting().workers == 2  # remembered at once
+    calls = []
+    from napari_pix2pix._napari import jobs
+
+    real = jobs.cluster_client
+    jobs.cluster_client = lambda address, workers: (calls.append((address, workers)), real(address, workers))[1]
+    try:
+        with qtbot.waitSignal(d.done, timeout=TIMEOUT) as blocker:
+            d._run_btn.click()
+    finally:
+        jobs.cluster_client = real
+    assert blocker.args[0] == "finished", d._status.text()
+    assert calls == [(None, 2)]  # the widget's choice reached the engine call
+    out = viewer.layers["slide denoised"]
+    expect = load_model(tiny_model_files["denoise"]).predict(full)  # the widget's defaults are predict's
+    assert np.array_equal(np.asarray(out.data[0]), expect)  # the same result as in this process
+    again = DenoiseWidget(viewer)  # a new widget (a new session) starts from the remembered choice
+    assert again._compute.setting().where == "local" and again._compute._workers.value() == 2
+    again._compute._where.setCurrentIndex(again._compute._where.findData("scheduler"))
+    again._image_combo.set_layer("slide")
+    again._run_btn.click()
+    assert again._status.is_error and "scheduler's address" in again._status.text()
+
+
+def test_a_cancelled_store_prediction_keeps_its_blocks_and_the_next_run_continues(
+        make_napari_viewer, qtbot, tmp_path, tiny_model_files):
+    from napari_pix2pix.engine.images import zarrstore
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(2)
+    full = (rng.random((4, 256, 256)) * 3000 + 100).astype(np.uint16)
+    viewer.add_image([full, full[:, ::2, ::2]], name="slide", multiscale=True)
+    d = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(d)
+    assert d.use_model_file(tiny_model_files["denoise"]), d._status.text()
+    d._big_dir.setText(str(tmp_path))
+    d._image_combo.set_layer("slide")
+    marked = []
+    real = zarrstore.ZarrTarget.mark_done
+
+    def mark(self, i):
+        marked.append(i)
+        real(self, i)
+        if len(marked) == 2:
+            d._cancel.set()  # Cancel, after two of the four planes
+
+    zarrstore.ZarrTarget.mark_done = mark
+    try:
+        with qtbot.waitSignal(d.done, timeout=TIMEOUT) as blocker:
+            d._run_btn.click()
+        assert blocker.args[0] == "cancelled"
+        assert "kept in .slide-denoised.zarr.partial" in d._status.text() and "continue" in d._status.text()
+        assert (tmp_path / ".slide-denoised.zarr.partial").is_dir() and not (tmp_path / "slide-denoised.zarr").exists()
+        with qtbot.waitSignal(d.done, timeout=TIMEOUT) as blocker:
+            d._run_btn.click()
+    finally:
+        zarrstore.ZarrTarget.mark_done = real
+    assert blocker.args[0] == "finished", d._status.text()
+    assert sorted(marked) == [0, 1, 2, 3]  # the two missing planes only, the second time
+    out = viewer.layers["slide denoised"]
+    assert np.array_equal(np.asarray(out.data[0]), load_model(tiny_model_files["denoise"]).predict(full))

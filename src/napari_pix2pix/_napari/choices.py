@@ -223,3 +223,61 @@ def model_choices(task: str | None = None) -> list[ModelInfo]:
         if task is None or info.task == task:
             out.append(info)
     return out
+
+
+@dataclass(frozen=True)
+class ComputeSetting:
+    """Where the restoration widgets compute results written to a zarr store (remembered across sessions).
+
+    ``where`` is ``"here"`` (this napari process), ``"local"`` (a local dask cluster of
+    ``workers`` single-threaded processes) or ``"scheduler"`` (the dask scheduler at ``address``).
+    """
+
+    where: str = "here"
+    workers: int = 2
+    address: str = ""
+
+    def predict_kwargs(self) -> dict[str, Any]:
+        """The ``client=`` / ``workers=`` of :meth:`Pix2PixModel.predict` for this choice."""
+        if self.where == "local":
+            return {"workers": int(self.workers)}
+        if self.where == "scheduler":
+            return {"client": self.address}
+        return {}
+
+    def problem(self) -> str | None:
+        """Why this choice cannot run (a missing address, dask.distributed not installed), or None."""
+        if self.where == "here":
+            return None
+        if self.where == "scheduler" and "://" not in self.address and ":" not in self.address:
+            return ("Compute on: give the dask scheduler's address, e.g. tcp://host:8786 (printed by "
+                    "'dask scheduler' or the cluster's dashboard).")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            return 'Compute on a cluster needs dask.distributed: pip install "napari-pix2pix[cluster]".'
+        return None
+
+
+def _compute_file() -> Path:
+    return config_dir() / "compute.json"
+
+
+def compute_setting() -> ComputeSetting:
+    """The remembered "Compute on" choice (this process when none, or when the file is unreadable)."""
+    try:
+        d = json.loads(_compute_file().read_text())
+        s = ComputeSetting(str(d.get("where", "here")), max(1, int(d.get("workers", 2))), str(d.get("address", "")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return ComputeSetting()
+    return s if s.where in ("here", "local", "scheduler") else ComputeSetting()
+
+
+def save_compute_setting(setting: ComputeSetting) -> None:
+    """Remember the "Compute on" choice (a settings folder that cannot be written is not an error)."""
+    try:
+        _compute_file().parent.mkdir(parents=True, exist_ok=True)
+        data = {"where": setting.where, "workers": setting.workers, "address": setting.address}
+        atomic_write_bytes(_compute_file(), json.dumps(data, indent=1).encode())
+    except OSError:
+        pass

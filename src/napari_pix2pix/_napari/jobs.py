@@ -7,6 +7,8 @@ between two batches (prediction) or two steps (training) through a ``threading.E
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -129,6 +131,10 @@ class PredictSettings:
     batch_size: int | None = None  # None: the engine picks it from the activation memory
     out: str | None = None  # a zarr store to write (a result too large for memory), with a multiscale pyramid
     tta: bool | int = False  # average over flips/rotations (the result only; the uncertainty samples them anyway)
+    # a result written to a zarr store (`out`) can be computed on a dask cluster:
+    client: str | None = None  # a scheduler's address (tcp://host:8786)
+    workers: int | None = None  # or a local cluster of this many single-threaded worker processes (kept for reuse)
+    resume: bool = False  # continue the interrupted prediction into `out` (its finished blocks are kept)
 
 
 def predict_job(
@@ -158,12 +164,48 @@ def predict_job(
     yield Progress(0, 0, "loading the model")
     _wait_for_warm_up()
     net = load_model_cached(model)
-    big = {"out": settings.out, "pyramid": True} if settings.out else {}
+    big: dict[str, Any] = {"out": settings.out, "pyramid": True, "resume": settings.resume} if settings.out else {}
+    if settings.out and (settings.client or settings.workers):
+        yield Progress(0, 0, "connecting to the cluster")
+        big["client"] = cluster_client(settings.client, settings.workers)
     gen = net.predict_iter(image, mask, **_predict_kwargs(settings), tta=settings.tta, cancel=cancel, **big)
     result = yield from relay(gen, cancel)
     if result is not None and settings.out:  # every level, lazily: napari shows them as a multiscale layer
         return open_levels(settings.out)
     return result
+
+
+_CLUSTERS: dict[Any, tuple[Any, Any]] = {}
+_CLUSTERS_LOCK = threading.Lock()
+
+
+def cluster_client(address: str | None, workers: int | None) -> Any:
+    """A dask Client for a scheduler `address` or a local cluster of `workers` processes, kept for the session.
+
+    Starting a local cluster takes seconds: it is started once and reused by later runs (and
+    closed when Python exits, or by :func:`close_clusters`).
+    """
+    from ..engine.predict.distributed import connect
+
+    key = address or int(workers or 1)
+    with _CLUSTERS_LOCK:
+        found = _CLUSTERS.get(key)
+        if found is not None and getattr(found[0], "status", "") == "running":
+            return found[0]
+        client, close = connect(address, None if address else workers)
+        _CLUSTERS[key] = (client, close)
+        if len(_CLUSTERS) == 1:
+            atexit.register(close_clusters)
+        return client
+
+
+def close_clusters() -> None:
+    """Close the clusters (and clients) :func:`cluster_client` started."""
+    with _CLUSTERS_LOCK:
+        for _client, close in _CLUSTERS.values():
+            with contextlib.suppress(Exception):
+                close()
+        _CLUSTERS.clear()
 
 
 def _predict_kwargs(settings: PredictSettings) -> dict[str, Any]:

@@ -36,8 +36,10 @@ from .core.progress import (
 from .core.tasks import TASKS, get_task
 from .formats.export import ExportReport, guess_format
 from .formats.modelfile import ModelFileError, read_metadata, read_model_file
+from .images.noise import NoisyCleanImagesWarning
 from .model import Pix2PixModel, import_reference_checkpoint
-from .predict.tiled import TTA_COUNTS, PredictOptions, predict_iter, tta_transforms
+from .predict.stores import predict_iter
+from .predict.tiled import TTA_COUNTS, PredictOptions, tta_transforms
 from .predict.uncertainty import ResidualReport, residual_report, uncertainty_iter
 from .registry import bundled_paths, default_model_name, list_models, load_model
 
@@ -51,7 +53,8 @@ _LAZY = {  # name: module (relative to this package) — training pulls in more 
 
 __all__ = [
     "DEVICES", "PRECISIONS", "TASKS", "TTA_COUNTS", "Cancelled", "CheckpointSaved", "ExportReport", "ModelFileError",
-    "Network", "NoBundledModelError", "Normalization", "Pix2PixModel", "PredictOptions", "PredictionCancelled",
+    "Network", "NoBundledModelError", "NoisyCleanImagesWarning", "Normalization", "Pix2PixModel", "PredictOptions",
+    "PredictionCancelled",
     "Progress", "ResidualReport", "StatusUpdate", "StepUpdate", "TrainEvent", "TrainingStatus", "ValidationUpdate",
     "bundled_paths", "colorize", "cpu_has_fast_bf16", "default_model_name", "denoise", "get_task", "guess_format",
     "import_reference_checkpoint", "inpaint", "list_models", "load_model", "predict_iter", "read_metadata",

@@ -21,7 +21,8 @@ from .formats import networks
 from .formats.exchange import export as _export
 from .formats.export import ExportReport
 from .formats.reference import import_reference_checkpoint as _import_reference
-from .predict.tiled import PredictOptions, predict_iter
+from .predict.stores import predict_iter
+from .predict.tiled import PredictOptions
 from .predict.uncertainty import uncertainty_iter
 
 
@@ -168,87 +169,94 @@ class Pix2PixModel(Network):
         pyramid: bool = False,
         tta: bool | int = False,
         noise: Any = None,
+        resume: bool = False,
+        client: Any = None,
+        workers: int | None = None,
+        ome: dict[str, Any] | None = None,
     ) -> Any:
         """Apply the model to an image of any size, dtype and layout.
 
         Parameters
         ----------
-        image : array-like
-            2D (Y, X), with channels (``channel_axis``), or a stack (T, Z, ... leading axes)
-            processed plane by plane. A 3D model (``spatial_dims == 3``) restores volumes:
-            the last three non-channel axes are (Z, Y, X), tiled on the network's grid, and
-            leading axes (T) are processed volume by volume. A 2.5D model (``z_context``)
-            reads each plane's neighbours along the axis before Y. numpy, memmap, zarr and
-            dask arrays all work; they are read tile by tile.
+        image : array-like or path
+            2D (Y, X), with channels (``channel_axis``), or a stack (leading axes) processed plane
+            by plane; a 3D model restores volumes (the last three non-channel axes are Z, Y, X); a
+            2.5D model (``z_context``) reads each plane's neighbours along the axis before Y.
+            numpy, memmap, zarr and dask arrays are read tile by tile; a path (zarr/OME-Zarr,
+            TIFF) is opened lazily.
         mask : array-like, optional
-            Inpaint only: non-zero where pixels are to be filled; the image's shape without
-            the channel axis, or (Y, X) for every plane. Default: the image's NaN pixels.
+            Inpaint only: non-zero where pixels are to be filled (the image's shape without the
+            channel axis, or (Y, X) for every plane). Default: the image's NaN pixels.
         channel_axis : int, optional
             Axis of channels. A single-channel model is applied to each channel in turn.
         tile_size : int, tuple of int, "auto" or None
-            Largest tile side (rounded down to the network's size multiple), or one per spatial
-            axis ((Z, Y, X) for a 3D model; an int is then a cube); ``None``: each plane in one
-            piece. Tiles start on the network's size grid so that tiled and untiled results agree
-            (the overlap is at least one size multiple: larger tiles cost less). "auto": the
-            largest tile (up to 2048) whose activations fit in ~512 MB at the compute precision
-            (``unet_256``: 1536 in bf16, 1024 in fp32; the bundled models: 1408 and 992).
+            Largest tile side (one per spatial axis, or an int), on the network's grid so that tiled
+            and untiled results agree; ``None``: each plane whole; "auto": the largest tile (up to
+            2048) whose activations fit in ~512 MB (the bundled models: 1408 px in bf16, 992 in fp32).
         overlap : int
             Smallest overlap between neighbouring tiles, blended smoothly.
         batch_size : int, optional
-            Tiles per forward pass; default: as many (up to 4) as keep activations under
-            ~512 MB (larger batches fragmented memory: 5.3 GB peak on an 8192² image).
+            Tiles per forward pass; default: as many (up to 4) as keep activations under ~512 MB.
         device : {"auto", "cpu", "cuda", "mps"}
             "auto" picks CUDA, then Apple MPS, then the CPU.
         precision : {"auto", "fp32", "bf16", "fp16"}
             "auto" uses bf16 on CPUs with native bf16 and on GPUs, fp32 otherwise.
         out : array-like or path, optional
-            Where to write the result (e.g. a zarr array or memmap for images larger than
-            RAM); must have the output's shape. A path ending in ``.zarr`` creates that zarr
-            store (OME-Zarr layout: the result at ``"0"``, chunked by plane and 256² tiles, 16
-            planes deep for volumes), written beside it and moved into place when complete;
-            the result (level 0) is returned, opened for reading.
+            Where to write the result (a zarr array or memmap of the output's shape). A path
+            ending in ``.zarr`` creates that OME-Zarr store (NGFF 0.4, axes and scales from an
+            OME-Zarr input or `ome`), written block by block into ``.NAME.zarr.partial`` (each
+            block recorded when done) and moved into place when complete; the result (level 0)
+            is returned, opened for reading. Interrupted, the partial store stays for `resume`.
+        resume : bool
+            With a ``.zarr`` `out`: compute only the blocks an interrupted prediction has not
+            recorded (the same model, input and options; else an error).
+        client, workers : distributed.Client or str, int, optional
+            With a ``.zarr`` `out`: compute the blocks on a dask cluster (a Client or a scheduler
+            address such as ``"tcp://host:8786"``), or on a local cluster of `workers` processes
+            of one thread each; the same result (``pip install "napari-pix2pix[cluster]"``).
+        ome : dict, optional
+            The output store's ``scale``, ``translation`` (per output axis), ``names``, ``units``.
         pyramid : bool
-            With a ``.zarr`` path as `out`: also write downsampled levels (2x in Y and X each,
-            down to 256 px) for a multiscale view (:func:`napari_pix2pix.engine.images.zarrstore.open_levels`).
+            With a ``.zarr`` `out`: also write levels halved in Y and X down to 256 px (a multiscale view).
         progress : callable, optional
-            Called with a :class:`Progress` after every batch of tiles.
+            Called with a :class:`Progress` after every batch of tiles (of blocks on a cluster).
         cancel : threading.Event or callable, optional
             Checked between batches; when set, :class:`PredictionCancelled` is raised.
         uncertainty, samples : bool, int
             Also return a per-pixel uncertainty map: the standard deviation over `samples` (8)
             predictions under flips/rotations (and dropout, where the generator has it).
         tta : bool or int
-            Average the predictions of the flips/rotations: ``True`` all 8 (16 for a 3D model, also
-            flipped in Z), or 2, 4, 8 (16) of them; that many times slower (benchmarks/results/tta.log).
+            Average the predictions of the flips/rotations: ``True`` all 8 (16 for a 3D model), or 2,
+            4, 8 (16) of them; that many times slower.
         noise : {None, "auto", "gaussian", "poisson"} or dict, optional
-            Denoisers: predict in the variance-stabilized domain (generalized Anscombe) of a noise
-            model estimated from the image ("auto"; "poisson": without read noise) or given
-            (``{"gain", "offset", "read"}``). None (the default): the image as it is (the bundled
-            denoiser is noise-blind and measured no better stabilized).
+            Denoisers: predict in the variance-stabilized domain of a noise model estimated from the
+            image ("auto") or given (``{"gain", "offset", "read"}``); None: the image as it is.
 
         Returns
         -------
         numpy.ndarray (or `out`)
-            Same dtype as the input (bool in: float32), on the input's intensity scale;
-            models trained with ``translate`` between modalities output float32 on the
-            training targets' intensity scale.
-            Colorize returns RGB with the colour axis last when the input has no channel
-            axis. With ``uncertainty=True``: ``(output, uncertainty)``, the map being float32
-            of the output's shape without its channel axis.
+            The input's dtype (bool: float32) and intensity scale (``translate`` between
+            modalities: float32 on the targets' scale); colorize adds RGB last. With
+            ``uncertainty=True``: ``(output, uncertainty)``, float32 without the channel axis.
         """
         kwargs: dict[str, Any] = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
                                       precision=precision)
-        PredictOptions(**kwargs, tta=tta, noise=noise)  # checked here, before any work
-        if noise is not None and self.task.name != "denoise":
-            raise ValueError(f"noise= is for denoisers; this model does {self.task.name}")
-        if uncertainty and (not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2):
-            raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
+        self._check_options(kwargs, tta, noise, samples if uncertainty else None)  # before any work
         kwargs["channel_axis"] = channel_axis
         result = run_to_end(self.predict_iter(image, mask, out=out, pyramid=pyramid, tta=tta, noise=noise,
-                                              cancel=cancel, **kwargs), progress, cancel, "prediction")
+                                              cancel=cancel, resume=resume, client=client, workers=workers, ome=ome,
+                                              **kwargs), progress, cancel, "prediction")
         if not uncertainty:
             return result
         return result, self.uncertainty(image, mask, samples=samples, progress=progress, cancel=cancel, **kwargs)
+
+    def _check_options(self, options: dict[str, Any], tta: bool | int, noise: Any, samples: int | None) -> None:
+        PredictOptions(**options, tta=tta, noise=noise)
+        if noise is not None and self.task.name != "denoise":
+            raise ValueError(f"noise= is for denoisers; this model does {self.task.name}")
+        if samples is not None and (not isinstance(samples, (int, np.integer)) or isinstance(samples, bool)
+                                    or samples < 2):
+            raise ValueError(f"uncertainty needs at least 2 samples, got {samples!r}")
 
     def uncertainty(self, image: Any, mask: Any = None, *, samples: int = 8,
                     progress: Callable[[Progress], Any] | None = None,
@@ -258,6 +266,10 @@ class Pix2PixModel(Network):
         Returns a float32 map of the output's shape without its channel axis, on the output's scale.
         `kwargs` are :meth:`predict`'s tiling and device options (and ``channel_axis``).
         """
+        if isinstance(image, (str, os.PathLike)):
+            from .images.io import open_lazy
+
+            image = open_lazy(image)
         return run_to_end(uncertainty_iter(self, image, mask, samples=samples, **kwargs), progress, cancel,
                           "prediction")
 

@@ -32,11 +32,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...engine.images.zarrstore import partial_path
 from .. import layers as lyr
 from ..choices import RECENT, ModelInfo, model_choices
 from ..jobs import PredictSettings, TrustResult, predict_job, trust_job
 from . import common
-from .common import DockWidget, LayerCombo, Outcome, PathEdit, StatusLabel, WorkerRunner, device_combo
+from .common import DockWidget, LayerCombo, Outcome, PathEdit, Section, StatusLabel, WorkerRunner, device_combo
+from .compute import ComputeOn
 from .model_chooser import ModelChooser
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ class RestoreWidget(DockWidget):
         self._last_ui = self._last_pbar = 0.0
         self._job: RestoreJob | None = None
         self._export_dialog: Any = None
+        self._sample_layer: str | None = None  # the sample layer whose model was chosen (then the user's choice)
         self._make_widgets(viewer)
         self._lay_out()
         self._connect()
@@ -123,6 +126,7 @@ class RestoreWidget(DockWidget):
         self._big_dir.setToolTip("Results of multiscale layers and results larger than 2 GB are written to a zarr "
                                  "store (beside the input's store, or in this folder) and shown as a lazy, multiscale "
                                  "layer: nothing that large is held in memory")
+        self._compute = ComputeOn()
         self._make_trust_widgets()
         self._run_btn = QPushButton(f"Run {self.TITLE.lower()}")
         self._cancel_btn = QPushButton("Cancel")
@@ -161,20 +165,27 @@ class RestoreWidget(DockWidget):
             form.addRow("Mask", self._mask_combo)
         form.addRow("Model", self._models)
         form.addRow("Device", self._device_combo)
-        form.addRow("Tile size", self._tile_spin)
         form.addRow("Planes", self._scope_combo)
-        form.addRow("Large results", self._big_dir)
         form.addRow(self._tta_check)  # the whole row: a long label
         trust_row = QHBoxLayout()
         trust_row.addWidget(self._uncertainty_check, 1)
         trust_row.addWidget(self._samples_spin)
         form.addRow("", trust_row)
+        advanced = QWidget()
+        more = QFormLayout(advanced)
+        more.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        more.setContentsMargins(0, 0, 0, 0)
+        more.addRow("Tile size", self._tile_spin)
+        more.addRow("Large results", self._big_dir)
+        more.addRow("Compute on", self._compute)
+        self._advanced = Section("Advanced", advanced)
         buttons = QHBoxLayout()
         buttons.addWidget(self._run_btn, 1)
         buttons.addWidget(self._cancel_btn)
         layout = QVBoxLayout(self.body)
         layout.addWidget(self._help)
         layout.addLayout(form)
+        layout.addWidget(self._advanced)
         layout.addLayout(buttons)
         layout.addWidget(self._progress_bar)
         layout.addWidget(self._status)
@@ -183,7 +194,7 @@ class RestoreWidget(DockWidget):
     def _connect(self) -> None:
         self._run_btn.clicked.connect(self._run)
         self._cancel_btn.clicked.connect(self._request_cancel)
-        self._models.message.connect(lambda text, error: self._status.error(text) if error else self._status.info(text))
+        self._models.message.connect(self._model_message)
         self._image_combo.currentIndexChanged.connect(self._update_scope)
         self._uncertainty_check.toggled.connect(self._samples_spin.setEnabled)
         self._models.changed.connect(self._update_scope)
@@ -192,6 +203,13 @@ class RestoreWidget(DockWidget):
         self.destroyed.connect(lambda *_, cancel=self._cancel: cancel.set())
 
     # ------------------------------------------------------------------ the model
+    def _model_message(self, text: str, error: bool) -> None:
+        if error:
+            self._status.error(text)
+        else:  # "Model: ..." unless the choice has a problem (a 3D model and a single plane): that stays in view
+            self._status.info(text)
+            self._update_scope()
+
     def _model_chooser(self) -> ModelChooser:
         """The model list of this widget (subclasses choose what it lists and accepts)."""
         return ModelChooser(self.TASK, self.TITLE)
@@ -211,6 +229,10 @@ class RestoreWidget(DockWidget):
         except RuntimeError:  # widget closed: stop listening
             self._viewer.dims.events.ndisplay.disconnect(self._update_scope)
             return
+        model = _sample_model(layer)
+        if model and layer.name != self._sample_layer:  # a sample's layer, once: the bundled model it is for
+            self._sample_layer = layer.name
+            self._models.choose_bundled(model)
         has_stack = layer is not None and bool(lyr.stack_shape(layer))
         in_3d = self._viewer.dims.ndisplay == 3  # no single plane is on screen
         info = self._models.current()
@@ -224,6 +246,9 @@ class RestoreWidget(DockWidget):
             "For stacks: every plane, or only the plane on screen")
         if not has_stack or in_3d or whole:
             self._scope_combo.setCurrentIndex(0)
+        if not self._runner.running:  # a 3D/2.5D model and a single plane: said when chosen, not only at Run
+            self._status.choice_problem(_dims_problem(info, layer) if info is not None and layer is not None
+                                        else None)
 
     def _prepare(self) -> RestoreJob:
         """Collect and check the choices; raise ValueError with a message for the user."""
@@ -265,9 +290,16 @@ class RestoreWidget(DockWidget):
                 raise ValueError("This result is written to a zarr store (a multiscale layer, or more than 2 GB): "
                                  "untick “Show uncertainty”, or restore one plane at a time.")
             out = str(_store_path(layer, self.SUFFIX, self._big_dir.text()))
+        compute: dict[str, Any] = {}
+        if out is not None:  # a store: computed block by block, here or on a cluster; an interrupted one continues
+            where = self._compute.setting()
+            why = where.problem()
+            if why:
+                raise ValueError(why)
+            compute = {**where.predict_kwargs(), "resume": partial_path(Path(out)).exists()}
         return RestoreJob(layer, info, image, mask, plane, samples,
                           PredictSettings(tile_size=tile, device=device, channel_axis=channel_axis, out=out,
-                                          tta=self._tta_check.isChecked()))
+                                          tta=self._tta_check.isChecked(), **compute))
 
     def _browse_big_dir(self, target: PathEdit) -> None:
         path = common.open_folder(self, "Write large results (zarr stores) into", target.text() or str(RESULTS_DIR))
@@ -318,7 +350,7 @@ class RestoreWidget(DockWidget):
             self._progress_bar.setRange(0, p.total)
             self._progress_bar.setValue(p.done)
             what = f" ({p.message})" if p.message else ""
-            self._status.info(f"{self.TITLE}: {p.done}/{p.total} tiles{what}")
+            self._status.info(f"{self.TITLE}: {p.done}/{p.total} {getattr(p, 'unit', 'tiles')}{what}")
             self._advance_pbar(self._pbar, p.done, p.total, final, now)
         elif p.message:
             self._status.info(f"{self.TITLE}: {p.message}…")
@@ -334,7 +366,11 @@ class RestoreWidget(DockWidget):
             self._status.error(f"{self.TITLE} failed: {outcome.error}.{hint}", failure=True)
         elif outcome.result is None or job is None:
             state = "cancelled"
-            self._status.info("Cancelled: nothing was changed.")
+            store = job.settings.out if job is not None else None
+            kept = partial_path(Path(store)) if store else None
+            self._status.info(f"Cancelled: nothing was changed; the finished blocks are kept in {kept.name}: Run "
+                              "again with the same settings to continue." if kept is not None and kept.exists()
+                              else "Cancelled: nothing was changed.")
         else:
             state = self._show_result(job, outcome.result)
         self._progress_bar.setValue(1 if state == "finished" else 0)
@@ -445,7 +481,9 @@ class ColorizeWidget(RestoreWidget):
     TASK = "colorize"
     SUFFIX = "colorized"
     TITLE = "Colorize"
-    HELP = "Predict colour for a grayscale image. The result is an RGB layer “<image> colorized”."
+    HELP = ("Predict colour for a grayscale image. The result is an RGB layer “<image> colorized”. Bundled: "
+            "colorize-he for H&E sections; colorize, a general one (H&E, landscapes). Other stains (IHC/DAB, "
+            "PAS, trichrome) need a model of their own: Train › Colorize on a few RGB images of that stain.")
     KEEP_CONTRAST = False
 
 
@@ -470,6 +508,13 @@ class TranslateWidget(RestoreWidget):
                             choices=lambda: [i for i in model_choices(None) if not i.bundled and i.task != "inpaint"],
                             empty_note="No model yet. Click “File…” to use a .safetensors model file, or train one "
                                        "with Plugins › Pix2Pix › Train (e.g. on the Translate sample).")
+
+
+def _sample_model(layer: Any) -> str | None:
+    """The bundled model a layer of the plugin's samples is for (the H&E sample: colorize-he), or None."""
+    meta = (getattr(layer, "metadata", None) or {}).get("napari_pix2pix_sample") if layer is not None else None
+    model = meta.get("model") if isinstance(meta, dict) else None
+    return str(model) if model else None
 
 
 def _dims_problem(info: ModelInfo, layer: Any) -> str | None:
@@ -502,7 +547,7 @@ def _store_path(layer: Any, suffix: str, folder: str) -> Path:
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{layer.name} {suffix}").strip("-")
     path = where / f"{stem}.zarr"
     k = 2
-    while path.exists():
+    while path.exists():  # (an interrupted store's partial folder is continued, not skipped)
         path = where / f"{stem}-{k}.zarr"
         k += 1
     return path

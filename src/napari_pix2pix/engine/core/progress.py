@@ -31,11 +31,12 @@ PredictionCancelled = Cancelled  # the name of 0.1.0, kept for scripts that catc
 
 @dataclass(frozen=True)
 class Progress:
-    """Progress of a prediction: `done` of `total` tiles."""
+    """Progress of a prediction: `done` of `total` tiles (on a cluster: blocks, see `unit`)."""
 
     done: int
     total: int
     message: str = ""
+    unit: str = "tiles"
 
     @property
     def fraction(self) -> float:

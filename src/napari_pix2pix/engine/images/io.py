@@ -47,7 +47,35 @@ def open_zarr(path: str | os.PathLike[str]) -> Any:
     key = str(multiscales[0]["datasets"][0]["path"]) if multiscales else "0"
     if key not in node:
         raise ValueError(f"{Path(path).name} is a zarr group without an image array (no '{key}' in it)")
+    order = multiscales[0].get("napari_pix2pix_order") if multiscales else None
+    if order:  # one of our results stored in NGFF's axis order: read in its own (e.g. Y X C)
+        from .zarrstore import Reordered
+
+        return Reordered(node[key], order)
     return node[key]
+
+
+def open_lazy(path: str | os.PathLike[str]) -> Any:
+    """An image file as an array read only where indexed: zarr stores, and TIFF through tifffile's zarr interface.
+
+    Other formats (PNG, JPEG) are read whole. A TIFF hyperstack keeps its file's axis order
+    here (its channel axis is not moved last as :func:`read_image` does).
+    """
+    path = Path(path)
+    if is_zarr(path):
+        return read_image(path)
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        import tifffile
+        import zarr
+
+        try:
+            return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        except Exception as e:  # noqa: BLE001 - a TIFF tifffile cannot map: read it whole
+            try:
+                return read_image(path)
+            except ValueError:
+                raise ValueError(f"could not open {path.name} lazily: {e}") from e
+    return read_image(path)
 
 
 def image_axes(path: str | os.PathLike[str]) -> str | None:

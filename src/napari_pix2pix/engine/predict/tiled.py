@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from ..core.normalization import (
 )
 from ..core.progress import Cancelled, PredictionCancelled, Progress, run_to_end
 from ..images.noise import NoiseModel, estimate_noise, noise_model, stabilize, unstabilize
-from ..images.zarrstore import ZarrTarget
 from .runner import Runner, runner
 from .tiling import AxisPlan, context_order, iter_bands, n_tiles, plan_axis
 
@@ -370,17 +368,12 @@ def _output_plan(model: Network, shape: tuple[int, ...], dtype: np.dtype, layout
     return _OutputPlan(out_shape, out_layout, out_dtype)
 
 
-def _allocate(out: Any, plan: _OutputPlan, pyramid: bool = False) -> Any:
+def _allocate(out: Any, plan: _OutputPlan) -> Any:
     if out is None:
         return np.empty(plan.shape, plan.dtype)
     if isinstance(out, (str, os.PathLike)):
-        if Path(out).suffix.lower() != ".zarr":
-            raise ValueError(f"out={str(out)!r}: a path must name a zarr store (ending in .zarr); "
-                             "or give an array of the output's shape")
-        lay = plan.layout
-        return ZarrTarget(Path(out), plan.shape, plan.dtype, (lay.spatial[-2], lay.spatial[-1]),
-                          depth_axis=lay.spatial[0] if lay.dims == 3 else None, channel_axis=lay.channel_axis,
-                          pyramid=pyramid)
+        raise ValueError(f"out={str(out)!r}: a path must name a zarr store (ending in .zarr); "
+                         "or give an array of the output's shape")
     if tuple(out.shape) != plan.shape:
         raise ValueError(f"out has shape {tuple(out.shape)}; this prediction needs {plan.shape}")
     return out
@@ -433,20 +426,36 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
     return (lo, hi), out
 
 
-def _predict_plane(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype,
-                   m_plane: np.ndarray | None, plans: tuple[AxisPlan, ...], batch_size: int,
-                   run: Callable[[np.ndarray], np.ndarray], write: Callable[[int, int, np.ndarray], None],
-                   noise: NoiseModel | None = None) -> Generator[int, None, None]:
-    """Predict one plane (or volume), read through ``get(*slices) -> (C, ...)``; yield tiles done, write rows."""
-    full = [slice(0, p.size) for p in plans[1:]]
+Ranges = tuple[tuple[float, float], tuple[float, float]]  # a plane's (input range, output range)
+
+
+def _ranges(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype, m_plane: np.ndarray | None,
+            sizes: Sequence[int]) -> Ranges:
+    """The ranges of one plane (or volume) read through ``get(*slices) -> (C, ...)``, in row slabs of bounded size."""
+    full = [slice(0, n) for n in sizes[1:]]
     own = model.task.image_channels(model.config.in_channels) // (2 * model.z_context + 1)
 
     def rows(y0: int, y1: int) -> np.ndarray:  # the plane's own channels (2.5D: not its neighbours')
         return np.moveaxis(get(slice(y0, y1), *full)[:own], 0, -1)
 
-    row_bytes = 4 * int(np.prod([p.size for p in plans[1:]])) * model.task.image_channels(model.config.in_channels)
+    row_bytes = 4 * int(np.prod(sizes[1:])) * model.task.image_channels(model.config.in_channels)
     block = max(1, min(512, PERCENTILE_BLOCK // max(row_bytes, 1)))  # a volume: Z slabs of bounded size
-    (lo, hi), (olo, ohi) = plane_ranges(model.normalization, rows, plans[0].size, dtype, m_plane, block)
+    return plane_ranges(model.normalization, rows, sizes[0], dtype, m_plane, block)
+
+
+def _predict_plane(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype,
+                   m_plane: np.ndarray | None, plans: tuple[AxisPlan, ...], batch_size: int,
+                   run: Callable[[np.ndarray], np.ndarray], write: Callable[[int, int, np.ndarray], None],
+                   noise: NoiseModel | None = None, region: tuple[tuple[int, int], ...] | None = None,
+                   ranges: Ranges | None = None) -> Generator[int, None, None]:
+    """Predict one plane (or volume), read through ``get(*slices) -> (C, ...)``; yield tiles done, write rows.
+
+    With a `region` ((start, end) per spatial axis) only its pixels are predicted (exactly as in
+    the whole plane's prediction) and `write` gets rows cropped to it; `ranges` (the plane's, from
+    :func:`_ranges`) saves reading the whole plane again.
+    """
+    (lo, hi), (olo, ohi) = ranges or _ranges(model, get, dtype, m_plane, [p.size for p in plans])
+    others = [slice(0, p.size) for p in plans[1:]] if region is None else [slice(a, b) for a, b in region[1:]]
 
     def read(*bounds: int) -> np.ndarray:
         x = to_network(_read_padded(get, plans, bounds), lo, hi)
@@ -455,14 +464,14 @@ def _predict_plane(model: Network, get: Callable[..., np.ndarray], dtype: np.dty
         m = _read_padded(lambda *sl: m_plane[sl], plans, bounds)
         return model.task.compose_input(x[None], m[None])[0]
 
-    for band in iter_bands(plans, read, run, model.config.out_channels, batch_size):
+    for band in iter_bands(plans, read, run, model.config.out_channels, batch_size, region):
         if band.rows is not None:
             result = from_network(band.rows, olo, ohi, inplace=True)  # the band's own array
             if noise is not None:  # back from the stabilized domain (unbiased inverse)
                 result = unstabilize(result, noise).astype(np.float32)
             if m_plane is not None:  # keep every pixel outside the mask exactly
-                orig = get(slice(band.y0, band.y1), *full)
-                result = np.where(m_plane[None, band.y0 : band.y1], result, orig)
+                orig = get(slice(band.y0, band.y1), *others)
+                result = np.where(m_plane[(None, slice(band.y0, band.y1), *others)], result, orig)
             write(band.y0, band.y1, result)
         if band.tiles:
             yield band.tiles
@@ -529,26 +538,75 @@ def _z_extent(image: Any, layout: _Layout) -> int:
 
 
 # ---------------------------------------------------------------------- the whole image
-def predict_iter(
-    model: Network,
-    image: Any,
-    mask: Any = None,
-    *,
-    channel_axis: int | None = None,
-    out: Any = None,
-    pyramid: bool = False,
-    run: Runner | None = None,
-    cancel: Any = None,
-    **options: Any,
-) -> Generator[Progress, None, Any]:
-    """Predict `image` tile by tile, yielding :class:`Progress`; returns the output array.
+@dataclass
+class Setup:
+    """A prediction checked and planned: where the axes are, the channel passes, the tiles, the output.
 
-    The arguments are those of :meth:`Pix2PixModel.predict`; `options` are the fields of
-    :class:`PredictOptions` (tile_size, overlap, batch_size, device, precision and, for
-    uncertainty estimates, mc_dropout, augment and output_dtype; tta for test-time augmentation).
-    `run` maps a batch in network units to the network's output (default: :func:`.runner.runner` of
-    `model`'s generator with these options, checking `cancel` before every forward pass); `model`
-    gives the facts around the network (task, channels, normalization, z context).
+    Everything here is decided from the image's shape and dtype (and the model and options),
+    never from its pixels, except a noise model "auto" (estimated from the first plane) and an
+    inpaint mask made of the image's NaN pixels: a worker of a cluster that builds it again
+    from the same arguments gets the same plan.
+    """
+
+    model: Network
+    image: Any
+    opts: PredictOptions
+    layout: _Layout
+    dtype: np.dtype
+    sizes: tuple[int, ...]
+    stack_shape: tuple[int, ...]
+    jobs: list[_ChannelJob]
+    mask: Any
+    noise: NoiseModel | None
+    output: _OutputPlan
+    plans: tuple[AxisPlan, ...]
+    batch_size: int
+
+    @property
+    def total_tiles(self) -> int:
+        return int(np.prod(self.stack_shape)) * len(self.jobs) * n_tiles(self.plans)
+
+    def reader(self, stack_idx: tuple[int, ...], job: _ChannelJob) -> Callable[..., np.ndarray]:
+        """``get(*slices)`` of one plane and channel pass, as the network sees it (stabilized if asked)."""
+        get = _plane_reader(self.image, self.layout, stack_idx, job, self.model.z_context)
+        return _stabilized(get, self.noise) if self.noise is not None else get
+
+    def job_dtype(self, job: _ChannelJob) -> np.dtype:
+        return self.dtype if not job.to_gray else np.dtype(np.float32)
+
+    def ranges(self, stack_idx: tuple[int, ...]) -> list[Ranges]:
+        """Each channel pass's intensity ranges of one plane (its percentiles; the whole plane is read once)."""
+        m_plane = _mask_plane(self.mask, stack_idx, self.sizes)
+        return [_ranges(self.model, self.reader(stack_idx, job), self.job_dtype(job), m_plane, self.sizes)
+                for job in self.jobs]
+
+    def runner(self, cancel: Any = None) -> Runner:
+        o = self.opts
+        return runner(self.model.generator, o.device, o.precision, mc_dropout=o.mc_dropout, augment=o.augment,
+                      tta=tta_transforms(o.tta, self.model.config.spatial_dims), cancel=cancel)
+
+    def predict_region(self, stack_idx: tuple[int, ...], run: Runner, out: Any,
+                       region: tuple[tuple[int, int], ...] | None = None,
+                       ranges: list[Ranges] | None = None) -> Generator[int, None, None]:
+        """Predict one plane (or the `region` of it) into `out`, pass by pass; yield tiles done."""
+        m_plane = _mask_plane(self.mask, stack_idx, self.sizes)
+        region = region or tuple((0, n) for n in self.sizes)
+        others = [slice(a, b) for a, b in region[1:]]
+        for k, job in enumerate(self.jobs):
+            def write(y0: int, y1: int, block: np.ndarray, job: _ChannelJob = job) -> None:
+                idx = self.output.layout.index(stack_idx, job.write, slice(y0, y1), *others)
+                out[idx] = self.output.layout.from_cyx(cast_to(block, self.output.dtype, inplace=True))
+
+            yield from _predict_plane(self.model, self.reader(stack_idx, job), self.job_dtype(job), m_plane,
+                                      self.plans, self.batch_size, run, write, self.noise, region,
+                                      ranges[k] if ranges is not None else None)
+
+
+def prepare(model: Network, image: Any, mask: Any = None, *, channel_axis: int | None = None,
+            **options: Any) -> Setup:
+    """Check `image` (and `mask`) against `model` and plan the prediction; raises before any work.
+
+    `options` are the fields of :class:`PredictOptions`.
     """
     opts = PredictOptions(**options)
     cfg = model.config
@@ -563,37 +621,46 @@ def predict_iter(
                          model.task.image_channels(cfg.in_channels) // (2 * zc + 1), cfg.out_channels, channel_axis)
     mask = _inpaint_mask(model.task.name, image, mask, shape, dtype, channel_axis, dims)
     noise = _resolve_noise(model, opts.noise, image, layout)
-    plan = _output_plan(model, shape, dtype, layout, cfg.out_channels * len(jobs), opts.output_dtype)
+    output = _output_plan(model, shape, dtype, layout, cfg.out_channels * len(jobs), opts.output_dtype)
     plans, batch_size = _tile_plan(cfg, sizes, opts)
     if zc:
         _z_extent(image, layout)  # a clear error before any work when there is no Z axis
-    total = int(np.prod(stack_shape)) * len(jobs) * n_tiles(plans)
+    return Setup(model, image, opts, layout, dtype, sizes, stack_shape, jobs, mask, noise, output, plans, batch_size)
+
+
+def predict_iter(
+    model: Network,
+    image: Any,
+    mask: Any = None,
+    *,
+    channel_axis: int | None = None,
+    out: Any = None,
+    run: Runner | None = None,
+    cancel: Any = None,
+    **options: Any,
+) -> Generator[Progress, None, Any]:
+    """Predict `image` tile by tile into memory (or the array `out`), yielding :class:`Progress`; returns it.
+
+    The arguments are those of :meth:`Pix2PixModel.predict`; `options` are the fields of
+    :class:`PredictOptions` (tile_size, overlap, batch_size, device, precision and, for
+    uncertainty estimates, mc_dropout, augment and output_dtype; tta for test-time augmentation).
+    `run` maps a batch in network units to the network's output (default: :func:`.runner.runner` of
+    `model`'s generator with these options, checking `cancel` before every forward pass); `model`
+    gives the facts around the network (task, channels, normalization, z context). Predictions
+    into zarr stores (resumable, on a dask cluster): :func:`.stores.predict_iter`.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from ..images.io import open_lazy
+
+        image = open_lazy(image)
+    setup = prepare(model, image, mask, channel_axis=channel_axis, **options)
+    out = _allocate(out, setup.output)
     if run is None:
-        run = runner(model.generator, opts.device, opts.precision, mc_dropout=opts.mc_dropout, augment=opts.augment,
-                     tta=tta_transforms(opts.tta, dims), cancel=cancel)
-    done = 0
-    out = _allocate(out, plan, pyramid)  # last: a zarr store is created only once everything is checked
-    try:
-        yield Progress(0, total, "starting")
-        for stack_idx in np.ndindex(*stack_shape):
-            m_plane = _mask_plane(mask, stack_idx, sizes)
-            for job in jobs:
-                get = _plane_reader(image, layout, stack_idx, job, zc)
-                if noise is not None:  # the network sees the variance-stabilized image
-                    get = _stabilized(get, noise)
-
-                def write(y0: int, y1: int, block: np.ndarray, stack_idx: tuple[int, ...] = stack_idx,
-                          job: _ChannelJob = job) -> None:
-                    rest = [slice(0, n) for n in sizes[1:]]
-                    idx = plan.layout.index(stack_idx, job.write, slice(y0, y1), *rest)
-                    out[idx] = plan.layout.from_cyx(cast_to(block, plan.dtype, inplace=True))  # a fresh block
-
-                for tiles in _predict_plane(model, get, dtype if not job.to_gray else np.dtype(np.float32), m_plane,
-                                            plans, batch_size, run, write, noise):
-                    done += tiles
-                    yield Progress(done, total)
-        return out.commit() if isinstance(out, ZarrTarget) else out  # a failed commit leaves nothing either
-    except BaseException:
-        if isinstance(out, ZarrTarget):
-            out.discard()
-        raise
+        run = setup.runner(cancel)
+    done, total = 0, setup.total_tiles
+    yield Progress(0, total, "starting")
+    for stack_idx in np.ndindex(*setup.stack_shape):
+        for tiles in setup.predict_region(stack_idx, run, out):
+            done += tiles
+            yield Progress(done, total)
+    return out

@@ -119,12 +119,19 @@ def iter_bands(
     run: Callable[[np.ndarray], np.ndarray],
     out_channels: int,
     batch_size: int = 4,
+    region: tuple[tuple[int, int], ...] | None = None,
 ) -> Iterator[Band]:
     """Run `run` over all tiles, yielding a :class:`Band` after every batch (a point to stop at).
 
     Tiles form bands along the first axis (rows of an image, slabs of a volume); a band's
     output is handed on as soon as no later tile touches it, so memory stays bounded by one
     band of tiles whatever the image size.
+
+    With a `region` ((start, end) per axis, image coordinates) only the tiles that touch it
+    run and only its pixels are handed on (`rows` cropped to the region's other axes): the
+    same tiles of the same grid, blended with the same weights in the same order, so a
+    region's pixels are those of the whole image's prediction. Blocks of a large output are
+    computed this way, each on its own (:mod:`~napari_pix2pix.engine.predict.blocks`).
 
     Parameters
     ----------
@@ -141,19 +148,25 @@ def iter_bands(
         Tiles per call of `run`.
     """
     first, rest = plans[0], plans[1:]
+    if region is None:
+        region = tuple((0, p.size) for p in plans)
+    if len(region) != len(plans) or any(not 0 <= a < b <= p.size for (a, b), p in zip(region, plans, strict=False)):
+        raise ValueError(f"region {region} is not inside the image {tuple(p.size for p in plans)}")
+    touching = [_touching(p, a, b) for p, (a, b) in zip(plans, region, strict=True)]  # each axis's tiles
     weight = blend_window(first)
     for plan in rest:  # the product of the axes' windows
         weight = np.multiply.outer(weight, blend_window(plan))
-    padded = tuple(p.padded for p in rest)
-    acc = np.zeros((out_channels, first.tile, *padded), np.float32)
-    wsum = np.zeros((first.tile, *padded), np.float32)
-    base = first.starts[0]
+    lows = tuple(s[0] for s in touching[1:])  # padded coordinate of the accumulators' first pixel (0: whole)
+    spans = tuple(s[-1] + p.tile - lo for s, p, lo in zip(touching[1:], rest, lows, strict=True))
+    acc = np.zeros((out_channels, first.tile, *spans), np.float32)
+    wsum = np.zeros((first.tile, *spans), np.float32)
+    base = touching[0][0]
     finished: Band | None = None  # rows finished by the previous band, handed on with the next batch
-    rest_starts = list(itertools.product(*(p.starts for p in rest)))
-    for r, y in enumerate(first.starts):
+    rest_starts = list(itertools.product(*touching[1:]))
+    for r, y in enumerate(touching[0]):
         if r > 0:  # rows before this band are final: hand them on, shift the band
             shift = y - base
-            finished = _finished(acc[:, :shift], wsum[:shift], base, plans)
+            finished = _finished(acc[:, :shift], wsum[:shift], base, plans, region, lows)
             for i in range(first.tile - shift):  # plane by plane: no copy of the whole band
                 acc[:, i] = acc[:, i + shift]
                 wsum[i] = wsum[i + shift]
@@ -165,7 +178,7 @@ def iter_bands(
             batch = np.stack([read(y, y + first.tile, *_bounds(c, rest)) for c in chunk])
             pred = run(batch)
             for c, p in zip(chunk, pred, strict=True):
-                box = tuple(slice(s, s + plan.tile) for s, plan in zip(c, rest, strict=True))
+                box = tuple(slice(s - lo, s - lo + plan.tile) for s, lo, plan in zip(c, lows, rest, strict=True))
                 acc[(slice(None), slice(None), *box)] += p * weight
                 wsum[(slice(None), *box)] += weight
             if finished is not None:
@@ -173,9 +186,14 @@ def iter_bands(
                 finished = None
             else:
                 yield Band(len(chunk))
-    last = _finished(acc, wsum, base, plans)
+    last = _finished(acc, wsum, base, plans, region, lows)
     if last is not None:
         yield last
+
+
+def _touching(plan: AxisPlan, a: int, b: int) -> tuple[int, ...]:
+    """The tile starts of one axis whose tiles touch image pixels [a, b)."""
+    return tuple(s for s in plan.starts if s < b + plan.pad and s + plan.tile > a + plan.pad)
 
 
 def _bounds(starts: tuple[int, ...], plans: tuple[AxisPlan, ...]) -> list[int]:
@@ -186,14 +204,16 @@ def _bounds(starts: tuple[int, ...], plans: tuple[AxisPlan, ...]) -> list[int]:
     return out
 
 
-def _finished(acc: np.ndarray, wsum: np.ndarray, base: int, plans: tuple[AxisPlan, ...]) -> Band | None:
-    """Normalise accumulated rows and crop the padding away (padded -> image coordinates); None if none are left."""
+def _finished(acc: np.ndarray, wsum: np.ndarray, base: int, plans: tuple[AxisPlan, ...],
+              region: tuple[tuple[int, int], ...], lows: tuple[int, ...]) -> Band | None:
+    """Normalise accumulated rows and crop them to the region (padded -> image coordinates); None if none are left."""
     first, rest = plans[0], plans[1:]
     y0, y1 = base - first.pad, base - first.pad + acc.shape[1]
-    a, b = max(y0, 0), min(y1, first.size)
+    a, b = max(y0, region[0][0]), min(y1, region[0][1])
     if b <= a:
         return None
-    crop = tuple(slice(p.pad, p.pad + p.size) for p in rest)
+    crop = tuple(slice(p.pad + r0 - lo, p.pad + r1 - lo)
+                 for p, (r0, r1), lo in zip(rest, region[1:], lows, strict=True))
     rows = acc[(slice(None), slice(a - y0, b - y0), *crop)] / wsum[(slice(a - y0, b - y0), *crop)]
     return Band(0, a, b, rows)
 
