@@ -5,8 +5,8 @@ Needs a display; on a server run it under Xvfb::
     xvfb-run -a python scripts/screenshots.py
 
 Denoise, Inpaint and Colorize use the bundled models (the denoise and inpaint samples were not
-in their training data; the colorize sample, scikit-image's IHC image, is a stain - DAB - that
-neither bundled colorizer learnt). For Translate, and
+in their training data; the colorize sample is an H&E section, colorized by colorize-he). The
+window is 1366 x 768 (a common laptop screen), as a new user sees it. For Translate, and
 for any task without a bundled model, a small model is trained first on the sample's reference
 image (a few minutes on a CPU; it flatters the result) and cached in
 ``~/.cache/napari-pix2pix/screenshots`` so that later runs are quick.
@@ -23,7 +23,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
-SIZE = (1600, 820)  # window size (logical pixels)
+SIZE = (1366, 768)  # window size (logical pixels): a common laptop screen
 MAX_BYTES = 300_000
 
 # a small U-Net (unet_tiny, ngf 16) and a lighter discriminator: good results in ~2 min each on a CPU
