@@ -174,7 +174,6 @@ def _noisy_stack_zarr(path, shape=(4, 96, 96), seed=0):
 
 
 def test_cli_predicts_a_zarr_store_on_a_local_cluster_of_2_workers(tmp_path, capsys):
-    pytest.importorskip("distributed", reason="the cluster extra")
     from napari_pix2pix.engine.images.io import open_zarr
     from napari_pix2pix.engine.images.zarrstore import read_axes
 

@@ -111,7 +111,6 @@ def _clusters():
 
 def test_compute_on_a_local_cluster_drives_the_same_engine_call_and_is_remembered(
         make_napari_viewer, qtbot, tmp_path, tiny_model_files, _clusters):
-    pytest.importorskip("distributed", reason="the cluster extra")
     from napari_pix2pix._napari.choices import compute_setting
 
     viewer = make_napari_viewer()

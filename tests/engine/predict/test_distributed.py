@@ -8,23 +8,22 @@ import signal
 import threading
 import time
 
+import distributed  # the testing extra has it (the cluster extra): a missing package must fail CI
 import numpy as np
 import pytest
 import torch
 import zarr
 
-distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install napari-pix2pix[cluster]")
-
-from napari_pix2pix import Pix2PixModel, PredictionCancelled  # noqa: E402
-from napari_pix2pix.engine.images.zarrstore import (  # noqa: E402
+from napari_pix2pix import Pix2PixModel, PredictionCancelled
+from napari_pix2pix.engine.images.zarrstore import (
     ZarrTarget,
     open_levels,
     partial_path,
     read_axes,
     store_record,
 )
-from napari_pix2pix.engine.predict.stores import predict_iter  # noqa: E402
-from napari_pix2pix.nn.unet import init_weights  # noqa: E402
+from napari_pix2pix.engine.predict.stores import predict_iter
+from napari_pix2pix.nn.unet import init_weights
 
 
 def _model2d() -> Pix2PixModel:
@@ -231,3 +230,22 @@ def test_bad_cluster_arguments_are_named():
         model.predict(np.zeros((2, 64, 64), np.float32), out="x.zarr", client="tcp://h:1", workers=2)
     with pytest.raises(ValueError, match="workers must be"):
         model.predict(np.zeros((2, 64, 64), np.float32), out="x.zarr", workers=0)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_percentiles_summed_from_slabs_are_the_single_process_ones(dtype):
+    from tests._helpers import tiny_model
+
+    from napari_pix2pix.engine.predict.tiled import prepare
+
+    rng = np.random.default_rng(6)
+    image = (rng.gamma(2.0, 900.0, (2, 203, 190))).astype(dtype)
+    mask = np.zeros(image.shape, bool)
+    mask[:, 50:90, 40:100] = True
+    for model, m in ((_model2d(), None), (tiny_model("inpaint"), mask)):
+        setup = prepare(model, image, m)
+        for stack in ((0,), (1,)):
+            slabs = setup.range_slabs(stack, slab_bytes=4 * 190 * 37)  # 37 rows each: 6 slabs
+            assert len(slabs) == 6
+            parts = [(k, setup.range_part(stack, k, y0, y1)) for k, y0, y1 in slabs[::-1]]  # any order
+            assert setup.ranges_from(parts) == setup.ranges(stack)

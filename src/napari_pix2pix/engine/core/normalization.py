@@ -8,7 +8,7 @@ deterministic regular subsample beyond that.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -150,18 +150,70 @@ def plane_percentiles(
     ------
     ValueError
         If the plane holds NaN or infinite values outside `exclude`, or no pixels at all.
+
+    The same percentiles are :func:`percentiles_of` the :func:`percentile_part` of slabs of rows
+    that cover the plane (read by different processes: a distributed reduction).
+    """
+    part = percentile_part(read_rows, 0, height, height, dtype, exclude, block_rows)
+    return percentiles_of([part], dtype, percentiles)
+
+
+def percentile_part(read_rows: Callable[[int, int], np.ndarray], y0: int, y1: int, height: int, dtype: np.dtype,
+                    exclude: np.ndarray | None = None, block_rows: int = 512) -> tuple[str, np.ndarray, int]:
+    """What rows ``y0:y1`` of a plane of `height` rows add to its percentiles (see :func:`plane_percentiles`).
+
+    8/16-bit integers: ``("counts", histogram, 0)``; anything else: ``("samples", values, n_bad)``,
+    a regular subsample (every step-th row by absolute index and column, the step set by the
+    whole plane's size) and the number of NaN or infinite values outside `exclude`.
     """
     dtype = np.dtype(dtype)
-    q = np.asarray(percentiles, dtype=np.float64)
     if dtype.kind in "uib" and dtype.itemsize <= 2:
         offset = 0 if dtype.kind in "ub" else -int(np.iinfo(dtype).min)
         counts = np.zeros(65536 if dtype.itemsize == 2 else 256, dtype=np.int64)
-        for y0 in range(0, height, block_rows):
-            block = np.asarray(read_rows(y0, min(y0 + block_rows, height)))
+        for b0 in range(y0, y1, block_rows):
+            block = np.asarray(read_rows(b0, min(b0 + block_rows, y1)))
             if exclude is not None:
-                kept = ~exclude[y0 : y0 + block.shape[0]]
+                kept = ~exclude[b0 : b0 + block.shape[0]]
                 block = block[kept] if block.ndim == 2 else block[kept, ...]
             counts += np.bincount(block.reshape(-1).astype(np.int64) + offset, minlength=counts.size)
+        return "counts", counts, 0
+    total = height * int(np.prod(np.asarray(read_rows(y0, y0 + 1)).shape[1:]))
+    step = max(1, int(np.ceil(np.sqrt(total / _FLOAT_SAMPLE))))
+    samples = []
+    n_bad = 0
+    for b0 in range(y0, y1, block_rows):
+        b1 = min(b0 + block_rows, y1)
+        block = np.asarray(read_rows(b0, b1))
+        keep = None if exclude is None else ~exclude[b0:b1]
+        finite = np.isfinite(block)
+        bad = ~finite if keep is None else (~finite & (keep if block.ndim == 2 else keep[..., None]))
+        n_bad += int(bad.sum())
+        # regular subsample: every step-th row (absolute index) and column
+        rows = np.arange(b0, b1)
+        sel = (rows % step) == 0
+        sub = block[sel][:, ::step]
+        sub_ok = np.isfinite(sub)
+        if keep is not None:
+            k = keep[sel][:, ::step]
+            sub_ok &= k if sub.ndim == 2 else k[..., None]
+        samples.append(sub[sub_ok].astype(np.float64))
+    return "samples", np.concatenate(samples) if samples else np.zeros(0), n_bad
+
+
+def percentiles_of(parts: Sequence[tuple[str, np.ndarray, int]], dtype: np.dtype,
+                   percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The percentiles of a plane from the :func:`percentile_part` of slabs covering it (their order is free)."""
+    dtype = np.dtype(dtype)
+    q = np.asarray(percentiles, dtype=np.float64)
+    n_bad = sum(int(p[2]) for p in parts)
+    if n_bad:
+        raise ValueError(
+            f"image contains {n_bad} NaN or infinite values; replace them first "
+            "(e.g. numpy.nan_to_num) or, to inpaint them, pass them as the mask"
+        )
+    if parts and parts[0][0] == "counts":
+        offset = 0 if dtype.kind in "ub" else -int(np.iinfo(dtype).min)
+        counts = np.sum([p[1] for p in parts], axis=0)
         n = int(counts.sum())
         if n == 0:
             raise ValueError("no pixels to normalize (is the whole image masked?)")
@@ -171,33 +223,7 @@ def plane_percentiles(
         hi_i = np.searchsorted(cum, np.ceil(rank), side="right")
         vals = lo_i + (hi_i - lo_i) * (rank - np.floor(rank)) - offset
         return float(vals[0]), float(vals[1])
-
-    total = height * int(np.prod(np.asarray(read_rows(0, 1)).shape[1:]))
-    step = max(1, int(np.ceil(np.sqrt(total / _FLOAT_SAMPLE))))
-    samples = []
-    n_bad = 0
-    for y0 in range(0, height, block_rows):
-        y1 = min(y0 + block_rows, height)
-        block = np.asarray(read_rows(y0, y1))
-        keep = None if exclude is None else ~exclude[y0:y1]
-        finite = np.isfinite(block)
-        bad = ~finite if keep is None else (~finite & (keep if block.ndim == 2 else keep[..., None]))
-        n_bad += int(bad.sum())
-        # regular subsample: every step-th row (absolute index) and column
-        rows = np.arange(y0, y1)
-        sel = (rows % step) == 0
-        sub = block[sel][:, ::step]
-        sub_ok = np.isfinite(sub)
-        if keep is not None:
-            k = keep[sel][:, ::step]
-            sub_ok &= k if sub.ndim == 2 else k[..., None]
-        samples.append(sub[sub_ok].astype(np.float64))
-    if n_bad:
-        raise ValueError(
-            f"image contains {n_bad} NaN or infinite values; replace them first "
-            "(e.g. numpy.nan_to_num) or, to inpaint them, pass them as the mask"
-        )
-    flat = np.concatenate(samples) if samples else np.zeros(0)
+    flat = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     if flat.size == 0:
         raise ValueError("no pixels to normalize (is the whole image masked?)")
     lo, hi = np.percentile(flat, q)

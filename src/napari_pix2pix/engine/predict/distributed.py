@@ -3,8 +3,10 @@
 A laptop's cores, a workstation's GPUs, SLURM/PBS.
 
 The client (this process) plans the blocks and opens the output store; the model goes to
-every worker once (its model file's bytes, broadcast; each worker process builds the network
-once and keeps it); each plane's intensity ranges are computed once, by one task; then one
+every worker once (its settings and safetensors weights, broadcast; each worker process builds
+the network once and keeps it); each plane's (volume's) intensity ranges are computed once, as
+a reduction: tasks read slabs of ~1 GB and return histograms (8/16-bit) or subsamples, one
+task merges them into the same percentiles a single process computes; then one
 task per block reads its input from the source (a zarr/OME-Zarr store or a TIFF, opened on
 the worker; an in-memory array is scattered once), computes the block with the same tiled
 predictor as a single process and writes it, and records it as done, inside the store. A
@@ -166,10 +168,17 @@ def _worker_setup(data: bytes, image: tuple[str, Any], mask: Any, channel_axis: 
     return prepare(_worker_model(data), _open(image), mask, channel_axis=channel_axis, **options)
 
 
+def range_part_task(data: bytes, image: tuple[str, Any], mask: Any, channel_axis: int | None,
+                    options: dict[str, Any], stack: tuple[int, ...], slab: tuple[int, int, int]) -> Any:
+    """What one slab of rows adds to its plane's percentiles (a histogram, or a subsample)."""
+    k, y0, y1 = slab
+    return k, _worker_setup(data, image, mask, channel_axis, options).range_part(stack, k, y0, y1)
+
+
 def plane_ranges_task(data: bytes, image: tuple[str, Any], mask: Any, channel_axis: int | None,
-                      options: dict[str, Any], stack: tuple[int, ...]) -> Any:
-    """A plane's intensity ranges (each channel pass's), computed once for all its blocks."""
-    return _worker_setup(data, image, mask, channel_axis, options).ranges(stack)
+                      options: dict[str, Any], stack: tuple[int, ...], *parts: Any) -> Any:
+    """A plane's intensity ranges (each channel pass's) from its slabs' parts: once for all its blocks."""
+    return _worker_setup(data, image, mask, channel_axis, options).ranges_from(parts)
 
 
 def block_task(data: bytes, image: tuple[str, Any], mask: Any, channel_axis: int | None, options: dict[str, Any],
@@ -214,8 +223,12 @@ def distributed_blocks_iter(setup: Setup, target: ZarrTarget, todo: list[Block],
         options["noise"] = setup.noise  # resolved here once ("auto": estimated from this image)
         ca = setup.layout.channel_axis
         planes = sorted({b.stack for b in todo})
-        ranges = {p: c.submit(plane_ranges_task, data, image, mask, ca, options, p, pure=False, retries=RETRIES)
-                  for p in planes}
+        ranges = {}  # each plane's percentiles: a reduction over slabs of rows read by the workers
+        for p in planes:
+            parts = [c.submit(range_part_task, data, image, mask, ca, options, p, slab, pure=False, retries=RETRIES)
+                     for slab in setup.range_slabs(p)]
+            ranges[p] = c.submit(plane_ranges_task, data, image, mask, ca, options, p, *parts, pure=False,
+                                 retries=RETRIES)
         futures = [c.submit(block_task, data, image, mask, ca, options, str(target.tmp), b, ranges[b.stack],
                             pure=False, retries=RETRIES, key=f"p2p-block-{b.index}-{os.urandom(4).hex()}")
                    for b in todo]

@@ -25,7 +25,8 @@ from ..core.normalization import (
     Normalization,
     cast_to,
     from_network,
-    plane_percentiles,
+    percentile_part,
+    percentiles_of,
     safe_range,
     to_network,
 )
@@ -157,6 +158,7 @@ def _channel_jobs(task: str, image_c: int, k: int, out_k: int, channel_axis: int
 ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per forward pass when tiles/batch are automatic
 MAX_AUTO_TILE = 2048  # automatic tiles stay at most this large: progress and cancel stay responsive
 PERCENTILE_BLOCK = 256 * 2**20  # bytes of float32 read at once to compute a plane's (volume's) percentiles
+SLAB_BYTES = 1024 * 2**20  # on a cluster: a plane's (volume's) percentiles are summed from tasks reading this much
 BAND_BUDGET = 768 * 2**20  # bytes a volume's band of automatic tiles may hold (blended output and weights)
 
 
@@ -415,13 +417,24 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
     for every plane (nothing is read). Outputs go back to the input's range, or to the
     model's fixed output range (``translate`` between modalities).
     """
+    reads = _reads(norm, dtype)
+    parts = [percentile_part(rows, 0, height, height, dtype, exclude, block_rows)] if reads else []
+    return ranges_of(norm, parts, dtype)
+
+
+def _reads(norm: Normalization, dtype: np.dtype) -> bool:
+    """Whether a plane's ranges need its pixels: its percentiles, or a float's check for NaN and infinities."""
+    return norm.input != "fixed" or np.dtype(dtype).kind == "f"
+
+
+def ranges_of(norm: Normalization, parts: Sequence[tuple[str, np.ndarray, int]], dtype: np.dtype) -> Ranges:
+    """A plane's ranges from the :func:`~napari_pix2pix.engine.core.normalization.percentile_part` of its slabs."""
     if norm.input == "fixed":
         lo, hi = safe_range(norm.in_lo, norm.in_hi)
-        if np.dtype(dtype).kind == "f":  # read anyway: NaN or infinite values are named, never passed on
-            plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude, block_rows=block_rows)
+        if parts:  # read anyway: NaN or infinite values are named, never passed on
+            percentiles_of(parts, dtype, (norm.low, norm.high))
     else:
-        lo, hi = safe_range(*plane_percentiles(rows, height, dtype, (norm.low, norm.high), exclude=exclude,
-                                               block_rows=block_rows))
+        lo, hi = safe_range(*percentiles_of(parts, dtype, (norm.low, norm.high)))
     out = safe_range(norm.out_lo, norm.out_hi) if norm.output == "fixed" else (lo, hi)
     return (lo, hi), out
 
@@ -429,9 +442,9 @@ def plane_ranges(norm: Normalization, rows: Callable[[int, int], np.ndarray], he
 Ranges = tuple[tuple[float, float], tuple[float, float]]  # a plane's (input range, output range)
 
 
-def _ranges(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype, m_plane: np.ndarray | None,
-            sizes: Sequence[int]) -> Ranges:
-    """The ranges of one plane (or volume) read through ``get(*slices) -> (C, ...)``, in row slabs of bounded size."""
+def _range_rows(model: Network, get: Callable[..., np.ndarray], sizes: Sequence[int]
+                ) -> tuple[Callable[[int, int], np.ndarray], int]:
+    """A plane's (volume's) own rows, read through ``get(*slices) -> (C, ...)``, and how many to read at once."""
     full = [slice(0, n) for n in sizes[1:]]
     own = model.task.image_channels(model.config.in_channels) // (2 * model.z_context + 1)
 
@@ -439,7 +452,13 @@ def _ranges(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype, m_p
         return np.moveaxis(get(slice(y0, y1), *full)[:own], 0, -1)
 
     row_bytes = 4 * int(np.prod(sizes[1:])) * model.task.image_channels(model.config.in_channels)
-    block = max(1, min(512, PERCENTILE_BLOCK // max(row_bytes, 1)))  # a volume: Z slabs of bounded size
+    return rows, max(1, min(512, PERCENTILE_BLOCK // max(row_bytes, 1)))  # a volume: Z slabs of bounded size
+
+
+def _ranges(model: Network, get: Callable[..., np.ndarray], dtype: np.dtype, m_plane: np.ndarray | None,
+            sizes: Sequence[int]) -> Ranges:
+    """The ranges of one plane (or volume) read through ``get(*slices) -> (C, ...)``, in row slabs of bounded size."""
+    rows, block = _range_rows(model, get, sizes)
     return plane_ranges(model.normalization, rows, sizes[0], dtype, m_plane, block)
 
 
@@ -579,6 +598,30 @@ class Setup:
         m_plane = _mask_plane(self.mask, stack_idx, self.sizes)
         return [_ranges(self.model, self.reader(stack_idx, job), self.job_dtype(job), m_plane, self.sizes)
                 for job in self.jobs]
+
+    def range_slabs(self, stack_idx: tuple[int, ...], slab_bytes: int = SLAB_BYTES) -> list[tuple[int, int, int]]:
+        """(channel pass, first row, end row) of slabs of one plane whose parts make its ranges (read in parallel).
+
+        Empty when its ranges need no pixel (a fixed input range of an integer image).
+        """
+        if not any(_reads(self.model.normalization, self.job_dtype(job)) for job in self.jobs):
+            return []
+        row_bytes = 4 * int(np.prod(self.sizes[1:])) * self.model.task.image_channels(self.model.config.in_channels)
+        rows = max(1, slab_bytes // max(row_bytes, 1))
+        return [(k, y0, min(y0 + rows, self.sizes[0])) for k in range(len(self.jobs))
+                for y0 in range(0, self.sizes[0], rows)]
+
+    def range_part(self, stack_idx: tuple[int, ...], k: int, y0: int, y1: int) -> tuple[str, np.ndarray, int]:
+        """What rows ``y0:y1`` of channel pass `k` add to the plane's ranges (:meth:`range_slabs`)."""
+        job = self.jobs[k]
+        rows, block = _range_rows(self.model, self.reader(stack_idx, job), self.sizes)
+        return percentile_part(rows, y0, y1, self.sizes[0], self.job_dtype(job),
+                               _mask_plane(self.mask, stack_idx, self.sizes), block)
+
+    def ranges_from(self, parts: Sequence[tuple[int, tuple[str, np.ndarray, int]]]) -> list[Ranges]:
+        """The plane's ranges from the parts of its slabs ((channel pass, part) pairs, in any order)."""
+        return [ranges_of(self.model.normalization, [p for k, p in parts if k == i], self.job_dtype(job))
+                for i, job in enumerate(self.jobs)]
 
     def runner(self, cancel: Any = None) -> Runner:
         o = self.opts
