@@ -234,9 +234,8 @@ def test_bad_cluster_arguments_are_named():
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
 def test_percentiles_summed_from_slabs_are_the_single_process_ones(dtype):
-    from tests._helpers import tiny_model
-
     from napari_pix2pix.engine.predict.tiled import prepare
+    from tests._helpers import tiny_model
 
     rng = np.random.default_rng(6)
     image = (rng.gamma(2.0, 900.0, (2, 203, 190))).astype(dtype)
