@@ -142,6 +142,7 @@ def main() -> None:
                 continue
             dest = work / f"{model}-{name}.zarr"
             shutil.rmtree(dest, ignore_errors=True)
+            shutil.rmtree(dest.with_name(f".{dest.name}.partial"), ignore_errors=True)  # an interrupted run's
             r = run(model, src, dest, threads, workers)
             r["mvox_s"] = voxels / r["seconds"] / 1e6
             stats = r.pop("stats")
