@@ -52,9 +52,9 @@ def keep_stats(self):
 zarrstore.ZarrTarget.commit = keep_stats
 kw = {}
 if cfg["workers"]:
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=cfg["workers"], threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=50)
+    from distributed import Client
+    from napari_pix2pix.engine.predict.distributed import local_cluster
+    cluster = local_cluster(cfg["workers"], silence_logs=50)  # what workers=N starts
     client = Client(cluster)
     client.wait_for_workers(cfg["workers"])
     client.run(lambda: __import__("torch").zeros(1))  # workers started, torch imported: before the clock

@@ -76,7 +76,7 @@ OPTS = dict(device="cpu", precision="fp32", tile_size=64, overlap=16)
 @pytest.mark.parametrize("dims", [2, 3])
 def test_a_cluster_prediction_equals_the_single_process_result(tmp_path, client, dims):
     model = _model2d() if dims == 2 else _model3d()
-    data = _stack() if dims == 2 else _stack((48, 64, 56))
+    data = _stack() if dims == 2 else _stack((80, 64, 56))
     src = _zarr_input(tmp_path / "in.zarr", data, (1, 64, 64) if dims == 2 else (8, 32, 32))
     opts = OPTS if dims == 2 else {**OPTS, "tile_size": (8, 64, 64), "overlap": 2}
     expect = model.predict(data, **opts)
