@@ -100,6 +100,17 @@ def test_a_multiscale_layer_is_restored_into_a_lazy_multiscale_zarr_layer(make_n
     assert d._status.is_error and "zarr" in d._status.text()
 
 
+def _denoise_a_slide(viewer, full, model_file, folder):
+    """A Denoise widget set to restore the multiscale layer "slide" (level 0: `full`) into a store in `folder`."""
+    viewer.add_image([full, full[:, ::2, ::2]], name="slide", multiscale=True)
+    d = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(d)
+    assert d.use_model_file(model_file), d._status.text()
+    d._big_dir.setText(str(folder))
+    d._image_combo.set_layer("slide")
+    return d
+
+
 @pytest.fixture
 def _clusters():
     """Close the local clusters the widgets start (they are kept for the session otherwise)."""
@@ -114,14 +125,8 @@ def test_compute_on_a_local_cluster_drives_the_same_engine_call_and_is_remembere
     from napari_pix2pix._napari.choices import compute_setting
 
     viewer = make_napari_viewer()
-    rng = np.random.default_rng(1)
-    full = (rng.random((3, 300, 260)) * 3000 + 100).astype(np.uint16)
-    viewer.add_image([full, full[:, ::2, ::2]], name="slide", multiscale=True)
-    d = DenoiseWidget(viewer)
-    viewer.window.add_dock_widget(d)
-    assert d.use_model_file(tiny_model_files["denoise"]), d._status.text()
-    d._big_dir.setText(str(tmp_path))
-    d._image_combo.set_layer("slide")
+    full = (np.random.default_rng(1).random((3, 300, 260)) * 3000 + 100).astype(np.uint16)
+    d = _denoise_a_slide(viewer, full, tiny_model_files["denoise"], tmp_path)
     assert not d._advanced.is_expanded()  # folded away: the defaults run here
     d._advanced.expand()
     where = d._compute._where
@@ -157,14 +162,8 @@ def test_a_cancelled_store_prediction_keeps_its_blocks_and_the_next_run_continue
     from napari_pix2pix.engine.images import zarrstore
 
     viewer = make_napari_viewer()
-    rng = np.random.default_rng(2)
-    full = (rng.random((4, 256, 256)) * 3000 + 100).astype(np.uint16)
-    viewer.add_image([full, full[:, ::2, ::2]], name="slide", multiscale=True)
-    d = DenoiseWidget(viewer)
-    viewer.window.add_dock_widget(d)
-    assert d.use_model_file(tiny_model_files["denoise"]), d._status.text()
-    d._big_dir.setText(str(tmp_path))
-    d._image_combo.set_layer("slide")
+    full = (np.random.default_rng(2).random((4, 256, 256)) * 3000 + 100).astype(np.uint16)
+    d = _denoise_a_slide(viewer, full, tiny_model_files["denoise"], tmp_path)
     marked = []
     real = zarrstore.ZarrTarget.mark_done
 
