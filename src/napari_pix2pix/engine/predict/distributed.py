@@ -94,9 +94,10 @@ def model_bytes(model: Network) -> bytes:
 
     spec = {"task": model.task.name, "preset": model.preset, "config": model.config.to_dict(),
             "normalization": model.normalization.to_dict(), "z_context": model.z_context, "name": model.name}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.generator.state_dict().items()}
+    weights = save({k: v.detach().cpu().contiguous() for k, v in model.generator.state_dict().items()})
+    spec["digest"] = hashlib.sha256(weights).hexdigest()  # once, here: workers key their network by it
     head = json.dumps(spec).encode()
-    return len(head).to_bytes(8, "little") + head + save(state)
+    return len(head).to_bytes(8, "little") + head + weights
 
 
 def _source_spec(source: Any, image: Any, client: Any) -> tuple[str, Any]:
@@ -141,7 +142,7 @@ def _open(spec: tuple[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------- on the workers
 _lock = threading.Lock()
-_models: dict[str, Network] = {}
+_models: dict[bytes, Network] = {}
 
 
 def _worker_model(data: bytes) -> Network:
@@ -151,11 +152,11 @@ def _worker_model(data: bytes) -> Network:
     from ...nn.unet import UNetConfig
     from ..core.normalization import Normalization
 
-    key = hashlib.sha256(data).hexdigest()
+    n = int.from_bytes(data[:8], "little")
+    key = data[8 : 8 + n]  # the settings with the weights' digest: no hashing of the weights in every task
     with _lock:
         if key not in _models:
-            n = int.from_bytes(data[:8], "little")
-            spec = json.loads(data[8 : 8 + n])
+            spec = json.loads(key)
             net = Network(spec["task"], spec["preset"], config=UNetConfig(**spec["config"]),
                           normalization=Normalization(**spec["normalization"]), name=spec["name"],
                           z_context=int(spec["z_context"]))
