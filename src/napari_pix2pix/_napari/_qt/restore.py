@@ -343,7 +343,8 @@ class RestoreWidget(DockWidget):
     def _on_progress(self, p: Any) -> None:
         now = time.perf_counter()
         final = bool(p.total) and p.done >= p.total
-        if not final and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
+        first = bool(p.total) and self._progress_bar.maximum() == 0  # the count is known: always shown at once
+        if not (final or first) and now - self._last_ui < UI_INTERVAL:  # keep the GUI thread free: a few updates/s
             return
         self._last_ui = now
         if p.total:
